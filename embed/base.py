@@ -1,0 +1,107 @@
+"""``BaseEmbedder``: what every backend shares — item checks, failure collection, Matryoshka.
+
+A backend implements ``_prepare(item, index, instruction)`` (load media, tokenise; raise ``ItemError``
+for a bad item) and ``_forward(prepared) -> (n, full_dim)`` float32 rows. Preparation of the whole call
+happens first, so a bad item is reported before any model work is spent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from omniret.embed.matryoshka import check_dim, truncate
+from omniret.embed.protocol import EmbedResult, ItemLike
+from omniret.errors import ItemError
+from omniret.types import Item
+
+
+class BaseEmbedder(ABC):
+    """Shared behaviour of the embedding backends (see module docstring)."""
+
+    name: str = "embedder"
+    dim: int = 0
+    dims: tuple[int, ...] = ()
+    modalities: frozenset[str] = frozenset({"text"})
+    #: threads that prepare items (media decoding) in parallel; 0 prepares inline
+    prepare_workers: int = 0
+
+    # -- backend hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _prepare(self, item: Item, index: int, instruction: str | None) -> Any:
+        """Check and pre-process one item (media decoding, tokenisation); raise ``ItemError`` if bad."""
+
+    @abstractmethod
+    def _forward(self, prepared: list[Any]) -> np.ndarray:
+        """Full-dimension float32 rows for prepared items, in the given order."""
+
+    # -- public API ----------------------------------------------------------------------------
+    def embed(self, items: Sequence[ItemLike], *, instruction: str | None = None,
+              dim: int | None = None) -> np.ndarray:
+        """Vectors for every item, float32 ``(n, dim)``; raises ``ItemError`` listing every bad item."""
+        result = self._run(items, instruction=instruction, dim=dim, raise_on_error=True)
+        return result.vectors
+
+    def embed_partial(self, items: Sequence[ItemLike], *, instruction: str | None = None,
+                      dim: int | None = None) -> EmbedResult:
+        """Vectors for the good items and the failures of the bad ones; never a stand-in vector."""
+        return self._run(items, instruction=instruction, dim=dim, raise_on_error=False)
+
+    def check_dim(self, dim: int | None) -> int:
+        return check_dim(dim, full=self.dim, supported=self.dims, model=self.name)
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def _check_item(self, item: Item, index: int) -> None:
+        missing = item.modalities - set(self.modalities)
+        if missing:
+            raise ItemError.for_item(
+                index, item.id,
+                f"model {self.name} cannot embed {', '.join(sorted(missing))} (it accepts "
+                f"{', '.join(sorted(self.modalities))})")
+
+    def _prepare_checked(self, raw: Any, index: int, instruction: str | None) -> Any:
+        item = Item.coerce(raw, index=index)
+        self._check_item(item, index)
+        try:
+            return self._prepare(item, index, item.instruction if item.instruction is not None else instruction)
+        except ItemError:
+            raise
+        except (OSError, ValueError, TypeError) as e:
+            raise ItemError.for_item(index, item.id, f"{type(e).__name__}: {e}") from e
+
+    def prepare_all(self, items: Sequence[ItemLike], instruction: str | None) -> list[Any]:
+        """Prepare every item, in order; an ``ItemError`` takes the place of a bad one."""
+        def one(pair: tuple[int, Any]) -> Any:
+            i, raw = pair
+            try:
+                return self._prepare_checked(raw, i, instruction)
+            except ItemError as e:
+                return e
+
+        pairs = list(enumerate(items))
+        if self.prepare_workers > 1 and len(pairs) > 1:
+            with ThreadPoolExecutor(max_workers=self.prepare_workers) as pool:
+                return list(pool.map(one, pairs))
+        return [one(p) for p in pairs]
+
+    def _run(self, items: Sequence[ItemLike], *, instruction: str | None, dim: int | None,
+             raise_on_error: bool) -> EmbedResult:
+        if isinstance(items, (str, Item, dict)):
+            raise TypeError("embed() takes a list of items; wrap a single item in a list")
+        d = self.check_dim(dim)
+        prepared = self.prepare_all(items, instruction)
+        errors = [p for p in prepared if isinstance(p, ItemError)]
+        if errors and raise_on_error:
+            raise ItemError.combine(errors)
+        good = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ItemError)]
+        if good:
+            full = self._forward([p for _, p in good])
+            vecs = truncate(full, d)
+        else:
+            vecs = np.zeros((0, d), dtype=np.float32)
+        return EmbedResult(vectors=vecs, indices=[i for i, _ in good],
+                           failures=[f for e in errors for f in e.failures])

@@ -1,0 +1,48 @@
+"""The ``Embedder`` protocol every embedding backend implements, and its partial-result type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from omniret.errors import ItemFailure
+from omniret.types import Item
+
+ItemLike = Item | str | dict[str, Any]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns items into L2-normalised float32 vectors, rows in input order.
+
+    ``dim`` picks a Matryoshka prefix (truncate, then re-normalise); ``dims`` lists the supported ones and
+    ``modalities`` what the model accepts. Queries carry a task ``instruction``; documents use the default.
+    A bad item raises ``omniret.ItemError`` before any model work is spent on the batch.
+    """
+
+    name: str
+    dim: int
+    dims: tuple[int, ...]
+    modalities: frozenset[str]
+
+    def embed(self, items: Sequence[ItemLike], *, instruction: str | None = None,
+              dim: int | None = None) -> np.ndarray: ...
+
+    def embed_partial(self, items: Sequence[ItemLike], *, instruction: str | None = None,
+                      dim: int | None = None) -> EmbedResult: ...
+
+
+@dataclass
+class EmbedResult:
+    """The good items' vectors (rows follow ``indices``) and the bad items' failures."""
+
+    vectors: np.ndarray
+    indices: list[int]
+    failures: list[ItemFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures

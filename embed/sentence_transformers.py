@@ -1,0 +1,67 @@
+"""Adapter for any sentence-transformers embedding model (text only unless the model says otherwise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from omniret.embed.base import BaseEmbedder
+from omniret.errors import ItemError
+from omniret.registry import ModelSpec
+from omniret.types import Item
+
+
+class SentenceTransformerEmbedder(BaseEmbedder):
+    """Wraps ``sentence_transformers.SentenceTransformer``; batching and length sorting are its own.
+
+    Instructions are passed as ST prompts (``prompt=``) when given, so instruction-tuned ST models
+    behave as their cards say; models without prompts see the plain text.
+    """
+
+    def __init__(self, name_or_path: str, *, device: str | None = None, dtype: Any = None,
+                 spec: ModelSpec | None = None, batch_size: int = 32, max_length: int | None = None,
+                 use_instruction: bool | None = None, **_: Any) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from omniret.embed._torch import resolve_device, resolve_dtype
+
+        dev = resolve_device(device)
+        kwargs: dict[str, Any] = {}
+        td = resolve_dtype(dtype, dev)
+        if td is not None:
+            kwargs["model_kwargs"] = {"dtype": td}
+        self.model = SentenceTransformer(str(name_or_path), device=str(dev), **kwargs)
+        if max_length is not None:
+            self.model.max_seq_length = max_length
+        self.name = spec.name if spec is not None else str(name_or_path)
+        self.path = str(name_or_path)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        full = int(get_dim())
+        self.dim = full
+        self.dims = tuple(spec.dims) if spec is not None and spec.dims else (full,)
+        self.modalities = frozenset({"text"})
+        self.batch_size = batch_size
+        # Symmetric models (MiniLM) were not trained with instructions: ignore them unless asked.
+        self.use_instruction = bool(use_instruction) if use_instruction is not None else bool(self.model.prompts)
+
+    def _prepare(self, item: Item, index: int, instruction: str | None) -> tuple[str, str | None]:
+        texts = item.texts
+        if texts and not "".join(texts).strip():
+            raise ItemError.for_item(index, item.id, "empty text")
+        text = "".join(texts) if texts else "NULL"
+        return text, instruction if self.use_instruction else None
+
+    def _forward(self, prepared: list[tuple[str, str | None]]) -> np.ndarray:
+        out = np.zeros((len(prepared), self.dim), dtype=np.float32)
+        groups: dict[str | None, list[int]] = {}
+        for i, (_, instr) in enumerate(prepared):
+            groups.setdefault(instr, []).append(i)
+        for instr, idx in groups.items():
+            vecs = self.model.encode(
+                [prepared[i][0] for i in idx], batch_size=self.batch_size, convert_to_numpy=True,
+                normalize_embeddings=True, show_progress_bar=False,
+                prompt=instr if instr else None,
+            )
+            out[idx] = vecs
+        return out

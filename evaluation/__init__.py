@@ -1,0 +1,1 @@
+"""Evaluation runners: MTEB, BEIR-format, MMEB-style; metrics and reports."""

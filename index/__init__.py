@@ -1,0 +1,1 @@
+"""Vector stores (FAISS, Qdrant), ingestion, collections and two-stage search."""

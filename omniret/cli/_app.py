@@ -1,0 +1,74 @@
+"""The typer app, shared options, and the one-line error printer every command uses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="omniret",
+    help="Multimodal retrieval: embed, rerank, index, search, serve, train, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# Options shared by several commands, declared once.
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Embedding model: registry name, hub id or path "
+                                                                  "(default: OMNIRET_EMBED_MODEL).")]
+RerankerOpt = Annotated[str | None, typer.Option("--reranker", help="Reranker: registry name, hub id or path.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available).")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+InstructionOpt = Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction (queries).")]
+DimOpt = Annotated[int | None, typer.Option("--dim", help="Matryoshka dimension (a prefix, re-normalised).")]
+RootOpt = Annotated[Path | None, typer.Option("--root", help="Collections folder (default: $OMNIRET_HOME/collections).")]
+CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, hint: str | None = None) -> None:
+    """Print one error line (and the next command to try), then exit 1."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    if hint:
+        err_console.print(f"[dim]try:[/] {hint}", highlight=False)
+    raise typer.Exit(1)
+
+
+def run() -> None:
+    """Run the app; omniret's own errors print one line unless OMNIRET_DEBUG=1."""
+    from omniret.errors import OmniretError
+
+    debug = os.environ.get("OMNIRET_DEBUG", "").lower() in {"1", "true", "yes"}
+    try:
+        app()
+    except (OmniretError, FileNotFoundError) as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print("[dim]set OMNIRET_DEBUG=1 for the traceback[/]", highlight=False)
+        sys.exit(1)
+
+
+def handles_errors(fn):  # noqa: ANN001, ANN201 - decorator keeps the command's own signature
+    """Decorator for commands: omniret's errors become one line and exit code 1 (traceback with OMNIRET_DEBUG=1)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        from omniret.errors import OmniretError
+
+        try:
+            return fn(*args, **kwargs)
+        except (OmniretError, FileNotFoundError) as e:
+            if os.environ.get("OMNIRET_DEBUG", "").lower() in {"1", "true", "yes"}:
+                raise
+            fail(str(e), hint="set OMNIRET_DEBUG=1 for the traceback")
+
+    return wrapper

@@ -1,0 +1,150 @@
+"""``omniret embed`` and ``omniret models``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from omniret.cli._app import (
+    DeviceOpt,
+    DimOpt,
+    DtypeOpt,
+    InstructionOpt,
+    ModelOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    handles_errors,
+)
+
+
+def read_items_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Items from a JSONL file: each line a reference-style dict or a JSON string; media paths are
+    resolved relative to the file."""
+    from omniret.errors import ItemError
+
+    items: list[dict[str, Any]] = []
+    base = path.parent
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ItemError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+            if isinstance(obj, str):
+                obj = {"text": obj}
+            if not isinstance(obj, dict):
+                raise ItemError(f"{path}:{lineno}: expected an object or a string, got {type(obj).__name__}")
+            for key in ("image", "video"):
+                obj[key] = _relative(obj.get(key), base)
+            obj.setdefault("id", str(lineno))
+            items.append(obj)
+    return items
+
+
+def _relative(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and not value.startswith(("data:", "http://", "https://", "/")):
+        return str(base / value)
+    if isinstance(value, list):
+        return [_relative(v, base) for v in value]
+    return value
+
+
+@app.command()
+@handles_errors
+def embed(
+    text: Annotated[list[str] | None, typer.Argument(help="Texts to embed (one item each).")] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", help="Image or PDF file(s), one item each.")] = None,
+    video: Annotated[list[Path] | None, typer.Option("--video", help="Video file(s), one item each.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-f", help="JSONL file of items.")] = None,  # noqa: A002
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .npy or .jsonl.")] = Path("embeddings.npy"),
+    model: ModelOpt = None,
+    instruction: InstructionOpt = None,
+    dim: DimOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per call to the model.")] = 32,
+    skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Embed the good items, report the bad.")] = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Embed items (text arguments, --image/--video files, or a JSONL file) to .npy or JSONL."""
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from omniret.embed import load_embedder
+    from omniret.embed.media import pdf_page_items
+    from omniret.settings import get_settings
+
+    items: list[dict[str, Any]] = [{"text": t, "id": f"text:{i}"} for i, t in enumerate(text or [])]
+    for p in image or []:
+        if p.suffix.lower() == ".pdf":
+            items.extend(it.to_dict() for it in pdf_page_items(p))
+        else:
+            items.append({"image": str(p), "id": str(p)})
+    items.extend({"video": str(p), "id": str(p)} for p in video or [])
+    if input is not None:
+        items.extend(read_items_jsonl(input))
+    if not items:
+        fail("nothing to embed", hint='omniret embed "some text"  or  omniret embed --input items.jsonl')
+    if output.suffix not in {".npy", ".jsonl"}:
+        fail(f"--output {output}: use a .npy or .jsonl file name")
+
+    settings = get_settings()
+    embedder = load_embedder(model or settings.embed_model, device=device, dtype=dtype)
+    vectors: list[Any] = []
+    kept: list[dict[str, Any]] = []
+    failures = []
+    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("embed", total=len(items))
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            result = embedder.embed_partial(chunk, instruction=instruction, dim=dim)
+            if result.failures and not skip_errors:
+                f = result.failures[0]
+                fail(f"item {start + f.index} (id={f.id!r}): {f.reason}", hint="add --skip-errors to embed the rest")
+            for f in result.failures:
+                f.index += start
+                failures.append(f)
+            vectors.append(result.vectors)
+            kept.extend(chunk[i] for i in result.indices)
+            progress.advance(task, len(chunk))
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim or embedder.dim), dtype=np.float32)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".npy":
+        np.save(output, matrix)
+    else:
+        with output.open("w", encoding="utf-8") as f:
+            for it, vec in zip(kept, matrix, strict=True):
+                f.write(json.dumps({"id": it.get("id"), "embedding": vec.tolist()}) + "\n")
+    for fl in failures:
+        err_console.print(f"[yellow]skipped[/] item {fl.index} (id={fl.id!r}): {fl.reason}", highlight=False)
+    console.print(f"wrote {matrix.shape[0]} x {matrix.shape[1]} vectors to {output}"
+                  + (f" ({len(failures)} skipped)" if failures else ""))
+
+
+@app.command()
+def models(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the known models, their modalities and Matryoshka dims."""
+    from omniret.registry import list_models
+
+    specs = list_models()
+    if json_out:
+        console.print_json(json.dumps([
+            {"name": s.name, "kind": s.kind, "arch": s.arch, "modalities": list(s.modalities), "dim": s.dim,
+             "dims": list(s.dims), "max_length": s.max_length, "aliases": list(s.aliases),
+             "local_path": s.path} for s in specs]))
+        return
+    table = Table(title="omniret models")
+    for col in ("name", "kind", "modalities", "dim", "Matryoshka dims", "aliases"):
+        table.add_column(col)
+    for s in specs:
+        table.add_row(s.name, s.kind, ", ".join(s.modalities), str(s.dim or "-"),
+                      ", ".join(map(str, s.dims)) if len(s.dims) > 1 else "-", ", ".join(s.aliases))
+    console.print(table)

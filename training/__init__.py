@@ -1,0 +1,1 @@
+"""Training: datasets, losses, trainers, hard-negative mining, model merging."""
