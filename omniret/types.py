@@ -8,8 +8,10 @@ from typing import Any
 
 from omniret.errors import ItemError
 
-#: Keys of the reference implementation's input dict, plus omniret's ``id`` and ``metadata``.
-ITEM_KEYS = ("text", "image", "video", "fps", "max_frames", "instruction", "id", "metadata")
+#: Keys of the reference implementation's input dict, plus omniret's ``id`` and ``metadata`` and
+#: qwen-vl-utils' ``video_start``/``video_end``.
+ITEM_KEYS = ("text", "image", "video", "fps", "max_frames", "video_start", "video_end", "instruction", "id",
+             "metadata")
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Item:
     - ``video``: a video file's path; or a list of frames (PIL images or image paths) that is one video;
       or a list of videos.
     - ``fps`` / ``max_frames``: sampling of video *files*.
+    - ``video_start`` / ``video_end``: a time span (seconds) of a video file, as qwen-vl-utils takes it;
+      ingestion uses it for video segments.
     - ``instruction``: overrides the call's instruction for this item.
     - ``id`` / ``metadata``: carried through to results and payloads.
 
@@ -34,6 +38,8 @@ class Item:
     video: Any = None
     fps: float | None = None
     max_frames: int | None = None
+    video_start: float | None = None
+    video_end: float | None = None
     instruction: str | None = None
     id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
