@@ -1,0 +1,487 @@
+"""``FaissStore``: the embedded default store. FAISS for similarity, SQLite (WAL) for everything durable.
+
+SQLite holds each item's string id, payload and the float32 vector itself, and a generation counter
+bumped by every write. An ``upsert`` returns only after its transaction committed, so an acknowledged
+item survives ``kill -9``. The FAISS file is a cache of SQLite: written on close and every
+``save_every`` changes (atomically, with the generation it reflects); on open it is caught up from
+SQLite (vectors added, stale ids removed) or rebuilt when missing or unreadable.
+
+FAISS ids are SQLite ``AUTOINCREMENT`` row ids, never reused, so a stale FAISS entry can never alias a
+new item. HNSW cannot remove vectors: deleted entries become tombstones that searches skip, and the
+graph is rebuilt when they pass a quarter of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+from omniret.index.filters import Filter, parse_filter, to_sql
+from omniret.index.protocol import as_matrix, check_upsert
+
+from omniret.errors import ConfigError, DimensionError, StoreError
+from omniret.types import Hit
+
+IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]
+INDEX_KINDS = ("flat", "hnsw", "ivfpq", "sq8")
+_SQL_CHUNK = 900
+#: filtered searches over at most this many allowed rows are answered exactly from the stored vectors
+EXACT_FILTER_ROWS = 4096
+
+
+class FaissOptions(TypedDict, total=False):
+    """Index parameters, under the names FAISS users know."""
+
+    M: int                 # HNSW graph degree
+    ef_construction: int   # HNSW efConstruction
+    ef_search: int         # HNSW efSearch
+    nlist: int             # IVF lists (default: ~4·sqrt(n) at training time)
+    m: int                 # PQ sub-quantisers (must divide dim)
+    nbits: int             # bits per PQ code
+    nprobe: int            # IVF lists visited per query
+    train_size: int        # vectors needed before IVF-PQ / SQ8 is trained (exact search until then)
+    save_every: int        # changes between automatic FAISS-file saves
+    gpu: bool | None       # None: use a GPU when faiss has one
+
+
+_DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "nbits": 8, "nprobe": 32,
+                           "save_every": 50_000}
+
+
+def _gpu_resources() -> Any:
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources"):
+        return None
+    try:
+        return faiss.StandardGpuResources() if faiss.get_num_gpus() > 0 else None
+    except Exception:  # noqa: BLE001 - a broken CUDA setup means CPU
+        return None
+
+
+class FaissStore:
+    """A FAISS index plus a SQLite payload/vector store in one folder (see module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, index: IndexKind = "flat",
+                 options: FaissOptions | None = None, create: bool = True) -> None:
+        import faiss
+
+        self._faiss = faiss
+        self.path = Path(path)
+        if index not in INDEX_KINDS:
+            raise ConfigError(f"index={index!r}: choose one of {', '.join(INDEX_KINDS)}")
+        unknown = set(options or {}) - set(FaissOptions.__annotations__)
+        if unknown:
+            raise ConfigError(f"unknown FAISS option(s) {sorted(unknown)}; known: "
+                              f"{', '.join(FaissOptions.__annotations__)}")
+        db_path = self.path / "store.sqlite"
+        if not db_path.exists() and not create:
+            raise StoreError(f"no FAISS store at {self.path}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS items (fid INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "id TEXT NOT NULL UNIQUE, vector BLOB NOT NULL, payload TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the SQLite store {db_path}: {e}") from e
+        meta = self._meta()
+        if "dim" in meta:
+            stored_dim = int(meta["dim"])
+            if dim is not None and dim != stored_dim:
+                raise DimensionError(f"FAISS store {self.path}: expected dimension {stored_dim}, got {dim}")
+            self.dim = stored_dim
+            self.kind: IndexKind = meta["index"]
+            self.options: FaissOptions = {**_DEFAULTS, **json.loads(meta["options"]), **(options or {})}
+        else:
+            if dim is None or dim <= 0:
+                raise ConfigError(f"a new FAISS store needs dim > 0, got {dim}")
+            self.dim, self.kind = int(dim), index
+            self.options = {**_DEFAULTS, **(options or {})}
+            self._set_meta({"dim": str(self.dim), "index": self.kind,
+                            "options": json.dumps({k: v for k, v in (options or {}).items()}),
+                            "generation": "0"})
+        if self.kind == "ivfpq":
+            self._check_pq()
+        gpu = self.options.get("gpu")
+        self._gpu_res = _gpu_resources() if gpu is not False else None
+        if gpu and self._gpu_res is None:
+            raise ConfigError("gpu=True but faiss has no CUDA GPU here (install faiss-gpu-cu12 on a GPU machine)")
+        self._gpu_index: Any = None
+        self._dead: set[int] = set()
+        self._changes = 0
+        self._index = self._load_or_rebuild()
+
+    # -- SQLite helpers --------------------------------------------------------------------------
+    def _meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def _set_meta(self, kv: dict[str, str]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(kv.items()))
+        self._db.execute("COMMIT")
+
+    def _generation(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _vectors(self, fids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(fids, vectors)`` from SQLite: all rows, or the given fids."""
+        if fids is None:
+            rows = self._db.execute("SELECT fid, vector FROM items ORDER BY fid").fetchall()
+        else:
+            rows = []
+            fl = list(fids)
+            for s in range(0, len(fl), _SQL_CHUNK):
+                part = fl[s:s + _SQL_CHUNK]
+                rows += self._db.execute(f"SELECT fid, vector FROM items WHERE fid IN ({','.join('?' * len(part))})",
+                                         part).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        return ids, vecs
+
+    # -- FAISS index lifecycle -------------------------------------------------------------------
+    def _check_pq(self) -> None:
+        m = self.options.get("m")
+        if m is not None and (m <= 0 or self.dim % m):
+            raise ConfigError(f"ivfpq: m={m} must divide dim={self.dim}")
+
+    def _train_size(self) -> int:
+        if self.kind == "sq8":
+            return int(self.options.get("train_size") or 1000)
+        if self.kind == "ivfpq":
+            nlist = self.options.get("nlist") or 256
+            return int(self.options.get("train_size") or 39 * max(nlist, 2 ** self.options["nbits"]))
+        return 0
+
+    def _empty_index(self, n: int) -> Any:
+        """The index for ``n`` vectors: the exact fallback until a trainable kind has enough to train."""
+        faiss, d = self._faiss, self.dim
+        ip = faiss.METRIC_INNER_PRODUCT
+        if self.kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(d, int(self.options["M"]), ip)
+            inner.hnsw.efConstruction = int(self.options["ef_construction"])
+            inner.hnsw.efSearch = int(self.options["ef_search"])
+        elif self.kind in ("ivfpq", "sq8") and n >= self._train_size():
+            if self.kind == "sq8":
+                inner = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip)
+            else:
+                nlist = self.options.get("nlist") or int(max(16, min(4 * math.sqrt(n), n / 39)))
+                m = self.options.get("m") or next(c for c in (64, 32, 16, 8, 4, 2, 1) if d % c == 0 and c <= d)
+                inner = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, int(nlist), int(m), int(self.options["nbits"]), ip)
+                inner.nprobe = int(self.options["nprobe"])
+        else:
+            inner = faiss.IndexFlatIP(d)
+        return faiss.IndexIDMap2(inner)
+
+    @property
+    def exact(self) -> bool:
+        """Whether searches are exact (flat, or a trainable kind still below its training size)."""
+        return isinstance(self._faiss.downcast_index(self._index.index), self._faiss.IndexFlat)
+
+    def _build(self) -> Any:
+        fids, vecs = self._vectors()
+        index = self._empty_index(len(fids))
+        inner = self._faiss.downcast_index(index.index)
+        if not inner.is_trained:
+            rng = np.random.default_rng(0)
+            sample = vecs if len(vecs) <= 100_000 else vecs[rng.choice(len(vecs), 100_000, replace=False)]
+            inner.train(sample)
+        if len(fids):
+            index.add_with_ids(vecs, fids)
+        self._dead = set()
+        return index
+
+    def _index_file(self) -> Path:
+        return self.path / "index.faiss"
+
+    def _load_or_rebuild(self) -> Any:
+        faiss = self._faiss
+        f, side = self._index_file(), self.path / "index.json"
+        index = None
+        if f.exists() and side.exists():
+            try:
+                saved = json.loads(side.read_text())
+                index = faiss.read_index(str(f))
+                if saved.get("kind") != self.kind or index.d != self.dim:
+                    index = None
+            except (RuntimeError, ValueError, OSError):
+                index = None  # unreadable cache: rebuilt from SQLite below
+        if index is None:
+            index = self._build()
+            self._index = index
+            self._save()
+            return index
+        self._index = index
+        self._catch_up(same_generation=saved.get("generation") == self._generation())
+        return index
+
+    def _catch_up(self, *, same_generation: bool) -> None:
+        """Make the FAISS index hold exactly SQLite's rows (the file may be behind after a crash)."""
+        if same_generation and self.kind != "hnsw":
+            return
+        in_index = self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
+        stale = np.setdiff1d(in_index, live, assume_unique=True)
+        missing = np.setdiff1d(live, in_index, assume_unique=True)
+        if not self._remove_fids(stale) and len(missing):
+            fids, vecs = self._vectors(missing.tolist())
+            self._add(fids, vecs)
+        if len(stale) or len(missing):
+            self._changes += len(stale) + len(missing)
+            self._maybe_save()
+
+    def _add(self, fids: np.ndarray, vecs: np.ndarray) -> None:
+        if not len(fids):
+            return
+        if self.kind in ("ivfpq", "sq8") and self.exact and self._index.ntotal + len(fids) >= self._train_size():
+            # enough vectors now: replace the exact fallback by the trained index (SQLite already has them)
+            self._index = self._build()
+            self._changes += self._index.ntotal
+            return
+        self._index.add_with_ids(vecs, fids)
+
+    def _remove_fids(self, fids: np.ndarray | list[int]) -> bool:
+        """Drop FAISS entries; True when that rebuilt the index from SQLite (which then holds everything)."""
+        fids = np.asarray(fids, dtype=np.int64)
+        if not len(fids):
+            return False
+        if self.kind == "hnsw":
+            self._dead.update(int(x) for x in fids)
+            if len(self._dead) > max(1000, self._index.ntotal // 4):
+                self._index = self._build()
+                return True
+        else:
+            self._index.remove_ids(fids)
+        return False
+
+    def _save(self) -> None:
+        faiss, f = self._faiss, self._index_file()
+        gen = self._generation()
+        tmp = f.with_suffix(".faiss.tmp")
+        faiss.write_index(self._index, str(tmp))
+        os.replace(tmp, f)
+        side_tmp = self.path / "index.json.tmp"
+        side_tmp.write_text(json.dumps({"generation": gen, "kind": self.kind, "ntotal": int(self._index.ntotal)}))
+        os.replace(side_tmp, self.path / "index.json")
+        self._changes = 0
+
+    def _maybe_save(self) -> None:
+        self._gpu_index = None
+        if self._changes >= int(self.options["save_every"]):
+            self._save()
+
+    def save(self) -> None:
+        """Write the FAISS file now (it is also written on close and every ``save_every`` changes)."""
+        with self._lock:
+            self._save()
+
+    # -- VectorStore -----------------------------------------------------------------------------
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+               ) -> None:
+        """Insert or replace items by id; durable (committed in SQLite) when it returns."""
+        ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
+        if not ids:
+            return
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                old = self._fids_of(ids)
+                self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
+                new = [self._db.execute("INSERT INTO items (id, vector, payload) VALUES (?, ?, ?)",
+                                        (i, v.tobytes(), json.dumps(p, ensure_ascii=False))).lastrowid
+                       for i, v, p in zip(ids, m, pls, strict=True)]
+                self._bump_generation()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._rollback()
+                raise StoreError(f"upsert of {len(ids)} items failed: {e}") from e
+            if not self._remove_fids(list(old.values())):
+                self._add(np.asarray(new, dtype=np.int64), m)
+            self._changes += len(ids)
+            self._maybe_save()
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove items by id (absent ids are ignored); durable when it returns."""
+        ids = [str(i) for i in ids]
+        if not ids:
+            return
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                old = self._fids_of(ids)
+                self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
+                self._bump_generation()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._rollback()
+                raise StoreError(f"delete of {len(ids)} items failed: {e}") from e
+            self._remove_fids(list(old.values()))
+            self._changes += len(old)
+            self._maybe_save()
+
+    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None  # noqa: A002
+               ) -> list[list[Hit]]:
+        """Best ``k`` hits per query row by inner product; ``filter`` restricts by payload (k honoured)."""
+        q = as_matrix(vectors, self.dim, what="query vectors")
+        if k <= 0:
+            raise ConfigError(f"k must be > 0, got {k}")
+        conds = parse_filter(filter)
+        with self._lock:
+            self._check_open()
+            if conds:
+                where, params = to_sql(conds)
+                allowed = np.fromiter((r[0] for r in self._db.execute(f"SELECT fid FROM items WHERE {where}", params)),
+                                      dtype=np.int64)
+                if not len(allowed):
+                    return [[] for _ in range(len(q))]
+                if len(allowed) <= EXACT_FILTER_ROWS and not self.exact:
+                    scores, fids = self._exact_among(q, allowed, k)
+                else:
+                    scores, fids = self._index_search(q, k, allowed)
+                    if not self.exact and (fids >= 0).sum(axis=1).min() < min(k, len(allowed)):
+                        scores, fids = self._exact_among(q, allowed, k)
+            else:
+                scores, fids = self._index_search(q, k + len(self._dead), None)
+            return self._hits(scores, fids, k)
+
+    def _index_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        faiss = self._faiss
+        n = self._index.ntotal
+        if n == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        k = min(k, n)
+        sel = None
+        if allowed is not None:
+            sel = faiss.IDSelectorBatch(allowed)
+            k = min(k, len(allowed))
+        elif self._dead:
+            dead = np.fromiter(self._dead, dtype=np.int64)
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+        if sel is not None:
+            inner = faiss.downcast_index(self._index.index)
+            if isinstance(inner, faiss.IndexHNSW):
+                params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(int(self.options["ef_search"]), k))
+            elif isinstance(inner, faiss.IndexIVF):
+                params = faiss.SearchParametersIVF(sel=sel, nprobe=int(self.options["nprobe"]))
+            else:
+                params = faiss.SearchParameters(sel=sel)
+            return self._index.search(q, k, params=params)
+        index = self._search_index()
+        return index.search(q, k)
+
+    def _search_index(self) -> Any:
+        if self._gpu_res is None or self.kind == "hnsw":
+            return self._index
+        if self._gpu_index is None:
+            self._gpu_index = self._faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index)
+        return self._gpu_index
+
+    def _exact_among(self, q: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fids, vecs = self._vectors(allowed.tolist())
+        sims = q @ vecs.T
+        k = min(k, len(fids))
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, top, axis=1), fids[top]
+
+    def _hits(self, scores: np.ndarray, fids: np.ndarray, k: int) -> list[list[Hit]]:
+        wanted = sorted({int(f) for f in fids.ravel() if f >= 0 and int(f) not in self._dead})
+        rows: dict[int, tuple[str, str]] = {}
+        for s in range(0, len(wanted), _SQL_CHUNK):
+            part = wanted[s:s + _SQL_CHUNK]
+            for fid, id_, payload in self._db.execute(
+                    f"SELECT fid, id, payload FROM items WHERE fid IN ({','.join('?' * len(part))})", part):
+                rows[fid] = (id_, payload)
+        out: list[list[Hit]] = []
+        for srow, frow in zip(scores, fids, strict=True):
+            hits: list[Hit] = []
+            for sc, f in zip(srow, frow, strict=True):
+                r = rows.get(int(f))
+                if r is None:
+                    continue
+                hits.append(Hit(id=r[0], score=float(sc), payload=json.loads(r[1])))
+                if len(hits) == k:
+                    break
+            out.append(hits)
+        return out
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Per id: ``{"id", "payload", "vector"}`` or ``None``."""
+        ids = [str(i) for i in ids]
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            self._check_open()
+            for s in range(0, len(ids), _SQL_CHUNK):
+                part = ids[s:s + _SQL_CHUNK]
+                for id_, vec, payload in self._db.execute(
+                        f"SELECT id, vector, payload FROM items WHERE id IN ({','.join('?' * len(part))})", part):
+                    found[id_] = {"id": id_, "payload": json.loads(payload),
+                                  "vector": np.frombuffer(vec, dtype=np.float32).copy()}
+        return [found.get(i) for i in ids]
+
+    def ids(self) -> list[str]:
+        """Every stored id."""
+        with self._lock:
+            self._check_open()
+            return [r[0] for r in self._db.execute("SELECT id FROM items ORDER BY fid")]
+
+    def count(self) -> int:
+        with self._lock:
+            self._check_open()
+            return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def info(self) -> dict[str, Any]:
+        """Backend facts for ``Collection.info()``."""
+        return {"backend": "faiss", "index": self.kind, "exact": self.exact, "dim": self.dim,
+                "path": str(self.path), "gpu": self._gpu_res is not None,
+                "options": {k: v for k, v in self.options.items() if k != "gpu"}}
+
+    def close(self) -> None:
+        """Write the FAISS file and close SQLite (idempotent)."""
+        with self._lock:
+            if self._db is None:
+                return
+            try:
+                self._save()
+            finally:
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._db is None:
+            raise StoreError(f"FAISS store {self.path} is closed")
+
+    def _fids_of(self, ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in range(0, len(ids), _SQL_CHUNK):
+            part = ids[s:s + _SQL_CHUNK]
+            out.update(self._db.execute(f"SELECT id, fid FROM items WHERE id IN ({','.join('?' * len(part))})",
+                                        part).fetchall())
+        return out
+
+    def _bump_generation(self) -> None:
+        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+
+    def __enter__(self) -> FaissStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,90 @@
+"""The ``VectorStore`` protocol both backends (FAISS, Qdrant) implement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from omniret.types import Hit
+
+#: the payload key under which a store may keep reserved data; user payloads must not use it
+RESERVED_PREFIX = "_omniret"
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Vectors with string ids and JSON payloads; similarity is inner product on L2-normalised rows.
+
+    - ``upsert``: insert or replace by id; durable when it returns.
+    - ``search``: one list of ``Hit`` per query row, best first, at most ``k``; ``filter`` is the dict
+      described in ``omniret.index.filters`` and never costs hits (``k`` is honoured when enough match).
+    - ``get``: per id, ``{"id", "payload", "vector"}`` or ``None`` when absent.
+    - Wrong-width vectors raise ``DimensionError``; backend failures raise ``StoreError``.
+    """
+
+    dim: int
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+               ) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def search(self, vectors: np.ndarray, k: int, filter: dict[str, Any] | None = None  # noqa: A002
+               ) -> list[list[Hit]]: ...
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
+    """Vectors as a C-contiguous float32 ``(n, dim)`` matrix; ``DimensionError`` names expected and got."""
+    from omniret.errors import DimensionError, StoreError
+
+    try:
+        m = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{what}: cannot read as a float32 matrix ({e})") from e
+    if m.ndim == 1:
+        m = m[None, :]
+    if m.ndim != 2:
+        raise DimensionError(f"{what}: expected a (n, {dim}) matrix, got shape {m.shape}")
+    if m.shape[1] != dim:
+        raise DimensionError(f"{what}: expected dimension {dim}, got {m.shape[1]}")
+    if not np.isfinite(m).all():
+        raise StoreError(f"{what}: contain NaN or infinite values")
+    return np.ascontiguousarray(m)
+
+
+def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]] | None, dim: int
+                 ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    """Validate one upsert batch (ids unique strings, one vector and payload per id, JSON payloads)."""
+    import json
+
+    from omniret.errors import StoreError
+
+    ids = [str(i) for i in ids]
+    m = as_matrix(vectors, dim) if len(ids) else np.zeros((0, dim), dtype=np.float32)
+    if m.shape[0] != len(ids):
+        raise StoreError(f"upsert: {len(ids)} ids but {m.shape[0]} vectors")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise StoreError(f"upsert: id {dup!r} appears twice in one batch")
+    if any(not i for i in ids):
+        raise StoreError("upsert: ids must be non-empty strings")
+    pls = [dict(p) if p else {} for p in payloads] if payloads is not None else [{} for _ in ids]
+    if len(pls) != len(ids):
+        raise StoreError(f"upsert: {len(ids)} ids but {len(pls)} payloads")
+    for i, p in zip(ids, pls, strict=True):
+        bad = [k for k in p if str(k).startswith(RESERVED_PREFIX)]
+        if bad:
+            raise StoreError(f"upsert: id {i!r}: payload key {bad[0]!r} is reserved")
+        try:
+            json.dumps(p)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"upsert: id {i!r}: payload is not JSON-serialisable ({e})") from e
+    return ids, m, pls

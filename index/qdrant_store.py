@@ -1,0 +1,199 @@
+"""``QdrantStore``: the same ``VectorStore`` on Qdrant, for collections that outgrow one machine.
+
+``path=`` runs qdrant-client's embedded local mode (tests, laptops); ``url=`` talks to a server or
+cluster, where ``shard_number`` / ``replication_factor`` / ``api_key`` pass through. One Qdrant
+collection per omniret collection, cosine distance. Qdrant point ids are UUIDs, so string ids are
+mapped with ``uuid5`` and the original id is kept in the payload under ``_omniret_id``. Every client
+error is re-raised as ``StoreError`` (wrong widths as ``DimensionError``), as the FAISS store does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+from omniret.index.filters import Filter, parse_filter, to_qdrant
+from omniret.index.protocol import RESERVED_PREFIX, as_matrix, check_upsert
+
+from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
+from omniret.types import Hit
+
+ID_KEY = f"{RESERVED_PREFIX}_id"
+_NAMESPACE = uuid.UUID("5b0f8d2e-6a53-4c1f-9d7e-6f6d6e697265")
+
+
+class QdrantOptions(TypedDict, total=False):
+    """Settings passed through to Qdrant."""
+
+    api_key: str
+    shard_number: int
+    replication_factor: int
+    write_consistency_factor: int
+    on_disk: bool
+    timeout: int
+    prefer_grpc: bool
+    batch_size: int
+
+
+def point_id(item_id: str) -> str:
+    """The Qdrant point id (a UUID string) of an omniret id."""
+    return str(uuid.uuid5(_NAMESPACE, item_id))
+
+
+class QdrantStore:
+    """A Qdrant collection behind the ``VectorStore`` protocol (see module docstring)."""
+
+    def __init__(self, name: str, *, dim: int | None = None, path: str | Path | None = None, url: str | None = None,
+                 options: QdrantOptions | None = None, create: bool = True) -> None:
+        if (path is None) == (url is None):
+            raise ConfigError("QdrantStore takes exactly one of path= (embedded local mode) or url= (server)")
+        unknown = set(options or {}) - set(QdrantOptions.__annotations__)
+        if unknown:
+            raise ConfigError(f"unknown Qdrant option(s) {sorted(unknown)}; known: "
+                              f"{', '.join(QdrantOptions.__annotations__)}")
+        from qdrant_client import QdrantClient, models
+
+        self._models = models
+        self.name = name
+        self.options: QdrantOptions = dict(options or {})  # type: ignore[assignment]
+        self.location = str(path) if path is not None else str(url)
+        self._batch = int(self.options.get("batch_size", 256))
+        self._lock = threading.RLock()
+        try:
+            if path is not None:
+                Path(path).mkdir(parents=True, exist_ok=True)
+                self._client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
+            else:
+                kw: dict[str, Any] = {k: self.options[k] for k in ("api_key", "timeout", "prefer_grpc")  # type: ignore[literal-required]
+                                      if k in self.options}
+                self._client = QdrantClient(url=url, **kw)
+            exists = self._client.collection_exists(name)
+        except OmniretError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the client's errors become ours
+            raise StoreError(f"cannot open Qdrant at {self.location}: {type(e).__name__}: {e}") from e
+        if exists:
+            try:
+                params = self._client.get_collection(name).config.params.vectors
+            except Exception as e:  # noqa: BLE001
+                raise StoreError(f"Qdrant collection {name!r}: cannot read its config: {e}") from e
+            size = int(params.size)  # type: ignore[union-attr]
+            if dim is not None and dim != size:
+                self._client.close()
+                raise DimensionError(f"Qdrant collection {name!r}: expected dimension {size}, got {dim}")
+            self.dim = size
+        else:
+            if not create:
+                self._client.close()
+                raise StoreError(f"no Qdrant collection {name!r} at {self.location}")
+            if dim is None or dim <= 0:
+                self._client.close()
+                raise ConfigError(f"a new Qdrant collection needs dim > 0, got {dim}")
+            self.dim = int(dim)
+            cfg = {k: self.options[k] for k in ("shard_number", "replication_factor",  # type: ignore[literal-required]
+                                                "write_consistency_factor") if k in self.options}
+            self._call("create collection", "create_collection", collection_name=name,
+                       vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
+                                                          on_disk=self.options.get("on_disk")), **cfg)
+
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._client is None:
+                raise StoreError(f"Qdrant store {self.name!r} is closed")
+            try:
+                return getattr(self._client, method)(*args, **kwargs)
+            except OmniretError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client's errors become ours
+                raise StoreError(f"Qdrant {what} on {self.name!r} failed: {type(e).__name__}: {e}") from e
+
+    # -- VectorStore -----------------------------------------------------------------------------
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+               ) -> None:
+        """Insert or replace by id, in batches; each batch is acknowledged (``wait=True``) before returning."""
+        ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
+        models = self._models
+        for s in range(0, len(ids), self._batch):
+            points = [models.PointStruct(id=point_id(i), vector=v.tolist(), payload={**p, ID_KEY: i})
+                      for i, v, p in zip(ids[s:s + self._batch], m[s:s + self._batch], pls[s:s + self._batch],
+                                         strict=True)]
+            self._call("upsert", "upsert", collection_name=self.name, points=points, wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        ids = [str(i) for i in ids]
+        if not ids:
+            return
+        selector = self._models.PointIdsList(points=[point_id(i) for i in ids])
+        self._call("delete", "delete", collection_name=self.name, points_selector=selector, wait=True)
+
+    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None  # noqa: A002
+               ) -> list[list[Hit]]:
+        q = as_matrix(vectors, self.dim, what="query vectors")
+        if k <= 0:
+            raise ConfigError(f"k must be > 0, got {k}")
+        qf = to_qdrant(parse_filter(filter))
+        models = self._models
+        requests = [models.QueryRequest(query=row.tolist(), limit=k, filter=qf, with_payload=True) for row in q]
+        results = self._call("search", "query_batch_points", collection_name=self.name,
+                             requests=requests)
+        return [[self._hit(p) for p in r.points] for r in results]
+
+    @staticmethod
+    def _hit(p: Any) -> Hit:
+        payload = dict(p.payload or {})
+        item_id = payload.pop(ID_KEY, str(p.id))
+        return Hit(id=item_id, score=float(p.score), payload=payload)
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        ids = [str(i) for i in ids]
+        if not ids:
+            return []
+        pts = self._call("retrieve", "retrieve", collection_name=self.name,
+                         ids=[point_id(i) for i in ids], with_payload=True, with_vectors=True)
+        found = {}
+        for p in pts:
+            payload = dict(p.payload or {})
+            item_id = payload.pop(ID_KEY, str(p.id))
+            found[item_id] = {"id": item_id, "payload": payload, "vector": np.asarray(p.vector, dtype=np.float32)}
+        return [found.get(i) for i in ids]
+
+    def ids(self) -> list[str]:
+        """Every stored id (scrolls the whole collection)."""
+        out: list[str] = []
+        offset = None
+        while True:
+            pts, offset = self._call("scroll", "scroll", collection_name=self.name, limit=1024,
+                                     offset=offset, with_payload=[ID_KEY], with_vectors=False)
+            out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
+            if offset is None:
+                return out
+
+    def count(self) -> int:
+        return int(self._call("count", "count", collection_name=self.name, exact=True).count)
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "qdrant", "index": "qdrant", "dim": self.dim, "location": self.location,
+                "options": {k: v for k, v in self.options.items() if k != "api_key"}}
+
+    def drop(self) -> None:
+        """Delete the Qdrant collection itself (used by ``delete_collection``)."""
+        self._call("delete collection", "delete_collection", collection_name=self.name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                # closing twice or a dead server is not an error
+                with contextlib.suppress(Exception):
+                    self._client.close()
+                self._client = None
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
