@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     allow_local_paths: bool = Field(False, description="Let API requests name server-side files.")
     batch_wait_ms: float = Field(5.0, ge=0, description="Micro-batching: longest wait to fill a batch.")
     micro_batching: bool = True
+    collections_root: Path | None = Field(None, description="Collections folder served by the API "
+                                                            "(default: home/collections).")
 
     @classmethod
     def settings_customise_sources(
