@@ -198,6 +198,56 @@ def video_timestamps(indices: Sequence[int], fps: float, merge_size: int = 2) ->
     return [(ts[i] + ts[i + merge_size - 1]) / 2 for i in range(0, len(ts), merge_size)]
 
 
+# -- positions ------------------------------------------------------------------------------------------
+def rope_positions(input_ids: Sequence[int], image_grids: Sequence[tuple[int, int, int]],
+                   video_grids: Sequence[tuple[int, int, int]], *, image_token_id: int, video_token_id: int,
+                   merge_size: int) -> Any:
+    """3-D MRoPE position ids ``(3, L)`` of one unpadded sequence, as transformers 4.57.3 computes them.
+
+    Text advances all three axes together; a vision block takes ``(t, h, w)`` grid positions offset by
+    the text before it. Each video frame group is its own block (``t = 1``; time is in the timestamps).
+    omniret passes these to the model itself, so padding and the installed transformers version cannot
+    change them (transformers 5 wants ``mm_token_type_ids`` instead).
+    """
+    import torch
+
+    tokens = list(input_ids)
+    blocks_img = list(image_grids)
+    blocks_vid = [(1, h, w) for (t, h, w) in video_grids for _ in range(t)]
+    chunks: list[Any] = []
+    st = 0
+    next_pos = 0
+    ii = vi = 0
+    n_img = sum(1 for t in tokens if t == image_token_id)
+    n_vid = sum(1 for t in tokens if t == video_token_id)
+    for _ in range(len(blocks_img) + len(blocks_vid)):
+        ed_img = tokens.index(image_token_id, st) if ii < len(blocks_img) and n_img else len(tokens) + 1
+        ed_vid = tokens.index(video_token_id, st) if vi < len(blocks_vid) and n_vid else len(tokens) + 1
+        if ed_img < ed_vid:
+            t, h, w = blocks_img[ii]
+            ii += 1
+            ed = ed_img
+        else:
+            t, h, w = blocks_vid[vi]
+            vi += 1
+            ed = ed_vid
+        gh, gw = h // merge_size, w // merge_size
+        text_len = ed - st
+        chunks.append(torch.arange(text_len).view(1, -1).expand(3, -1) + next_pos)
+        t_idx = torch.arange(t).view(-1, 1).expand(-1, gh * gw).flatten()
+        h_idx = torch.arange(gh).view(1, -1, 1).expand(t, -1, gw).flatten()
+        w_idx = torch.arange(gw).view(1, 1, -1).expand(t, gh, -1).flatten()
+        block = torch.stack([t_idx, h_idx, w_idx]) + text_len + next_pos
+        chunks.append(block)
+        next_pos = int(block.max()) + 1 if block.numel() else next_pos + text_len
+        st = ed + t * gh * gw
+    if st < len(tokens):
+        chunks.append(torch.arange(len(tokens) - st).view(1, -1).expand(3, -1) + next_pos)
+    if not chunks:
+        return torch.zeros((3, 0), dtype=torch.long)
+    return torch.cat(chunks, dim=1).long()
+
+
 # -- the builder ----------------------------------------------------------------------------------------
 class Qwen3VLInputBuilder:
     """Turns items into Qwen3-VL chat inputs exactly as the reference (transformers 4.57.3) does.
@@ -326,10 +376,23 @@ class Qwen3VLInputBuilder:
                add_generation_prompt: bool = True) -> Encoded:
         """Render and tokenise a chat; vision parts are collected in the order they appear."""
         text = self.render(messages, add_generation_prompt=add_generation_prompt)
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         images = [p for _, c in messages if not isinstance(c, str) for p in c if isinstance(p, ImagePart)]
         videos = [p for _, c in messages if not isinstance(c, str) for p in c if isinstance(p, VideoPart)]
+        merge = self.merge_size ** 2
+        want_img = sum(int(np.prod(p.grid_thw)) // merge for p in images)
+        want_vid = sum(int(np.prod(p.grid_thw)) // merge for p in videos)
+        got_img, got_vid = ids.count(self.image_token_id), ids.count(self.video_token_id)
+        if (got_img, got_vid) != (want_img, want_vid):
+            raise ValueError("the text holds Qwen3-VL vision placeholder tokens (<|image_pad|>/<|video_pad|>); "
+                             "remove them from the text")
         return Encoded(input_ids=list(ids), images=images, videos=videos)
+
+    def positions(self, enc: Encoded) -> Any:
+        """MRoPE position ids ``(3, L)`` of one sequence (see ``rope_positions``)."""
+        return rope_positions(enc.input_ids, [p.grid_thw for p in enc.images], [p.grid_thw for p in enc.videos],
+                              image_token_id=self.image_token_id, video_token_id=self.video_token_id,
+                              merge_size=self.merge_size)
 
     def check_truncation(self, enc: Encoded, max_length: int, *, index: int | None = None,
                          item_id: Any = None) -> None:
@@ -344,7 +407,8 @@ class Qwen3VLInputBuilder:
     # -- batching -----------------------------------------------------------------------------------
     def collate(self, encoded: Sequence[Encoded], *, padding_side: str = "right",
                 pad_token_id: int | None = None) -> dict[str, Any]:
-        """Pad a batch into ``input_ids``/``attention_mask`` plus the concatenated vision tensors."""
+        """Pad a batch: ``input_ids``, ``attention_mask``, 4.57.3 MRoPE ``position_ids`` (pad positions 1) and the
+        concatenated vision tensors, ready for ``Qwen3VLModel(**inputs)``."""
         import torch
 
         if padding_side not in ("left", "right"):
@@ -358,7 +422,12 @@ class Qwen3VLInputBuilder:
             sl = slice(0, n) if padding_side == "right" else slice(length - n, length)
             ids[i, sl] = torch.tensor(e.input_ids, dtype=torch.long)
             mask[i, sl] = 1
-        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        positions = torch.ones((3, len(encoded), length), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            n = e.num_tokens
+            sl = slice(0, n) if padding_side == "right" else slice(length - n, length)
+            positions[:, i, sl] = self.positions(e)
+        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         images = [p for e in encoded for p in e.images]
         videos = [p for e in encoded for p in e.videos]
         if images:
