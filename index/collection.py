@@ -1,0 +1,339 @@
+"""Collections: a store, the model that fills it, and a manifest that keeps the two together.
+
+A collection lives in ``<root>/<name>/`` (root defaults to ``$OMNIRET_HOME/collections``):
+``collection.json`` (model name, dim, instruction, backend, index type, created time), the FAISS
+folder or Qdrant local-mode folder, and the ingestion ledger. Opening it with another model or dim is a
+``CollectionError``; opening it without a model loads the recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omniret.index.filters import Filter
+from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
+from omniret.index.searcher import Searcher
+
+from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
+from omniret.types import Hit, Item
+
+MANIFEST = "collection.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+BACKENDS = ("faiss", "qdrant")
+
+
+def _root(root: str | os.PathLike[str] | None) -> Path:
+    if root is not None:
+        return Path(root).expanduser()
+    from omniret.settings import get_settings
+
+    return get_settings().collections_dir
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 128, "
+                          "starting with a letter or digit)")
+
+
+def _model_name(embedder: Any) -> str:
+    if isinstance(embedder, (str, os.PathLike)):
+        from omniret.registry import resolve
+
+        source, spec = resolve(embedder)
+        return spec.name if spec is not None else source
+    return str(embedder.name)
+
+
+class AddReport:
+    """What ``Collection.add`` stored and which items it left out (with ``on_error="skip"``)."""
+
+    def __init__(self, ids: list[str], failures: list[ItemFailure]) -> None:
+        self.ids = ids
+        self.failures = failures
+
+    @property
+    def added(self) -> int:
+        return len(self.ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "ids": self.ids, "failures": [f.to_dict() for f in self.failures]}
+
+
+class Collection:
+    """A named, persistent set of items with the model that embeds them. Use ``open_collection``."""
+
+    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: Any, embedder: Any,
+                 reranker: Any = None) -> None:
+        self.name = name
+        self.path = path
+        self.manifest = manifest
+        self.store = store
+        self.embedder = embedder
+        self.reranker = reranker
+        self.dim = int(manifest["dim"])
+        self._ledger: Ledger | None = None
+
+    # -- info --------------------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.store.count()
+
+    def info(self) -> dict[str, Any]:
+        """The manifest plus live facts (count, store details, indexed sources)."""
+        return {**self.manifest, "name": self.name, "path": str(self.path), "count": self.count(),
+                "sources": self.ledger.count(), "store": self.store.info()}
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger(self.path / "ledger.sqlite")
+        return self._ledger
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return frozenset(getattr(self.embedder, "modalities", {"text"}))
+
+    def _embed_dim(self) -> int | None:
+        return self.dim if self.dim != getattr(self.embedder, "dim", self.dim) else None
+
+    # -- writing -----------------------------------------------------------------------------------
+    def add(self, items: Sequence[Any], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
+        """Embed and store items (``Item``, reference dict, or str); each needs an ``id``.
+
+        ``on_error="raise"`` stores nothing when any item is bad (``ItemError`` lists them);
+        ``"skip"`` stores the good ones and reports the bad.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error={on_error!r}: use 'raise' or 'skip'")
+        coerced = [Item.coerce(x, index=i) for i, x in enumerate(items)]
+        for i, it in enumerate(coerced):
+            if not it.id:
+                raise ItemError.for_item(i, None, "an item added to a collection needs an id")
+        seen: set[str] = set()
+        for i, it in enumerate(coerced):
+            if it.id in seen:
+                raise ItemError.for_item(i, it.id, "the id appears twice in this call")
+            seen.add(str(it.id))
+        ids: list[str] = []
+        failures: list[ItemFailure] = []
+        batches = [(s, coerced[s:s + batch_size]) for s in range(0, len(coerced), batch_size)]
+        if on_error == "raise":
+            # prepare-and-check the whole call first: nothing is stored when any item is bad
+            vec_parts = [self.embedder.embed(b, dim=self._embed_dim()) for _, b in batches]
+            for (_, b), v in zip(batches, vec_parts, strict=True):
+                self._upsert_items(b, v)
+                ids.extend(str(it.id) for it in b)
+            return AddReport(ids, failures)
+        for start, b in batches:
+            res = self.embedder.embed_partial(b, dim=self._embed_dim())
+            for f in res.failures:
+                failures.append(ItemFailure(f.index + start, f.id, f.reason))
+            good = [b[i] for i in res.indices]
+            if good:
+                self._upsert_items(good, res.vectors)
+                ids.extend(str(it.id) for it in good)
+        return AddReport(ids, failures)
+
+    def _upsert_items(self, items: list[Item], vectors: np.ndarray) -> None:
+        payloads = []
+        for it in items:
+            p: dict[str, Any] = dict(it.metadata)
+            for key in ("text", "image", "video", "video_start", "video_end"):
+                v = getattr(it, key)
+                if isinstance(v, (str, int, float)) and not (isinstance(v, str) and v.startswith("data:")):
+                    p.setdefault(key, v)
+            p.setdefault("kind", "item")
+            payloads.append(p)
+        self.store.upsert([str(it.id) for it in items], vectors, payloads)
+
+    def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+                    ) -> None:
+        """Store precomputed vectors (they must come from this collection's model and dim)."""
+        self.store.upsert(ids, vectors, payloads)
+
+    def add_files(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, recursive: bool = True,
+                  progress: bool = True, options: IngestOptions | None = None, console: Any = None,
+                  **option_kw: Any) -> IngestReport:
+        """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        if option_kw:
+            unknown = set(option_kw) - set(IngestOptions.__dataclass_fields__)
+            if unknown:
+                raise ConfigError(f"unknown ingestion option(s) {sorted(unknown)}; known: "
+                                  f"{', '.join(IngestOptions.__dataclass_fields__)}")
+            options = IngestOptions(**{**(options or IngestOptions()).__dict__, **option_kw})
+        return ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
+                      options=options, recursive=recursive, progress=progress, console=console)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        self.store.delete(ids)
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        return self.store.get(ids)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def searcher(self, reranker: Any = None) -> Searcher:
+        return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
+                        instruction=self.manifest.get("instruction"), dim=self.dim)
+
+    def search(self, query: Any, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
+               candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None) -> list[Hit]:
+        """Two-stage search (see ``Searcher``); ``query`` is text, an ``Item`` or a reference dict."""
+        return self.searcher().search(query, k, filter=filter, candidates=candidates, rerank_top=rerank_top,
+                                      rerank=rerank, instruction=instruction)
+
+    def close(self) -> None:
+        self.store.close()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r}, model={self.manifest.get('model')!r}, dim={self.dim})"
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    f = path / MANIFEST
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CollectionError(f"{f}: unreadable manifest ({e})") from e
+
+
+def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
+                    url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
+                    create: bool = True, index: str | None = None, instruction: str | None = None,
+                    **store_options: Any) -> Collection:
+    """Open (or create) a collection; see the module docstring.
+
+    ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
+    recorded model is loaded. ``backend``: ``"faiss"`` (default) or ``"qdrant"`` (``url=`` for a server,
+    else embedded local mode in the collection folder). ``index`` and ``store_options`` go to the store
+    (FAISS: ``M``, ``ef_search``, ``nlist``, ``m``, ``nbits``, ``nprobe``, ...; Qdrant: ``api_key``,
+    ``shard_number``, ``replication_factor``, ...). ``reranker``: a ``Reranker`` or a name/path.
+    """
+    _check_name(name)
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}: choose 'faiss' or 'qdrant'")
+    if url is not None and backend == "faiss":
+        raise ConfigError("url= is for a Qdrant server; the FAISS backend is embedded (drop url= or use "
+                          "backend='qdrant')")
+    if index is not None and (backend == "qdrant" or url is not None) and index != "flat":
+        raise ConfigError(f"index={index!r} is a FAISS index type; Qdrant manages its own HNSW index")
+    path = _root(root) / name
+    manifest = _read_manifest(path)
+    if manifest is None:
+        if not create:
+            raise CollectionError(f"no collection {name!r} in {path.parent}",)
+        backend = backend or ("qdrant" if url is not None else "faiss")
+        if embedder is None:
+            from omniret.settings import get_settings
+
+            embedder = get_settings().embed_model
+    else:
+        rec_backend = manifest.get("backend", "faiss")
+        if backend is not None and backend != rec_backend:
+            raise CollectionError(f"collection {name!r} uses backend {rec_backend!r}, not {backend!r}")
+        backend = rec_backend
+        if index is not None and index != manifest.get("index", "flat"):
+            raise CollectionError(f"collection {name!r} uses index {manifest.get('index')!r}, not {index!r}")
+        if url is None:
+            url = manifest.get("url")
+        if embedder is not None and _model_name(embedder) != manifest["model"]:
+            raise CollectionError(f"collection {name!r} was built with model {manifest['model']!r}; opening it "
+                                  f"with {_model_name(embedder)!r} would mix vector spaces (use that model, "
+                                  "or a new collection)")
+        if dim is not None and dim != manifest["dim"]:
+            raise CollectionError(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
+        embedder = embedder if embedder is not None else manifest["model"]
+    if isinstance(embedder, (str, os.PathLike)):
+        from omniret.embed import load_embedder
+
+        embedder = load_embedder(embedder)
+    if manifest is None:
+        dim = int(dim or embedder.dim)
+        dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
+        if dim not in dims:
+            raise DimensionError(f"dim={dim} is not one of model {embedder.name}'s dims {list(dims)}")
+        manifest = {"name": name, "model": str(embedder.name), "dim": dim, "instruction": instruction,
+                    "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
+                    "modalities": sorted(getattr(embedder, "modalities", {"text"})),
+                    "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "store_options": {k: v for k, v in store_options.items() if k != "api_key"}}
+        new = True
+    else:
+        new = False
+    if isinstance(reranker, (str, os.PathLike)):
+        from omniret.rerank import load_reranker
+
+        reranker = load_reranker(reranker)
+    store = _open_store(path, name, manifest, url, store_options, create=new)
+    if new:
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        os.replace(tmp, path / MANIFEST)
+    return Collection(name, path, manifest, store, embedder, reranker)
+
+
+def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
+                *, create: bool) -> Any:
+    opts = {**manifest.get("store_options", {}), **options}
+    if manifest["backend"] == "qdrant":
+        from omniret.index.qdrant_store import QdrantStore
+
+        if url is not None:
+            return QdrantStore(name, dim=manifest["dim"], url=url, options=opts, create=create)  # type: ignore[arg-type]
+        return QdrantStore(name, dim=manifest["dim"], path=path / "qdrant", options=opts, create=create)  # type: ignore[arg-type]
+    from omniret.index.faiss_store import FaissStore
+
+    return FaissStore(path / "faiss", dim=manifest["dim"], index=manifest.get("index", "flat"),
+                      options=opts, create=True)  # type: ignore[arg-type]
+
+
+def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """The manifests of every collection under ``root`` (sorted by name)."""
+    base = _root(root)
+    if not base.is_dir():
+        return []
+    out = []
+    for d in sorted(base.iterdir()):
+        m = _read_manifest(d) if d.is_dir() else None
+        if m is not None:
+            out.append({**m, "name": d.name, "path": str(d)})
+    return out
+
+
+def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Delete a collection: its folder, and its Qdrant collection when it lives on a server."""
+    _check_name(name)
+    path = _root(root) / name
+    manifest = _read_manifest(path)
+    if manifest is None:
+        raise CollectionError(f"no collection {name!r} in {path.parent}")
+    if manifest.get("backend") == "qdrant" and manifest.get("url"):
+        from omniret.index.qdrant_store import QdrantStore
+
+        store = QdrantStore(name, url=manifest["url"], options=manifest.get("store_options", {}), create=False)
+        try:
+            store.drop()
+        finally:
+            store.close()
+    shutil.rmtree(path)
