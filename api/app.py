@@ -1,0 +1,157 @@
+"""The app factory: ``create_app(settings=None, *, embedder=None, reranker=None) -> FastAPI``.
+
+Models passed in are served as they are; otherwise the lifespan loads ``settings.embed_model`` and
+``settings.rerank_model`` in a thread, while ``/healthz`` already answers and ``/readyz`` says 503 until
+they are in. One micro-batcher worker owns the models for the app's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from omniret.api.batching import MicroBatcher
+from omniret.api.dependencies import BodyLimitMiddleware
+from omniret.api.errors import install_error_handlers
+from omniret.api.metrics import Metrics
+from omniret.api.routers import collections, embeddings, health, rerank, ui
+from omniret.api.state import ServiceState
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from omniret.settings import Settings, get_settings
+
+log = logging.getLogger("omniret.api")
+
+
+def model_names(model: Any, configured: str | None) -> set[str]:
+    """Names a request may use for a served model: its name, path, folder name and registry aliases."""
+    from omniret.registry import lookup
+
+    names = {str(getattr(model, "name", ""))}
+    for attr in ("path", "name"):
+        v = getattr(model, attr, None)
+        if v:
+            names.update({str(v), Path(str(v)).name})
+    if configured:
+        names.update({configured, Path(configured).name})
+    for n in list(names):
+        spec = lookup(n) if n else None
+        if spec is not None:
+            names.update({spec.name, *spec.aliases})
+    names.discard("")
+    return names
+
+
+def _load_models(state: ServiceState, *, load_embedder: bool, load_reranker: bool) -> None:
+    s = state.settings
+    if load_embedder:
+        from omniret.embed import load_embedder as _load_embedder
+
+        log.info("loading embedding model %s", s.embed_model)
+        state.embedder = _load_embedder(s.embed_model, device=s.device, dtype=s.dtype)
+    if load_reranker and s.rerank_model:
+        from omniret.rerank import load_reranker as _load_reranker
+
+        log.info("loading reranker %s", s.rerank_model)
+        state.reranker = _load_reranker(s.rerank_model, device=s.device, dtype=s.dtype)
+
+
+def _finish_setup(state: ServiceState) -> None:
+    s = state.settings
+    if state.embedder is None:
+        raise RuntimeError("no embedding model")
+    state.embed_names = model_names(state.embedder, s.embed_model)
+    if state.reranker is not None:
+        state.rerank_names = model_names(state.reranker, s.rerank_model)
+    state.batcher = MicroBatcher(state.embedder, max_batch_items=s.max_batch_items,
+                                 max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.batch_wait_ms,
+                                 enabled=s.micro_batching, metrics=state.metrics)
+    state.batcher.start()
+    state.loading = False
+
+
+class _LatencyMiddleware:
+    """Observe every HTTP request's latency under its route template (not the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_latency.labels(scope.get("method", ""), path, str(status)).observe(
+                time.perf_counter() - start)
+
+
+def create_app(settings: Settings | None = None, *, embedder: Any = None, reranker: Any = None) -> FastAPI:
+    """Build the service. ``embedder`` / ``reranker`` are served as given; missing ones load from settings.
+
+    Set ``settings.rerank_model`` empty to serve without a reranker.
+    """
+    settings = settings if settings is not None else get_settings()
+    metrics = Metrics()
+    root = Path(settings.collections_root).expanduser() if settings.collections_root else settings.collections_dir
+    state = ServiceState(settings=settings, metrics=metrics, root=root, embedder=embedder, reranker=reranker)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader: asyncio.Task[None] | None = None
+
+        def load() -> None:
+            try:
+                _load_models(state, load_embedder=embedder is None, load_reranker=reranker is None)
+                _finish_setup(state)
+            except Exception as e:  # noqa: BLE001 - reported by /readyz and the log; /healthz stays up
+                log.error("model loading failed: %s", e)
+                state.load_error = f"{type(e).__name__}: {e}"
+                state.loading = False
+
+        if embedder is not None and (reranker is not None or not settings.rerank_model):
+            load()  # nothing to load: ready before the first request
+        else:
+            loader = asyncio.create_task(asyncio.to_thread(load))
+        try:
+            yield
+        finally:
+            if loader is not None and not loader.done():
+                await asyncio.wait([loader], timeout=60)
+            if state.batcher is not None:
+                await asyncio.to_thread(state.batcher.stop)
+
+    app = FastAPI(title="omniret", version=_version(), lifespan=lifespan,
+                  summary="Multimodal embeddings, reranking and two-stage search over collections.")
+    app.state.omniret = state
+    install_error_handlers(app)
+    for router in (health.router, embeddings.router, rerank.router, collections.router, ui.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_LatencyMiddleware, metrics=metrics)
+    return app
+
+
+def _version() -> str:
+    from omniret import __version__
+
+    return __version__

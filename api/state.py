@@ -1,0 +1,36 @@
+"""What one running app holds: its settings, models, micro-batcher and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omniret.api.batching import MicroBatcher
+from omniret.api.metrics import Metrics
+from omniret.embed.protocol import Embedder
+
+from omniret.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    """Shared by every request of one app (``app.state.omniret``)."""
+
+    settings: Settings
+    metrics: Metrics
+    root: Path
+    embedder: Embedder | None = None
+    reranker: Any = None
+    batcher: MicroBatcher | None = None
+    load_error: str | None = None
+    loading: bool = True
+    #: names a request's ``model`` field may use for the served embedder / reranker
+    embed_names: set[str] = field(default_factory=set)
+    rerank_names: set[str] = field(default_factory=set)
+    #: open collections by name; touched only on the model worker thread
+    collections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return not self.loading and self.load_error is None and self.embedder is not None
