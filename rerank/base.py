@@ -1,0 +1,204 @@
+"""``BaseReranker``: what every reranking backend shares — item checks, failures, ordering, batching.
+
+A backend implements ``_prepare_query(query, instruction)`` (load the query's media once),
+``_prepare(query_prepared, document, index)`` (one pair's model input; raise ``ItemError`` for a bad
+document) and ``_forward(prepared) -> (n,)`` float32 scores in [0, 1]. Every pair of the call is prepared
+before the first forward, so a bad document is reported before any model work is spent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypedDict
+
+import numpy as np
+
+from omniret.errors import ConfigError, ItemError
+from omniret.rerank.protocol import ItemLike, RerankResult, ScoreResult
+from omniret.types import Item
+
+
+class RerankOptions(TypedDict, total=False):
+    """Options ``load_reranker`` passes on: the reference constructor's knobs plus batching knobs."""
+
+    max_length: int
+    min_pixels: int
+    max_pixels: int
+    total_pixels: int
+    fps: float
+    max_frames: int
+    default_instruction: str
+    allow_remote: bool
+    #: most pairs in one forward
+    max_batch_items: int
+    #: most padded tokens (pairs × longest pair) in one forward
+    max_batch_tokens: int
+    #: threads that load documents' media in parallel; 0 loads inline
+    prepare_workers: int
+    #: sentence-transformers CrossEncoder only: pairs per ``predict`` batch
+    batch_size: int
+
+
+#: options that only mean something to a model that reads images and video
+MEDIA_OPTIONS = frozenset({"min_pixels", "max_pixels", "total_pixels", "fps", "max_frames", "allow_remote"})
+
+
+def check_options(options: dict[str, Any], *, model: str) -> None:
+    """``ConfigError`` naming any option ``RerankOptions`` does not know."""
+    unknown = sorted(set(options) - set(RerankOptions.__annotations__))
+    if unknown:
+        raise ConfigError(f"{model}: unknown reranker option(s) {unknown}; known: "
+                          f"{sorted(RerankOptions.__annotations__)}")
+
+
+def length_batches(lengths: Sequence[int], *, max_batch_items: int, max_batch_tokens: int) -> list[list[int]]:
+    """Positions grouped for padded forwards: longest first, each group within both caps.
+
+    Sorting by length keeps padding small; a single pair longer than ``max_batch_tokens`` still gets
+    its own batch.
+    """
+    if max_batch_items < 1 or max_batch_tokens < 1:
+        raise ConfigError(f"max_batch_items={max_batch_items} and max_batch_tokens={max_batch_tokens} must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # descending order: a batch's first pair is its longest, so it sets the padded width
+        if current and (len(current) >= max_batch_items
+                        or lengths[current[0]] * (len(current) + 1) > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def query_error(query_id: Any, reason: str) -> ItemError:
+    """The ``ItemError`` for a bad query (it has no document index)."""
+    where = "query" if query_id is None else f"query id={str(query_id)!r}"
+    return ItemError(f"{where}: {reason}", index=None, item_id=None if query_id is None else str(query_id),
+                     reason=reason)
+
+
+class BaseReranker(ABC):
+    """Shared behaviour of the reranking backends (see module docstring)."""
+
+    name: str = "reranker"
+    modalities: frozenset[str] = frozenset({"text"})
+    prepare_workers: int = 0
+
+    # -- backend hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _prepare_query(self, query: Item, instruction: str | None) -> Any:
+        """Check and pre-process the query once per call; raise ``ItemError`` if it is bad."""
+
+    @abstractmethod
+    def _prepare(self, query: Any, document: Item, index: int) -> Any:
+        """One pair's model input from the prepared query and a document; ``ItemError`` if bad."""
+
+    @abstractmethod
+    def _forward(self, prepared: list[Any]) -> np.ndarray:
+        """float32 scores in [0, 1] for prepared pairs, in the given order."""
+
+    # -- public API ----------------------------------------------------------------------------
+    def score(self, query: ItemLike, documents: Sequence[ItemLike], *,
+              instruction: str | None = None) -> np.ndarray:
+        """Relevance of every document to the query, float32 ``(n,)`` in [0, 1], input order.
+
+        Raises ``ItemError`` listing every bad document (or naming a bad query) before the model runs.
+        """
+        return self._run(query, documents, instruction=instruction, raise_on_error=True).scores
+
+    def score_partial(self, query: ItemLike, documents: Sequence[ItemLike], *,
+                      instruction: str | None = None) -> ScoreResult:
+        """Scores of the good documents and the failures of the bad ones; never a stand-in score.
+
+        A bad query still raises ``ItemError``: no document can be scored without it.
+        """
+        return self._run(query, documents, instruction=instruction, raise_on_error=False)
+
+    def rerank(self, query: ItemLike, documents: Sequence[ItemLike], top_n: int | None = None, *,
+               instruction: str | None = None, skip_errors: bool = False) -> RerankResult:
+        """Documents ordered by descending score (ties in input order), the best ``top_n`` of them.
+
+        With ``skip_errors`` bad documents are left out and listed in ``failures``; otherwise they raise.
+        """
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
+            raise ConfigError(f"top_n={top_n!r}: use a non-negative integer or None for all documents")
+        result = self._run(query, documents, instruction=instruction, raise_on_error=not skip_errors)
+        order = np.argsort(-result.scores, kind="stable")
+        if top_n is not None:
+            order = order[:top_n]
+        return RerankResult(indices=[result.indices[k] for k in order],
+                            scores=result.scores[order].astype(np.float32), failures=result.failures)
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def _unsupported(self, item: Item) -> list[str]:
+        return sorted(item.modalities - set(self.modalities))
+
+    def _query(self, raw: ItemLike, instruction: str | None) -> Any:
+        try:
+            query = Item.coerce(raw)
+        except ItemError as e:
+            raise query_error(None, e.reason) from e
+        missing = self._unsupported(query)
+        if missing:
+            raise query_error(query.id, f"model {self.name} cannot read {', '.join(missing)} (it accepts "
+                                        f"{', '.join(sorted(self.modalities))})")
+        try:
+            return self._prepare_query(query, query.instruction if query.instruction is not None else instruction)
+        except ItemError as e:
+            raise query_error(query.id, e.reason) from e
+        except (OSError, ValueError, TypeError) as e:
+            raise query_error(query.id, f"{type(e).__name__}: {e}") from e
+
+    def _prepare_checked(self, query: Any, raw: ItemLike, index: int) -> Any:
+        item = Item.coerce(raw, index=index)
+        missing = self._unsupported(item)
+        if missing:
+            raise ItemError.for_item(index, item.id, f"model {self.name} cannot read {', '.join(missing)} "
+                                                     f"(it accepts {', '.join(sorted(self.modalities))})")
+        try:
+            return self._prepare(query, item, index)
+        except ItemError:
+            raise
+        except (OSError, ValueError, TypeError) as e:
+            raise ItemError.for_item(index, item.id, f"{type(e).__name__}: {e}") from e
+
+    def prepare_all(self, query: Any, documents: Sequence[ItemLike]) -> list[Any]:
+        """Prepare every pair, in order; an ``ItemError`` takes the place of a bad document."""
+        def one(pair: tuple[int, ItemLike]) -> Any:
+            i, raw = pair
+            try:
+                return self._prepare_checked(query, raw, i)
+            except ItemError as e:
+                return e
+
+        pairs = list(enumerate(documents))
+        if self.prepare_workers > 1 and len(pairs) > 1:
+            with ThreadPoolExecutor(max_workers=self.prepare_workers) as pool:
+                return list(pool.map(one, pairs))
+        return [one(p) for p in pairs]
+
+    def _run(self, query: ItemLike, documents: Sequence[ItemLike], *, instruction: str | None,
+             raise_on_error: bool) -> ScoreResult:
+        if isinstance(documents, (str, Item, dict)):
+            raise TypeError("score() takes a list of documents; wrap a single document in a list")
+        documents = list(documents)
+        if not documents:
+            return ScoreResult(scores=np.zeros((0,), dtype=np.float32), indices=[])
+        q = self._query(query, instruction)
+        prepared = self.prepare_all(q, documents)
+        errors = [p for p in prepared if isinstance(p, ItemError)]
+        if errors and raise_on_error:
+            raise ItemError.combine(errors)
+        good = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ItemError)]
+        if good:
+            scores = np.asarray(self._forward([p for _, p in good]), dtype=np.float32).reshape(-1)
+        else:
+            scores = np.zeros((0,), dtype=np.float32)
+        return ScoreResult(scores=scores, indices=[i for i, _ in good],
+                           failures=[f for e in errors for f in e.failures])
