@@ -1,0 +1,174 @@
+"""``omniret train embed|rerank|distill``, ``omniret mine`` and ``omniret merge``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from omniret.cli._app import DeviceOpt, RerankerOpt, app, console, err_console, handles_errors
+
+train_app = typer.Typer(help="Fine-tune embedders and rerankers: contrastive, reranker, distillation stages.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="train.yaml; flags override its values.")]
+TrainModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint dir or registry name to train.")]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Training JSONL: query, positive, negatives.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output checkpoint directory.")]
+EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="Epochs (default 1).")]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Examples per step (default 16).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default 2e-5).")]
+HardNegOpt = Annotated[int | None, typer.Option("--hard-negatives", help="Hard negatives per example (default 1).")]
+MrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", help="Comma-separated dims, e.g. 256,128,64.")]
+LoraOpt = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (peft) or full fine-tuning.")]
+TempOpt = Annotated[float | None, typer.Option("--temperature", help="InfoNCE temperature (default 0.05).")]
+ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
+SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
+GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
+
+
+def _dims(value: str | None) -> list[int] | None:
+    from omniret.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--matryoshka-dims {value!r}: expected comma-separated integers like 256,128,64") from e
+
+
+def _run(stage: str, config: Path | None, **flags: Any) -> None:
+    from omniret.training.config import load_config
+    from omniret.training.runner import train
+
+    flags["matryoshka_dims"] = _dims(flags.pop("matryoshka_dims"))
+    cfg = load_config(config, stage=stage, **flags)
+    summary = train(cfg)
+    summary.pop("history", None)
+    console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
+
+
+def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt, epochs: EpochsOpt,
+            max_steps: MaxStepsOpt, batch_size: BatchOpt, lr: LrOpt, hard_negatives: HardNegOpt,
+            matryoshka_dims: MrlOpt, lora: LoraOpt, temperature: TempOpt, resume: ResumeOpt,
+            save_steps: SaveStepsOpt, gradcache_chunk: GradCacheOpt, device: DeviceOpt) -> dict[str, Any]:
+    return dict(config=config, model=model, data=data, out=out, epochs=epochs, max_steps=max_steps,
+                batch_size=batch_size, lr=lr, hard_negatives=hard_negatives, matryoshka_dims=matryoshka_dims,
+                lora=lora, temperature=temperature, resume=resume, save_steps=save_steps,
+                gradcache_chunk=gradcache_chunk, device=device)
+
+
+@train_app.command("embed")
+@handles_errors
+def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
+                epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
+                lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
+                lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
+                save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
+                device: DeviceOpt = None) -> None:
+    """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka."""
+    kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
+                 lora, temperature, resume, save_steps, gradcache_chunk, device)
+    _run("embed", kw.pop("config"), **kw)
+
+
+@train_app.command("rerank")
+@handles_errors
+def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
+                 epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
+                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, lora: LoraOpt = None,
+                 resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
+                 loss: Annotated[str | None, typer.Option("--loss", help="pointwise, listwise or both.")] = None,
+                 ) -> None:
+    """Reranker stage: yes/no cross-entropy (Qwen3-VL) or a sentence-transformers CrossEncoder."""
+    kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
+                 resume, save_steps, None, device)
+    _run("rerank", kw.pop("config"), rerank_loss=loss, **kw)
+
+
+@train_app.command("distill")
+@handles_errors
+def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
+                  teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher reranker.")] = None,
+                  teacher_temperature: Annotated[float | None, typer.Option("--teacher-temperature")] = None,
+                  student_temperature: Annotated[float | None, typer.Option("--student-temperature")] = None,
+                  epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
+                  lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
+                  lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
+                  device: DeviceOpt = None) -> None:
+    """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
+    kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
+                 lora, None, resume, save_steps, None, device)
+    _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
+         student_temperature=student_temperature, **kw)
+
+
+@app.command()
+@handles_errors
+def mine(
+    model: Annotated[str, typer.Option("--model", "-m", help="Embedder used to search the corpus.")],
+    data: Annotated[Path, typer.Option("--data", help="Training JSONL (query, positive).")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus JSONL: one item per line.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the mined JSONL.")],
+    num_negatives: Annotated[int, typer.Option("--num-negatives", "-n", help="Negatives per query.")] = 4,
+    candidates: Annotated[int, typer.Option("--candidates", help="Search depth per query.")] = 30,
+    skip_top: Annotated[int, typer.Option("--skip-top", help="Ignore this many top hits.")] = 0,
+    reranker: RerankerOpt = None,
+    max_score: Annotated[float | None, typer.Option("--max-score", help="Drop candidates the reranker scores above.")] = None,
+    ratio: Annotated[float | None, typer.Option("--ratio", help="Drop candidates scoring above ratio x positive.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Mine hard negatives: search each query in an index over the corpus, skip its positives."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from omniret.embed import load_embedder
+    from omniret.training.data import load_corpus, load_examples, write_examples
+    from omniret.training.mining import mine_hard_negatives
+
+    examples = load_examples(data)
+    items = load_corpus(corpus)
+    embedder = load_embedder(model, device=device)
+    rr = None
+    if reranker is not None:
+        from omniret.rerank import load_reranker
+
+        rr = load_reranker(reranker, device=device)
+    with Progress(TextColumn("mining"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("mine", total=len(examples))
+        mined = mine_hard_negatives(examples, items, embedder, num_negatives=num_negatives, candidates=candidates,
+                                    skip_top=skip_top, reranker=rr, max_score=max_score, ratio=ratio,
+                                    progress=lambda n: progress.advance(task, n))
+    write_examples(out, mined)
+    short = sum(len(ex.negatives) < num_negatives for ex in mined)
+    console.print(f"wrote {len(mined)} examples with up to {num_negatives} mined negatives to {out}"
+                  + (f" ({short} have fewer)" if short else ""))
+
+
+@app.command()
+@handles_errors
+def merge(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint directories of one architecture.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint directory.")],
+    method: Annotated[str, typer.Option("--method", help="linear or slerp.")] = "linear",
+    weights: Annotated[str | None, typer.Option("--weights", help="Comma-separated, one per checkpoint.")] = None,
+) -> None:
+    """Merge checkpoints' weights (linear or spherical), as in the Qwen3-Embedding report."""
+    from omniret.errors import ConfigError
+    from omniret.training.merging import merge_checkpoints
+
+    w = None
+    if weights is not None:
+        try:
+            w = [float(x) for x in weights.split(",")]
+        except ValueError as e:
+            raise ConfigError(f"--weights {weights!r}: expected comma-separated numbers") from e
+    if method not in ("linear", "slerp"):
+        raise ConfigError(f"--method {method!r}: use linear or slerp")
+    merge_checkpoints(checkpoints, out, method=method, weights=w)  # type: ignore[arg-type]
+    console.print(json.dumps({"out": str(out), "method": method, "checkpoints": [str(c) for c in checkpoints]}))

@@ -1,0 +1,100 @@
+"""``TrainConfig``: every knob of the three training stages, from YAML and/or flags (flags win)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from omniret.errors import ConfigError
+
+Stage = Literal["embed", "rerank", "distill"]
+
+
+class TrainConfig(BaseModel):
+    """One training run. ``model`` is a registry name or a checkpoint directory; ``out`` gets the result,
+    loadable with ``load_embedder(out)`` (embed, distill) or ``load_reranker(out)`` (rerank)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage = "embed"
+    model: str
+    data: Path
+    out: Path
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    #: hard negatives per example taken from the data (0: in-batch negatives only)
+    hard_negatives: int = 1
+    temperature: float = 0.05
+    #: InfoNCE false-negative margin (Qwen3-Embedding: 0.1); None turns the mask off
+    fn_margin: float | None = 0.1
+    matryoshka_dims: list[int] | None = None
+    #: one weight per Matryoshka dim, largest first, the full dim included (default 1 each)
+    matryoshka_weights: list[float] | None = None
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    gradient_checkpointing: bool = False
+    #: GradCache: embed in chunks of this many items so big contrastive batches fit (None: off)
+    gradcache_chunk: int | None = None
+    #: bf16 autocast/weights: None = on when CUDA is available
+    bf16: bool | None = None
+    max_length: int | None = None
+    instruction: str | None = None
+    save_steps: int | None = None
+    log_steps: int = 10
+    resume: bool = False
+    #: reranker stage
+    rerank_loss: Literal["pointwise", "listwise", "both"] = "pointwise"
+    #: distillation stage: the teacher reranker and the temperatures
+    teacher: str | None = None
+    teacher_temperature: float = 1.0
+    student_temperature: float = 0.05
+    device: str | None = None
+
+    @field_validator("batch_size", "hard_negatives", "lora_r", "log_steps")
+    @classmethod
+    def _non_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(d <= 0 for d in v)):
+            raise ValueError("matryoshka dims must be positive integers")
+        return v
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """A config from a YAML file (optional) with ``overrides`` applied; ``None`` overrides are ignored."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of option: value")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**data)
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}invalid training config: {errs}") from e

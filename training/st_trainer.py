@@ -1,0 +1,250 @@
+"""Training sentence-transformers models with sentence-transformers' own trainers.
+
+Embedders go through ``SentenceTransformerTrainer`` (batching without duplicates, checkpoints, resume,
+gradient checkpointing, bf16). The loss is omniret's ``InfoNCELoss`` (false-negative mask), its
+``MatryoshkaLoss`` and ``DistillationLoss`` plugged in through ``EmbeddingLossAdapter``, so every
+backbone trains on the same hand-tested definitions; with GradCache on, sentence-transformers'
+``CachedMultipleNegativesRankingLoss`` (and its ``MatryoshkaLoss``, which knows cached losses) is used
+instead, since it already does gradient caching well. Cross-encoders go through ``CrossEncoderTrainer``
+with ``BinaryCrossEntropyLoss`` (pointwise) or ``CrossEntropyLoss`` (listwise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from omniret.errors import ConfigError, ItemError
+from omniret.training._meta import write_meta
+from omniret.training.config import TrainConfig
+from omniret.training.data import TrainExample
+from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss
+from omniret.types import Item
+
+
+class EmbeddingLossAdapter(nn.Module):
+    """A sentence-transformers loss module around an omniret loss that takes embeddings.
+
+    Columns: query, positive, negative_1..k. ``kind="contrastive"`` calls ``loss(q, p, negatives)``;
+    ``kind="distill"`` calls ``loss(q, candidates, teacher_scores=labels)`` with candidates = the
+    positive then the negatives.
+    """
+
+    def __init__(self, model: Any, loss: nn.Module, kind: str = "contrastive") -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.kind = kind
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        import torch
+
+        embs = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        if self.kind == "distill":
+            return self.loss(embs[0], torch.stack(embs[1:], dim=1), teacher_scores=labels)
+        negatives = torch.stack(embs[2:], dim=1) if len(embs) > 2 else None
+        return self.loss(embs[0], embs[1], negatives)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"loss": type(self.loss).__name__, **getattr(self.loss, "config", {})}
+
+    @property
+    def citation(self) -> str:
+        return getattr(self.loss, "citation", "")
+
+
+def _text(item: Item, where: str) -> str:
+    if item.modalities - {"text"}:
+        raise ItemError(f"{where}: a sentence-transformers model takes text only, the item has "
+                        f"{', '.join(sorted(item.modalities))}")
+    return "".join(item.texts)
+
+
+def _columns(examples: Sequence[TrainExample], k: int, scores: list[list[float]] | None = None) -> dict[str, list]:
+    cols: dict[str, list] = {"query": [], "positive": [], **{f"negative_{j + 1}": [] for j in range(k)}}
+    for i, ex in enumerate(examples):
+        cols["query"].append(_text(ex.query, f"example {i}: query"))
+        cols["positive"].append(_text(ex.positive, f"example {i}: positive"))
+        for j in range(k):
+            cols[f"negative_{j + 1}"].append(_text(ex.negatives[j], f"example {i}: negatives[{j}]"))
+    if scores is not None:
+        cols["label"] = [s[:k + 1] for s in scores]
+    return cols
+
+
+def loss_dims(dims: Sequence[int] | None, full: int) -> list[int] | None:
+    """The Matryoshka dims a loss sums over: the declared ones plus the full one, largest first."""
+    if not dims:
+        return None
+    if max(dims) > full:
+        raise ConfigError(f"matryoshka dims {sorted(dims)} exceed the model's dimension {full}")
+    return sorted({int(d) for d in dims} | {full}, reverse=True)
+
+
+def usable_negatives(examples: Sequence[TrainExample], wanted: int) -> int:
+    """How many hard negatives every example can supply (sentence-transformers needs equal columns)."""
+    if wanted == 0:
+        return 0
+    have = min(len(ex.negatives) for ex in examples)
+    if have == 0:
+        raise ConfigError(f"hard_negatives={wanted} but some examples have no negatives; mine them first "
+                          "(omniret mine) or pass --hard-negatives 0")
+    return min(wanted, have)
+
+
+def _args(cfg: TrainConfig, output_dir: Path, cls: Any) -> Any:
+    import torch
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
+    return cls(
+        output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
+        logging_steps=cfg.log_steps, report_to="none", disable_tqdm=True,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, dataloader_drop_last=False,
+        use_cpu=(cfg.device == "cpu") or not torch.cuda.is_available(),
+    )
+
+
+def _progress_callback(total_hint: int) -> Any:
+    from transformers import TrainerCallback
+
+    from omniret.training.progress import TrainProgress
+
+    class RichProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: TrainProgress | None = None
+            self.history: list[dict[str, Any]] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.bar = TrainProgress(state.max_steps or total_hint, "training", start=state.global_step)
+            self.bar.__enter__()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.update(state.global_step, loss=float(logs["loss"]),
+                                examples=args.per_device_train_batch_size * args.logging_steps)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.history = self.bar.history
+                self.bar.__exit__(None, None, None)
+
+    return RichProgress()
+
+
+def _resume_from(cfg: TrainConfig, ckpt_dir: Path) -> bool | str:
+    if not cfg.resume:
+        return False
+    found = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
+        if ckpt_dir.is_dir() else []
+    if not found:
+        raise ConfigError(f"--resume: no checkpoint-* folder under {ckpt_dir}; train with --save-steps first")
+    return str(found[-1])
+
+
+def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
+                      teacher_scores: list[list[float]] | None = None) -> dict[str, Any]:
+    """Contrastive (``cfg.stage == "embed"``) or distillation training of a sentence-transformers model."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer import losses as st_losses
+
+    from omniret.registry import resolve
+
+    source, _ = resolve(cfg.model)
+    model = SentenceTransformer(source, device=cfg.device)
+    if cfg.max_length:
+        model.max_seq_length = cfg.max_length
+    full = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+               else model.get_sentence_embedding_dimension())
+    dims = loss_dims(cfg.matryoshka_dims, full)
+    distill = cfg.stage == "distill"
+    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
+    dataset = Dataset.from_dict(_columns(examples, k, teacher_scores if distill else None))
+    if distill:
+        base: nn.Module = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature)
+        loss: nn.Module = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights)
+                                               if dims else base, kind="distill")
+    elif cfg.gradcache_chunk:
+        loss = st_losses.CachedMultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature,
+                                                            mini_batch_size=cfg.gradcache_chunk)
+        if dims:
+            loss = st_losses.MatryoshkaLoss(model, loss, dims, matryoshka_weights=cfg.matryoshka_weights)
+    else:
+        base = InfoNCELoss(cfg.temperature, cfg.fn_margin)
+        loss = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base)
+    ckpt_dir = cfg.out / "checkpoints"
+    callback = _progress_callback(math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs))
+    trainer = SentenceTransformerTrainer(model=model, args=_args(cfg, ckpt_dir, SentenceTransformerTrainingArguments),
+                                         train_dataset=dataset, loss=loss, callbacks=[callback])
+    result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
+    model.save(str(cfg.out))
+    losses_cfg = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
+    write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
+               losses={type(loss).__name__: _jsonable(losses_cfg)},
+               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k})
+    return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
+            "history": callback.history}
+
+
+def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dict[str, Any]:
+    """Reranker stage for a sentence-transformers CrossEncoder (or any HF encoder, given one new head)."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder import losses as ce_losses
+
+    from omniret.registry import resolve
+
+    source, _ = resolve(cfg.model)
+    model = CrossEncoder(source, num_labels=1, device=cfg.device, max_length=cfg.max_length)
+    k = usable_negatives(examples, max(cfg.hard_negatives, 1))
+    if cfg.rerank_loss == "pointwise":
+        cols: dict[str, list] = {"query": [], "document": [], "label": []}
+        for i, ex in enumerate(examples):
+            q = _text(ex.query, f"example {i}: query")
+            for j, (doc, label) in enumerate([(ex.positive, 1.0)] + [(n, 0.0) for n in ex.negatives[:k]]):
+                cols["query"].append(q)
+                cols["document"].append(_text(doc, f"example {i}: candidate {j}"))
+                cols["label"].append(label)
+        loss: Any = ce_losses.BinaryCrossEntropyLoss(model)
+    else:
+        cols = _columns(examples, k)
+        cols["label"] = [0] * len(examples)
+        loss = ce_losses.CrossEntropyLoss(model)
+    ckpt_dir = cfg.out / "checkpoints"
+    n_rows = len(cols["query"])
+    callback = _progress_callback(math.ceil(n_rows / max(cfg.batch_size, 1) * cfg.epochs))
+    args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
+                                  callbacks=[callback])
+    result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
+    model.save_pretrained(str(cfg.out))
+    write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
+               losses={type(loss).__name__: {"mode": cfg.rerank_loss}},
+               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k},
+               inherit_base=False)
+    return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
+            "history": callback.history}
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v) for k, v in d.items()}
