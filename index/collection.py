@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
 from omniret.index.searcher import Searcher
-
-from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
 from omniret.types import Hit, Item
 
 MANIFEST = "collection.json"
@@ -35,7 +35,8 @@ def _root(root: str | os.PathLike[str] | None) -> Path:
         return Path(root).expanduser()
     from omniret.settings import get_settings
 
-    return get_settings().collections_dir
+    s = get_settings()
+    return Path(s.collections_root).expanduser() if getattr(s, "collections_root", None) else s.collections_dir
 
 
 def _check_name(name: str) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import numpy as np
-from omniret.index.filters import Filter, parse_filter, to_sql
-from omniret.index.protocol import as_matrix, check_upsert
 
 from omniret.errors import ConfigError, DimensionError, StoreError
+from omniret.index.filters import Filter, parse_filter, to_sql
+from omniret.index.protocol import as_matrix, check_upsert
 from omniret.types import Hit
 
 IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
-
 from omniret.errors import ItemError
+from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
 from omniret.types import Item
 
 TEXT_SUFFIXES = frozenset({

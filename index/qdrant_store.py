@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
-from omniret.index.filters import Filter, parse_filter, to_qdrant
-from omniret.index.protocol import RESERVED_PREFIX, as_matrix, check_upsert
 
 from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
+from omniret.index.filters import Filter, parse_filter, to_qdrant
+from omniret.index.protocol import RESERVED_PREFIX, as_matrix, check_upsert
 from omniret.types import Hit
 
 ID_KEY = f"{RESERVED_PREFIX}_id"

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from omniret.errors import ConfigError, ItemError
 from omniret.index.filters import Filter
 from omniret.index.protocol import VectorStore
-
-from omniret.errors import ConfigError, ItemError
 from omniret.types import Hit, Item
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from omniret.errors import ConfigError, DimensionError, StoreError
 from omniret.index import VectorStore
 from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import matches, parse_filter, parse_filter_args
 from omniret.index.qdrant_store import QdrantStore
-
-from omniret.errors import ConfigError, DimensionError, StoreError
 
 DIM = 16
 

@@ -1,0 +1,206 @@
+"""``omniret index``, ``omniret search`` and ``omniret collections list|info|delete``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from omniret.cli._app import (
+    CollectionOpt,
+    DimOpt,
+    InstructionOpt,
+    JsonOpt,
+    ModelOpt,
+    RerankerOpt,
+    RootOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    handles_errors,
+)
+
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="faiss (embedded, default) or qdrant.")]
+QdrantUrlOpt = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL (implies "
+                                                                        "--backend qdrant).")]
+
+collections_app = typer.Typer(help="List, inspect and delete collections.", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+
+
+@app.command("index")
+@handles_errors
+def index_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (a .jsonl file is a manifest).")],
+    collection: CollectionOpt,
+    backend: BackendOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    model: ModelOpt = None,
+    dim: DimOpt = None,
+    root: RootOpt = None,
+    index: Annotated[str | None, typer.Option("--index", help="FAISS index: flat, hnsw, ivfpq or sq8.")] = None,
+    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Text chunk size in tokens.")] = 200,
+    chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens shared by neighbouring chunks.")] = 40,
+    segment_seconds: Annotated[float, typer.Option("--segment-seconds", help="Video segment length.")] = 10.0,
+    prune: Annotated[bool, typer.Option("--prune", help="Remove items of files no longer on disk.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
+    from omniret.index import open_collection
+    from omniret.index.ingest import IngestOptions
+
+    coll = open_collection(collection, root=root, backend=backend, url=qdrant_url, embedder=model, dim=dim,
+                           index=index)
+    try:
+        opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                             segment_seconds=segment_seconds, prune=prune)
+        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console)
+        total = coll.count()
+    finally:
+        coll.close()
+    if json_out:
+        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total}))
+    else:
+        for src, reason in report.skipped:
+            err_console.print(f"[yellow]skipped[/] {src}: {reason}", highlight=False)
+        for src, reason in report.failed:
+            err_console.print(f"[red]failed[/] {src}: {reason}", highlight=False)
+        console.print(f"{collection}: indexed {report.indexed_items} items from {report.indexed_files} files "
+                      f"({report.items_per_second:.1f} items/s); {report.unchanged} unchanged, "
+                      f"{len(report.skipped)} skipped, {len(report.failed)} failed"
+                      + (f", {report.pruned} pruned" if report.pruned else "") + f"; {total} items in total",
+                      highlight=False)
+    if strict and report.failed:
+        raise typer.Exit(2)
+
+
+@app.command("search")
+@handles_errors
+def search_cmd(
+    collection: CollectionOpt,
+    text: Annotated[str | None, typer.Argument(help="Query text.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query image (alone or with the text).")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Results to return.")] = 10,
+    candidates: Annotated[int, typer.Option("--candidates", help="First-stage candidates.")] = 100,
+    rerank_top: Annotated[int | None, typer.Option("--rerank-top", help="Candidates to rerank.")] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Vector search only.")] = False,
+    reranker: RerankerOpt = None,
+    filter: Annotated[list[str] | None, typer.Option("--filter", help="key=value, key=v1,v2, key>=n "  # noqa: A002
+                                                                      "(repeatable).")] = None,
+    instruction: InstructionOpt = None,
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search a collection: dense retrieval, then reranking (unless --no-rerank)."""
+    from omniret.index import open_collection
+    from omniret.index.filters import parse_filter_args
+    from omniret.types import Item
+
+    if not text and image is None:
+        fail("give a query text and/or --image", hint='omniret search "a question" --collection docs')
+    if image is not None and not image.is_file():
+        fail(f"--image {image}: no such file")
+    flt = parse_filter_args(filter) or None
+    rr: Any = None
+    if not no_rerank:
+        from omniret.settings import get_settings
+
+        rr = reranker or get_settings().rerank_model or None
+    coll = open_collection(collection, root=root, create=False, reranker=rr)
+    try:
+        query = Item(text=text or None, image=str(image) if image is not None else None)
+        hits = coll.search(query, k=k, filter=flt, rerank=not no_rerank and rr is not None,
+                           candidates=candidates, rerank_top=rerank_top, instruction=instruction)
+    finally:
+        coll.close()
+    if json_out:
+        console.print_json(json.dumps([h.to_dict() for h in hits]))
+        return
+    if not hits:
+        console.print("no results")
+        return
+    table = Table(title=f"{collection}: {len(hits)} results")
+    for col in ("#", "score", "rerank", "id", "snippet"):
+        table.add_column(col, overflow="fold")
+    for i, h in enumerate(hits, 1):
+        snippet = str(h.payload.get("text") or h.payload.get("path") or "")
+        snippet = " ".join(snippet.split())[:100]
+        table.add_row(str(i), f"{h.score:.3f}", "-" if h.rerank_score is None else f"{h.rerank_score:.3f}",
+                      h.id, snippet)
+    console.print(table)
+
+
+@collections_app.command("list")
+@handles_errors
+def collections_list(root: RootOpt = None, json_out: JsonOpt = False) -> None:
+    """List the collections under the root."""
+    from omniret.index import list_collections
+
+    rows = list_collections(root)
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    if not rows:
+        console.print("no collections")
+        return
+    table = Table(title="collections")
+    for col in ("name", "model", "dim", "backend", "index", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r.get("model", "?"), str(r.get("dim", "?")), r.get("backend", "?"),
+                      r.get("index", "?"), r.get("created", "?"))
+    console.print(table)
+
+
+def _manifest(name: str, root: Path | None) -> dict[str, Any]:
+    from omniret.index import list_collections
+
+    for r in list_collections(root):
+        if r["name"] == name:
+            return r
+    from omniret.errors import CollectionError
+
+    raise CollectionError(f"no collection {name!r}; see `omniret collections list`")
+
+
+@collections_app.command("info")
+@handles_errors
+def collections_info(name: Annotated[str, typer.Argument(help="Collection name.")], root: RootOpt = None,
+                     json_out: JsonOpt = False) -> None:
+    """Show a collection's model, dim, backend, index and item count (no model is loaded)."""
+    from omniret.index.collection import _open_store
+    from omniret.index.ingest import Ledger
+
+    m = _manifest(name, root)
+    store = _open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)
+    try:
+        info = {**m, "count": store.count(), "store": store.info()}
+    finally:
+        store.close()
+    ledger = Ledger(Path(m["path"]) / "ledger.sqlite")
+    info["sources"] = ledger.count()
+    ledger.close()
+    if json_out:
+        console.print_json(json.dumps(info))
+        return
+    for key in ("name", "model", "dim", "backend", "index", "count", "sources", "created", "path"):
+        console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
+
+
+@collections_app.command("delete")
+@handles_errors
+def collections_delete(name: Annotated[str, typer.Argument(help="Collection name.")], root: RootOpt = None,
+                       yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
+    """Delete a collection and everything in it."""
+    from omniret.index import delete_collection
+
+    m = _manifest(name, root)
+    if not yes and not typer.confirm(f"delete collection {name!r} ({m.get('model')}, {m['path']})?"):
+        raise typer.Exit(1)
+    delete_collection(name, root)
+    console.print(f"deleted {name}")
