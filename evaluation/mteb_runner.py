@@ -142,6 +142,18 @@ def local_retrieval_task(name: str, corpus: Mapping[str, str | tuple[str, str]],
     return LocalRetrievalTask()
 
 
+def beir_task(path: str | Path, split: str = "test", *, instruction: str | None = None) -> Any:
+    """An mteb retrieval task over a local BEIR-format folder (see ``omniret.evaluation.beir``)."""
+    from omniret.evaluation.beir import load_beir
+
+    data = load_beir(path, split)
+    corpus = {d: " ".join(it.texts) for d, it in data.corpus.items()}
+    queries = {q: " ".join(it.texts) for q, it in data.queries.items()}
+    name = "".join(ch for ch in data.name.title() if ch.isalnum()) or "Local"
+    return local_retrieval_task(f"Local{name}Retrieval", corpus, queries, data.qrels, split=split,
+                                instruction=instruction, description=f"BEIR-format folder {path}")
+
+
 def _metric_name(key: str) -> str | None:
     """mteb's ``ndcg_at_10`` -> ``ndcg@10``; keys that are not ranking metrics -> None."""
     for prefix, ours in (("ndcg_at_", "ndcg@"), ("recall_at_", "recall@"), ("mrr_at_", "mrr@"),
@@ -157,12 +169,16 @@ def run_mteb(embedder: Any, tasks: Sequence[str | Any], out_dir: str | Path, *, 
              overwrite: bool = True) -> list[RunResult]:
     """Run mteb's own evaluation of ``embedder`` on ``tasks`` (names or task objects), per dim.
 
+    A name that is an existing folder is read as a BEIR-format dataset (``beir_task``), so local data
+    runs through mteb's evaluation with no download.
+
     mteb's result files go under ``out_dir/mteb``; the returned runs hold every ranking metric mteb
     reported for ``split`` among ``metrics`` (None: all of them) plus ``main_score``.
     """
     mteb = _mteb()
     resolved = []
-    names = [t for t in tasks if isinstance(t, str)]
+    names = [t for t in tasks if isinstance(t, str) and not Path(t).is_dir()]
+    resolved.extend(beir_task(t, split) for t in tasks if isinstance(t, str) and Path(t).is_dir())
     if names:
         try:
             resolved.extend(mteb.get_tasks(tasks=names))
