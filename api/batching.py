@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from omniret.embed.matryoshka import truncate
 from omniret.embed.protocol import Embedder, EmbedResult
-
 from omniret.errors import ItemFailure
 from omniret.types import Item
 

@@ -11,10 +11,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from omniret.api.errors import ApiError, error_response
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from the server's api_keys setting.")
 

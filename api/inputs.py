@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from omniret.api.errors import ApiError, item_error
-
 from omniret.errors import ItemError
 from omniret.settings import Settings
 from omniret.types import Item

@@ -9,7 +9,6 @@ from typing import Any
 from omniret.api.batching import MicroBatcher
 from omniret.api.metrics import Metrics
 from omniret.embed.protocol import Embedder
-
 from omniret.settings import Settings
 
 
@@ -25,7 +24,9 @@ class ServiceState:
     batcher: MicroBatcher | None = None
     load_error: str | None = None
     loading: bool = True
-    #: names a request's ``model`` field may use for the served embedder / reranker
+    #: the ids responses report for the served models, and the names a request's ``model`` may use
+    embed_id: str = ""
+    rerank_id: str = ""
     embed_names: set[str] = field(default_factory=set)
     rerank_names: set[str] = field(default_factory=set)
     #: open collections by name; touched only on the model worker thread

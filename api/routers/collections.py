@@ -16,8 +16,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
+
 from omniret.api.dependencies import check_model, embedder, get_state, require_api_key
 from omniret.api.errors import ApiError, item_error
 from omniret.api.inputs import InputConverter
@@ -33,7 +34,6 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-
 from omniret.errors import CollectionError, ItemError
 from omniret.types import Item
 
@@ -91,8 +91,17 @@ def _open(state: ServiceState, name: str) -> Any:
     return col
 
 
+def _public(obj: Any) -> Any:
+    """Without server-side paths: a client needs names, not where the server keeps them."""
+    if isinstance(obj, dict):
+        return {k: _public(v) for k, v in obj.items() if k not in ("path", "url")}
+    if isinstance(obj, list):
+        return [_public(v) for v in obj]
+    return obj
+
+
 def _info(col: Any) -> dict[str, Any]:
-    info = dict(_jsonable(col.info()))
+    info = dict(_public(_jsonable(col.info())))
     info.setdefault("name", getattr(col, "name", None))
     info.setdefault("count", col.count())
     return info
@@ -116,7 +125,7 @@ async def create_collection(body: CreateCollection, request: Request,
                             model: Embedder = Depends(embedder)) -> dict[str, Any]:
     """Create an empty collection embedded by the served model (optionally at a Matryoshka dim)."""
     state = get_state(request)
-    check_model(body.model, state.embed_names, model.name)
+    check_model(body.model, state.embed_names, state.embed_id)
     if body.dim is not None:
         check_dimensions(model, body.dim)
         dim_field = body.dim
@@ -209,7 +218,7 @@ def _report(result: Any, n: int) -> dict[str, Any]:
     data = _jsonable(result)
     if isinstance(data, dict):
         data = dict(data)
-        added = data.get("added", data.get("count", data.get("n_added")))
+        added = data.get("added", data.get("indexed_items"))
         if isinstance(added, list):
             added = len(added)
         data["added"] = int(added) if added is not None else n - len(data.get("failures") or [])
@@ -220,21 +229,14 @@ def _report(result: Any, n: int) -> dict[str, Any]:
 
 
 @router.post("/{name}/files")
-async def add_files(name: str, request: Request, files: list[UploadFile] = File(...),
-                    metadata: str | None = Form(None)) -> dict[str, Any]:
-    """Upload files (images, PDFs, videos, text) and ingest them; they are kept in the collection's storage."""
-    import json
+async def add_files(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+    """Upload files (images, PDFs, videos, text) and ingest them; they are kept in the collection's storage.
 
+    Ingestion is the index's: a PDF becomes one item per page, a video one per time segment, text is
+    chunked. Files that cannot be read are reported under ``failed`` / ``skipped``; the rest are indexed.
+    """
     state = get_state(request)
     _check_name(name)
-    meta: dict[str, Any] | None = None
-    if metadata:
-        try:
-            meta = json.loads(metadata)
-        except json.JSONDecodeError as e:
-            raise ApiError(400, "invalid_request", f"metadata: not valid JSON ({e.msg})", field="metadata") from e
-        if not isinstance(meta, dict):
-            raise ApiError(400, "invalid_request", "metadata: expected a JSON object", field="metadata")
     if len(files) > state.settings.max_items_per_request:
         raise ApiError(413, "too_many_items", f"files: {len(files)} files, over the limit of "
                        f"{state.settings.max_items_per_request} per request (max_items_per_request)", field="files")
@@ -252,14 +254,10 @@ async def add_files(name: str, request: Request, files: list[UploadFile] = File(
         paths.append(dest)
 
     def run() -> Any:
-        col = _open(state, name)
-        kwargs: dict[str, Any] = {"on_error": "skip"}
-        if meta is not None:
-            kwargs["metadata"] = meta
-        return col.add_files(paths, **kwargs)
+        return _open(state, name).add_files(paths, progress=False)
 
     result = await _worker(state, run)
-    out = _report(result, len(paths))
+    out = _public(_report(result, len(paths)))
     out["files"] = [p.name for p in paths]
     state.metrics.items_indexed.labels(name).inc(out["added"])
     return out
@@ -313,6 +311,8 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
 def _source(payload: dict[str, Any]) -> tuple[str | None, str | None]:
     """(path, kind) of a payload's renderable file: an image or a PDF (page in the payload)."""
     kind = payload.get("kind")
+    if kind == "video" and isinstance(payload.get("video") or payload.get("path"), str):
+        return payload.get("video") or payload.get("path"), "video"
     for key in ("image", "path", "source"):
         v = payload.get(key)
         if isinstance(v, str) and v:
@@ -345,7 +345,7 @@ def _thumb_url(state: ServiceState, name: str, hit: Any) -> str | None:
 
 @router.get("/{name}/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
 async def thumbnail(name: str, item_id: str, request: Request) -> Response:
-    """A small JPEG of the item's image or PDF page, only for files inside the collection's storage."""
+    """A small JPEG of the item's image, PDF page or video frame; only for files in the collection's storage."""
     state = get_state(request)
 
     def run() -> bytes:
@@ -361,16 +361,37 @@ async def thumbnail(name: str, item_id: str, request: Request) -> Response:
         if file is None:
             raise ApiError(404, "not_found", f"item {item_id!r} has no stored image or PDF page to preview",
                            field="id")
-        return _render(file, kind or "image", int(payload.get("page") or 1))
+        return _render(file, kind or "image", int(payload.get("page") or 1),
+                       float(payload.get("video_start") or 0.0))
 
     return Response(await _worker(state, run), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=300"})
 
 
-def _render(path: Path, kind: str, page: int) -> bytes:
+def _video_frame(path: Path, at: float) -> Any:
+    """The first decoded frame at or after ``at`` seconds (the segment's start)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if at > 0 and stream.time_base:
+            container.seek(int(at / stream.time_base), stream=stream, backward=True)
+        first = None
+        for frame in container.decode(stream):
+            first = first or frame
+            if frame.time is None or frame.time >= at - 1e-3:
+                return frame.to_image()
+        if first is None:
+            raise ApiError(404, "not_found", "the video has no frames to preview")
+        return first.to_image()
+
+
+def _render(path: Path, kind: str, page: int, at: float = 0.0) -> bytes:
     from PIL import Image
 
-    if kind == "pdf":
+    if kind == "video":
+        im = _video_frame(path, at)
+    elif kind == "pdf":
         import pypdfium2 as pdfium
 
         pdf = pdfium.PdfDocument(str(path))

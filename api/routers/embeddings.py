@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+
 from omniret.api.dependencies import check_model, embedder, get_state, require_api_key
 from omniret.api.errors import ApiError, item_error
 from omniret.api.inputs import InputConverter
@@ -19,7 +20,6 @@ from omniret.api.schemas import (
     Usage,
 )
 from omniret.embed.protocol import Embedder
-
 from omniret.errors import ItemError
 from omniret.types import Item
 
@@ -59,7 +59,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request,
                             model: Embedder = Depends(embedder)) -> EmbeddingResponse:
     """Embed strings (as OpenAI) or multimodal items (an extension); all succeed or a 4xx names the bad item."""
     state = get_state(request)
-    name = check_model(body.model, state.embed_names, model.name)
+    name = check_model(body.model, state.embed_names, state.embed_id)
     dim = check_dimensions(model, body.dimensions)
     with InputConverter(state.settings) as conv:
         items = conv.items(body.input, field="input", instruction=body.instruction)
@@ -83,10 +83,10 @@ async def list_models(request: Request) -> ModelList:
     cards = []
     if state.embedder is not None:
         e = state.embedder
-        cards.append(ModelCard(id=e.name, kind="embedding", dim=e.dim, dims=sorted(set(e.dims) | {e.dim}),
+        cards.append(ModelCard(id=state.embed_id or e.name, kind="embedding", dim=e.dim, dims=sorted(set(e.dims) | {e.dim}),
                                modalities=sorted(e.modalities)))
     if state.reranker is not None:
         r = state.reranker
-        cards.append(ModelCard(id=str(getattr(r, "name", "reranker")), kind="reranker",
+        cards.append(ModelCard(id=state.rerank_id or str(getattr(r, "name", "reranker")), kind="reranker",
                                modalities=sorted(getattr(r, "modalities", ()) or ())))
     return ModelList(data=cards)

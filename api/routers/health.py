@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+
 from omniret.api.dependencies import get_state, require_api_key
 
 router = APIRouter(tags=["health"])
@@ -19,8 +20,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 once the models are loaded, 503 (with the reason) before or after a failed load."""
     state = get_state(request)
-    models = {"embedding": state.embedder.name if state.embedder is not None else None,
-              "reranker": str(getattr(state.reranker, "name", "reranker")) if state.reranker is not None else None}
+    models = {"embedding": state.embed_id or None, "reranker": state.rerank_id or None}
     if state.ready:
         return JSONResponse({"status": "ready", "models": models})
     if state.load_error:

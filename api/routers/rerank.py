@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+
 from omniret.api.dependencies import check_model, get_state, require_api_key
 from omniret.api.dependencies import reranker as served_reranker
 from omniret.api.errors import ApiError, item_error
 from omniret.api.inputs import InputConverter
 from omniret.api.routers.embeddings import count_tokens
 from omniret.api.schemas import ErrorBody, RerankRequest, RerankResponse, RerankResult, RerankUsage
-
 from omniret.errors import ItemError
 
 router = APIRouter(prefix="/v1", tags=["rerank"], dependencies=[Depends(require_api_key)],
@@ -29,7 +29,7 @@ def _echo(doc: Any) -> dict[str, Any]:
 async def rerank(body: RerankRequest, request: Request, model: Any = Depends(served_reranker)) -> RerankResponse:
     """Score every document against the query; results best first, cut to ``top_n``."""
     state = get_state(request)
-    name = check_model(body.model, state.rerank_names, str(getattr(model, "name", "reranker")))
+    name = check_model(body.model, state.rerank_names, state.rerank_id)
     if state.batcher is None:
         raise ApiError(503, "not_ready", "the model worker is not running")
     with InputConverter(state.settings) as conv:

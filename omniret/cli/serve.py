@@ -1,0 +1,86 @@
+"""``omniret serve``: the REST API and search page with uvicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from omniret.cli._app import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    RerankerOpt,
+    RootOpt,
+    app,
+    console,
+    fail,
+    handles_errors,
+)
+
+
+def settings_env(*, host: str | None, port: int | None, model: str | None, reranker: str | None,
+                 no_reranker: bool, root: str | None, api_keys: list[str] | None, device: str | None,
+                 dtype: str | None, micro_batching: bool | None) -> dict[str, str]:
+    """``OMNIRET_*`` variables for the given options: the app (and every uvicorn worker) reads them."""
+    env: dict[str, str] = {}
+    pairs = {"HOST": host, "PORT": port, "EMBED_MODEL": model, "COLLECTIONS_ROOT": root, "DEVICE": device,
+             "DTYPE": dtype}
+    for key, value in pairs.items():
+        if value is not None:
+            env[f"OMNIRET_{key}"] = str(value)
+    if no_reranker:
+        env["OMNIRET_RERANK_MODEL"] = ""
+    elif reranker is not None:
+        env["OMNIRET_RERANK_MODEL"] = reranker
+    if api_keys:
+        env["OMNIRET_API_KEYS"] = json.dumps(api_keys)
+    if micro_batching is not None:
+        env["OMNIRET_MICRO_BATCHING"] = "true" if micro_batching else "false"
+    return env
+
+
+@app.command()
+@handles_errors
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Interface to bind (default: OMNIRET_HOST, "
+                                                            "127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="Port (default: OMNIRET_PORT, 8000).")] = None,
+    model: ModelOpt = None,
+    reranker: RerankerOpt = None,
+    no_reranker: Annotated[bool, typer.Option("--no-reranker", help="Serve without a reranker.")] = False,
+    root: RootOpt = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Require this Bearer key (repeatable; "
+                                                                        "default: OMNIRET_API_KEYS).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes; each loads its own models.")] = 1,
+    micro_batching: Annotated[bool | None, typer.Option("--micro-batching/--no-micro-batching",
+                                                        help="Merge concurrent requests into model batches.")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve embeddings, rerank, collections and the search page over HTTP (OpenAI-compatible /v1/embeddings)."""
+    import uvicorn
+
+    from omniret.settings import get_settings
+
+    os.environ.update(settings_env(host=host, port=port, model=model, reranker=reranker, no_reranker=no_reranker,
+                                   root=str(root) if root is not None else None, api_keys=api_key,
+                                   device=device, dtype=dtype, micro_batching=micro_batching))
+    settings = get_settings()  # validates the options before any model loads
+    if settings.host not in {"127.0.0.1", "localhost", "::1"} and not settings.api_keys:
+        console.print(f"[yellow]warning:[/] serving on {settings.host} without API keys; anyone who can reach "
+                      "the port can use it (add --api-key)", highlight=False)
+    if workers > 1 and not settings.embed_model:
+        fail("--workers needs a model name or path every worker can load", hint="omniret serve --model minilm")
+    console.print(f"omniret serving {settings.embed_model} on http://{settings.host}:{settings.port} "
+                  f"(search page at /, docs at /docs)", highlight=False)
+    if workers == 1:
+        from omniret.api import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    else:  # each worker process builds its app from the same OMNIRET_* environment
+        uvicorn.run("omniret.api.app:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=workers, log_level=log_level)
