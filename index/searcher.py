@@ -100,8 +100,14 @@ class Searcher:
         if docs:
             q = Item(text=query.text, image=query.image, video=query.video, video_start=query.video_start,
                      video_end=query.video_end, fps=query.fps, max_frames=query.max_frames)
-            scores = self.reranker.score(q, docs, instruction=self.rerank_instruction)
-            for i, s in zip(idx, scores, strict=True):
+            partial = getattr(self.reranker, "score_partial", None)
+            if partial is not None:
+                # a document that cannot be scored now (file moved) keeps its vector rank instead
+                res = partial(q, docs, instruction=self.rerank_instruction)
+                pairs = zip((idx[j] for j in res.indices), res.scores, strict=True)
+            else:
+                pairs = zip(idx, self.reranker.score(q, docs, instruction=self.rerank_instruction), strict=True)
+            for i, s in pairs:
                 head[i].rerank_score = float(s)
         scored = sorted((h for h in head if h.rerank_score is not None), key=lambda h: -h.rerank_score)
         rest = sorted([h for h in head if h.rerank_score is None] + tail, key=lambda h: -h.score)
