@@ -34,7 +34,7 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-from omniret.errors import CollectionError, ItemError
+from omniret.errors import CollectionError, ConfigError, ItemError
 from omniret.types import Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
@@ -294,8 +294,14 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
 
         def run() -> list[Any]:
             col = _open(state, name)
-            return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
-                              candidates=max(body.candidates, body.k), rerank_top=body.rerank_top)
+            try:
+                return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
+                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top)
+            except ConfigError as e:
+                field = "filter" if str(e).startswith(("filter", "a filter")) else None
+                raise ApiError(400, "invalid_request", str(e), field=field) from None
+            except ItemError as e:
+                raise item_error(e, field="query") from None
 
         hits = await _worker(state, run)
     took = (time.perf_counter() - start) * 1000
@@ -343,7 +349,7 @@ def _thumb_url(state: ServiceState, name: str, hit: Any) -> str | None:
     return f"/v1/collections/{quote(name)}/items/{quote(hit.id, safe='')}/thumbnail"
 
 
-@router.get("/{name}/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
+@router.get("/{name}/items/{item_id:path}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
 async def thumbnail(name: str, item_id: str, request: Request) -> Response:
     """A small JPEG of the item's image, PDF page or video frame; only for files in the collection's storage."""
     state = get_state(request)
