@@ -8,6 +8,7 @@ batch show up first, not after most of the work is done.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from omniret.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,47 @@ def padding_ratio(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> f
     return 0.0 if total == 0 else 1.0 - real / total
 
 
+@dataclass(frozen=True)
+class BatchPlanSummary:
+    """What the batcher did with one call: enough to tell why memory stayed bounded (or where it did not)."""
+
+    inputs: int
+    batches: int
+    max_batch_tokens: int
+    max_batch_patches: int
+    padding_ratio: float
+    #: inputs over a budget on their own, each run in a batch of its own
+    oversized: tuple[int, ...]
+
+
+def summarize_plan(lengths: Sequence[int], batches: Sequence[Sequence[int]], budget: BatchBudget,
+                   patches: Sequence[int] | None = None) -> BatchPlanSummary:
+    """Padded tokens and patches of the largest batch, padding share, and the inputs that ran alone."""
+    pts = list(patches) if patches is not None else [0] * len(lengths)
+    oversized = tuple(sorted(i for i in range(len(lengths))
+                             if lengths[i] > budget.max_tokens or pts[i] > budget.max_patches))
+    return BatchPlanSummary(
+        inputs=len(lengths), batches=len(batches),
+        max_batch_tokens=max((max(lengths[i] for i in b) * len(b) for b in batches), default=0),
+        max_batch_patches=max((sum(pts[i] for i in b) for b in batches), default=0),
+        padding_ratio=padding_ratio(lengths, batches), oversized=oversized)
+
+
 def run_batched(prepared: Sequence[Any], forward: Callable[[list[Any]], np.ndarray], *,
                 lengths: Sequence[int], budget: BatchBudget, patches: Sequence[int] | None = None) -> np.ndarray:
     """Run ``forward`` over token-budget batches and return its rows in input order."""
     if not prepared:
         raise ValueError("run_batched needs at least one input")
     batches = plan_batches(lengths, budget, patches)
+    summary = summarize_plan(lengths, batches, budget, patches)
+    if summary.oversized:
+        # they cannot be split (one sequence is one forward); running them alone is the bound we can give
+        logger.info("%d input(s) exceed the batch budget on their own (max_tokens=%d, max_patches=%d) and run "
+                    "alone: positions %s", len(summary.oversized), budget.max_tokens, budget.max_patches,
+                    list(summary.oversized[:10]))
+    logger.debug("%d inputs in %d batches: at most %d padded tokens and %d patches per batch, %.1f%% padding",
+                 summary.inputs, summary.batches, summary.max_batch_tokens, summary.max_batch_patches,
+                 100 * summary.padding_ratio)
     results = [np.asarray(forward([prepared[i] for i in batch])) for batch in batches]
     out = np.empty((len(prepared), *results[0].shape[1:]), dtype=results[0].dtype)
     for batch, rows in zip(batches, results, strict=True):
