@@ -46,6 +46,7 @@ def index_cmd(
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Text chunk size in tokens.")] = 200,
     chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens shared by neighbouring chunks.")] = 40,
     segment_seconds: Annotated[float, typer.Option("--segment-seconds", help="Video segment length.")] = 10.0,
+    batch_items: Annotated[int, typer.Option("--batch-items", help="Items per embedding call.")] = 64,
     prune: Annotated[bool, typer.Option("--prune", help="Remove items of files no longer on disk.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
     json_out: JsonOpt = False,
@@ -58,7 +59,8 @@ def index_cmd(
                            index=index)
     try:
         opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                             segment_seconds=segment_seconds, prune=prune)
+                             segment_seconds=segment_seconds, prune=prune,
+                             batch_items=batch_items)
         report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console)
         total = coll.count()
     finally:
