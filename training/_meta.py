@@ -11,9 +11,15 @@ from omniret.registry import checkpoint_meta, resolve
 
 def base_model_name(model: str) -> str | None:
     """The registry name a checkpoint descends from (its own ``omniret.json`` first), or None."""
+    from omniret.registry import list_models
+
     source, spec = resolve(model)
     inherited = checkpoint_meta(source).get("base_model") if Path(source).is_dir() else None
-    return inherited or (spec.name if spec is not None else None)
+    if inherited or spec is not None:
+        return inherited or spec.name  # type: ignore[union-attr]
+    here = Path(source).resolve()
+    # an offline package's local copy (MiniLM) is the registry model itself
+    return next((s.name for s in list_models() if s.path and Path(s.path).resolve() == here), None)
 
 
 def write_meta(out: Path, *, model: str, stage: str, dims: list[int] | None, losses: dict[str, Any],
