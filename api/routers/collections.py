@@ -357,9 +357,8 @@ async def thumbnail(name: str, item_id: str, request: Request) -> Response:
     def run() -> bytes:
         col = _open(state, name)
         found = col.get([item_id])
-        payload = found[0] if found else None
-        if payload is not None and not isinstance(payload, dict):
-            payload = getattr(payload, "payload", None)
+        record = found[0] if found else None  # {"id", "payload", "vector"} or None
+        payload = record.get("payload") if isinstance(record, dict) else None
         if not payload:
             raise ApiError(404, "not_found", f"no item {item_id!r} in collection {name!r}", field="id")
         path, kind = _source(payload)
