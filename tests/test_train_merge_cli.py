@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from omniret.cli import app
 from omniret.errors import ConfigError
-from omniret.training.merging import merge_checkpoints, merge_state_dicts, slerp
+from omniret.training.merging import merge_state_dicts, slerp
 
 
 def test_slerp_and_linear_on_vectors() -> None:
