@@ -80,7 +80,10 @@ function card(hit) {
   const title = document.createElement("div");
   title.className = "title";
   const src = p.source || p.path || hit.id;
-  title.textContent = String(src).split("/").pop() + (p.page ? ` · page ${p.page}` : "");
+  // uploads are stored as "<8 hex>-<name>" so equal names never collide; show the name
+  const file = String(src).split("/").pop().replace(/^[0-9a-f]{8}-/, "");
+  title.textContent = file + (p.page ? ` · page ${p.page}` : "");
+  title.title = String(src);
   el.appendChild(title);
   if (p.video_start !== undefined && p.video_start !== null) {
     const when = document.createElement("div");
