@@ -63,8 +63,8 @@ def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None 
             self.batch_size = batch_size
             modalities = ["text"] + (["image"] if "image" in getattr(embedder, "modalities", ()) else [])
             name = str(embedder.name)
-            if "/" not in name:
-                name = f"omniret/{Path(name).name or name}"
+            if Path(name).exists() or "/" not in name:  # a local checkpoint: mteb wants "org/model"
+                name = f"local/{Path(name).name or name}"
             self.mteb_model_meta = ModelMeta.create_empty({
                 "name": name, "revision": revision or "local", "embed_dim": out_dim,
                 "similarity_fn_name": ScoringFunction.COSINE, "use_instructions": True,
