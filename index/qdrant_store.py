@@ -1,6 +1,7 @@
 """``QdrantStore``: the same ``VectorStore`` on Qdrant, for collections that outgrow one machine.
 
-``path=`` runs qdrant-client's embedded local mode (tests, laptops); ``url=`` talks to a server or
+``path=`` runs qdrant-client's embedded local mode (tests, laptops; ``":memory:"`` keeps nothing on
+disk — local mode on disk commits every point separately, so it writes slowly); ``url=`` talks to a server or
 cluster, where ``shard_number`` / ``replication_factor`` / ``api_key`` pass through. One Qdrant
 collection per omniret collection, cosine distance. Qdrant point ids are UUIDs, so string ids are
 mapped with ``uuid5`` and the original id is kept in the payload under ``_omniret_id``. Every client
@@ -65,7 +66,9 @@ class QdrantStore:
         self._batch = int(self.options.get("batch_size", 256))
         self._lock = threading.RLock()
         try:
-            if path is not None:
+            if str(path) == ":memory:":
+                self._client = QdrantClient(location=":memory:", force_disable_check_same_thread=True)
+            elif path is not None:
                 Path(path).mkdir(parents=True, exist_ok=True)
                 self._client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
             else:
