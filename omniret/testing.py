@@ -107,7 +107,11 @@ def _scale_init(model: Any, seed: int) -> None:
             elif name.endswith(("q_norm.weight", "k_norm.weight")):
                 param.copy_(3.0 + 0.1 * torch.randn(param.shape, generator=g))
             elif name.endswith("lm_head.weight"):
-                param.copy_(torch.randn(param.shape, generator=g) * 0.5)
+                param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+            elif param.dim() == 2 and "visual" not in name:
+                # unit-variance projections (std 1/sqrt(fan_in)) instead of 0.02, so attention and MLPs
+                # move the last token's state far enough for distinct inputs to stay distinct
+                param.copy_(torch.randn(param.shape, generator=g) / param.shape[1] ** 0.5)
 
 
 def tiny_qwen3_vl_config(**overrides: Any) -> Any:

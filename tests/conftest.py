@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FIXTURE_VERSION = "v1"
+FIXTURE_VERSION = "v2"
 REPO = Path(__file__).resolve().parents[1]
 
 
