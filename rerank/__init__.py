@@ -18,7 +18,7 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
 
     ``options`` are the reference constructor's knobs under the same names (``max_length``,
     ``min_pixels``, ``max_pixels``, ``total_pixels``, ``fps``, ``max_frames``, ``default_instruction``)
-    plus batching knobs (``max_batch_items``, ``max_batch_tokens``, ``prepare_workers``; ``batch_size`` for
+    plus batching knobs (``max_batch_tokens``, ``max_batch_items``, ``max_batch_patches``, ``prepare_workers``; ``batch_size`` for
     a CrossEncoder); see ``omniret.rerank.base.RerankOptions``. Text-only models ignore the media knobs.
     """
     from omniret.errors import ModelLoadError
@@ -27,7 +27,7 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
 
     source, spec = resolve(name_or_path)
     if spec is not None and spec.kind != "reranker":
-        raise ModelLoadError(f"{name_or_path}: is a {spec.kind} model, not a reranker")
+        raise ModelLoadError(f"{name_or_path}: {spec.name} is an {spec.kind} model, not a reranker")
     check_options(options, model=str(name_or_path))
     arch = detect_arch(source, spec)
     if arch == "qwen3_vl":
@@ -40,11 +40,12 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
         from omniret.rerank.qwen3_text import Qwen3TextReranker
 
         text_options.pop("batch_size", None)
+        text_options.pop("max_batch_patches", None)
         return Qwen3TextReranker(source, device=device, dtype=dtype, spec=spec, **text_options)
     if arch in ("sentence_transformers", "cross_encoder"):
         from omniret.rerank.cross_encoder import CrossEncoderReranker
 
-        for key in ("max_batch_items", "max_batch_tokens", "prepare_workers"):
+        for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers"):
             text_options.pop(key, None)
         return CrossEncoderReranker(source, device=device, dtype=dtype, spec=spec, **text_options)
     raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not a reranker; expected a Qwen3-VL, Qwen3 or "

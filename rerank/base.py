@@ -1,4 +1,4 @@
-"""``BaseReranker``: what every reranking backend shares — item checks, failures, ordering, batching.
+"""``BaseReranker``: what every reranking backend shares — item checks, failures, ordering, options.
 
 A backend implements ``_prepare_query(query, instruction)`` (load the query's media once),
 ``_prepare(query_prepared, document, index)`` (one pair's model input; raise ``ItemError`` for a bad
@@ -35,6 +35,8 @@ class RerankOptions(TypedDict, total=False):
     max_batch_items: int
     #: most padded tokens (pairs × longest pair) in one forward
     max_batch_tokens: int
+    #: most vision patches (rows of pixel values) in one forward
+    max_batch_patches: int
     #: threads that load documents' media in parallel; 0 loads inline
     prepare_workers: int
     #: sentence-transformers CrossEncoder only: pairs per ``predict`` batch
@@ -51,29 +53,6 @@ def check_options(options: dict[str, Any], *, model: str) -> None:
     if unknown:
         raise ConfigError(f"{model}: unknown reranker option(s) {unknown}; known: "
                           f"{sorted(RerankOptions.__annotations__)}")
-
-
-def length_batches(lengths: Sequence[int], *, max_batch_items: int, max_batch_tokens: int) -> list[list[int]]:
-    """Positions grouped for padded forwards: longest first, each group within both caps.
-
-    Sorting by length keeps padding small; a single pair longer than ``max_batch_tokens`` still gets
-    its own batch.
-    """
-    if max_batch_items < 1 or max_batch_tokens < 1:
-        raise ConfigError(f"max_batch_items={max_batch_items} and max_batch_tokens={max_batch_tokens} must be >= 1")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # descending order: a batch's first pair is its longest, so it sets the padded width
-        if current and (len(current) >= max_batch_items
-                        or lengths[current[0]] * (len(current) + 1) > max_batch_tokens):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def query_error(query_id: Any, reason: str) -> ItemError:

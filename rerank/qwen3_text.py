@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.batching import BatchBudget, run_batched
 from omniret.errors import ItemError
 from omniret.registry import TEXT_ONLY, ModelSpec
 from omniret.rerank._yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
-from omniret.rerank.base import BaseReranker, length_batches
+from omniret.rerank.base import BaseReranker
 from omniret.types import Item
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -39,7 +40,7 @@ class Qwen3TextReranker(BaseReranker):
 
     def __init__(self, name_or_path: str, *, device: Any = None, dtype: Any = None, spec: ModelSpec | None = None,
                  max_length: int = MAX_LENGTH, default_instruction: str = DEFAULT_INSTRUCTION,
-                 max_batch_items: int = 16, max_batch_tokens: int = 32768, prepare_workers: int = 0,
+                 max_batch_tokens: int = 16384, max_batch_items: int = 64, prepare_workers: int = 0,
                  attn_implementation: str | None = None) -> None:
         import torch
         from transformers import AutoTokenizer, Qwen3Model
@@ -52,8 +53,7 @@ class Qwen3TextReranker(BaseReranker):
         self.modalities = frozenset(TEXT_ONLY)
         self.max_length = int(max_length)
         self.default_instruction = default_instruction
-        self.max_batch_items = int(max_batch_items)
-        self.max_batch_tokens = int(max_batch_tokens)
+        self.budget = BatchBudget(max_tokens=max_batch_tokens, max_items=max_batch_items)
         self.prepare_workers = int(prepare_workers)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
         self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
@@ -74,7 +74,9 @@ class Qwen3TextReranker(BaseReranker):
 
     def encode_pair(self, query: Item | str, document: Item | str, *, instruction: str | None = None) -> list[int]:
         """One pair's token ids, as the card's ``process_inputs`` builds them (for inspection and tests)."""
-        return self._prepare(self._prepare_query(Item.coerce(query), instruction), Item.coerce(document), 0)
+        q = Item.coerce(query)
+        prepared = self._prepare_query(q, q.instruction if q.instruction is not None else instruction)
+        return self._prepare(prepared, Item.coerce(document), 0)
 
     # -- BaseReranker hooks -----------------------------------------------------------------------
     @staticmethod
@@ -96,20 +98,19 @@ class Qwen3TextReranker(BaseReranker):
         return self.prefix_ids + list(middle) + self.suffix_ids
 
     def _forward(self, prepared: list[list[int]]) -> np.ndarray:
+        return run_batched(prepared, self._score_batch, lengths=[len(p) for p in prepared], budget=self.budget)
+
+    def _score_batch(self, batch: list[list[int]]) -> np.ndarray:
+        """One left-padded forward; float32 sigmoid(h_last · (w_yes − w_no)) per pair."""
         import torch
 
-        out = np.zeros((len(prepared),), dtype=np.float32)
-        for batch in length_batches([len(p) for p in prepared], max_batch_items=self.max_batch_items,
-                                    max_batch_tokens=self.max_batch_tokens):
-            width = max(len(prepared[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                n = len(prepared[i])
-                ids[row, width - n:] = torch.tensor(prepared[i], dtype=torch.long)
-                mask[row, width - n:] = 1
-            with torch.inference_mode():
-                hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    use_cache=False).last_hidden_state[:, -1]
-                out[batch] = torch.sigmoid(hidden.to(torch.float32) @ self.direction).cpu().numpy()
-        return out
+        width = max(len(ids) for ids in batch)
+        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+        with torch.inference_mode():
+            hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                use_cache=False).last_hidden_state[:, -1]
+            return torch.sigmoid(hidden.to(torch.float32) @ self.direction).cpu().numpy()

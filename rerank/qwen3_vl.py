@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.batching import BatchBudget, run_batched
 from omniret.embed.vl_inputs import (
     Encoded,
     Part,
@@ -28,7 +29,7 @@ from omniret.embed.vl_inputs import (
 )
 from omniret.registry import MULTIMODAL, ModelSpec
 from omniret.rerank._yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
-from omniret.rerank.base import BaseReranker, length_batches
+from omniret.rerank.base import BaseReranker
 from omniret.types import Item
 
 SYSTEM_PROMPT = ("Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
@@ -50,15 +51,16 @@ class Qwen3VLReranker(BaseReranker):
 
     Options keep the reference constructor's names and defaults (``max_length`` 10240, ``min_pixels``,
     ``max_pixels``, ``total_pixels``, ``fps``, ``max_frames``, ``default_instruction``); ``fps`` and
-    ``max_frames`` of an item override them for its video files. ``max_batch_items`` and
-    ``max_batch_tokens`` cap a padded forward.
+    ``max_frames`` of an item override them for its video files. ``max_batch_tokens`` (padded tokens),
+    ``max_batch_items`` and ``max_batch_patches`` (vision patches) cap one forward, as for the embedder.
     """
 
     def __init__(self, name_or_path: str, *, device: Any = None, dtype: Any = None, spec: ModelSpec | None = None,
                  max_length: int = MAX_LENGTH, min_pixels: int = 4 * 32 * 32, max_pixels: int = 1800 * 32 * 32,
                  total_pixels: int = 10 * 768 * 32 * 32, fps: float = 1.0, max_frames: int = 64,
                  default_instruction: str = DEFAULT_INSTRUCTION, allow_remote: bool = False,
-                 max_batch_items: int = 16, max_batch_tokens: int = 32768, prepare_workers: int = 0,
+                 max_batch_tokens: int = 16384, max_batch_items: int = 64, max_batch_patches: int = 65536,
+                 prepare_workers: int = 0,
                  attn_implementation: str | None = None) -> None:
         import torch
         from transformers import Qwen3VLModel
@@ -71,8 +73,8 @@ class Qwen3VLReranker(BaseReranker):
         self.modalities = frozenset(MULTIMODAL)
         self.max_length = int(max_length)
         self.default_instruction = default_instruction
-        self.max_batch_items = int(max_batch_items)
-        self.max_batch_tokens = int(max_batch_tokens)
+        self.budget = BatchBudget(max_tokens=max_batch_tokens, max_items=max_batch_items,
+                                  max_patches=max_batch_patches)
         self.prepare_workers = int(prepare_workers)
         self.inputs = Qwen3VLInputBuilder(path, VLOptions(
             max_length=self.max_length, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels,
@@ -111,8 +113,9 @@ class Qwen3VLReranker(BaseReranker):
 
     def encode_pair(self, query: Item | str, document: Item | str, *, instruction: str | None = None) -> Encoded:
         """One pair's model input, as the reference tokenises it (for inspection and tests)."""
-        q = self._prepare_query(Item.coerce(query), instruction)
-        return self._prepare(q, Item.coerce(document), 0)
+        q = Item.coerce(query)
+        prepared = self._prepare_query(q, q.instruction if q.instruction is not None else instruction)
+        return self._prepare(prepared, Item.coerce(document), 0)
 
     # -- BaseReranker hooks -----------------------------------------------------------------------
     def _prepare_query(self, query: Item, instruction: str | None) -> _Query:
@@ -126,21 +129,18 @@ class Qwen3VLReranker(BaseReranker):
         return replace(enc, input_ids=self.truncate(enc.input_ids))
 
     def _forward(self, prepared: list[Encoded]) -> np.ndarray:
-        out = np.zeros((len(prepared),), dtype=np.float32)
-        for batch in length_batches([e.num_tokens for e in prepared], max_batch_items=self.max_batch_items,
-                                    max_batch_tokens=self.max_batch_tokens):
-            inputs = self.inputs.collate([prepared[i] for i in batch], padding_side="left",
-                                         pad_token_id=self.pad_token_id)
-            out[batch] = self._score_batch(inputs).numpy()
-        return out
+        return run_batched(prepared, self._score_batch, lengths=[e.num_tokens for e in prepared],
+                           patches=[e.num_patches for e in prepared], budget=self.budget)
 
-    def _score_batch(self, inputs: dict[str, Any]) -> Any:
+    def _score_batch(self, batch: list[Encoded]) -> np.ndarray:
+        """One left-padded forward; float32 sigmoid(h_last · (w_yes − w_no)) per pair."""
         import torch
 
+        inputs = self.inputs.collate(batch, padding_side="left", pad_token_id=self.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         for key in ("pixel_values", "pixel_values_videos"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.dtype)
         with torch.inference_mode():
             hidden = self.model(**inputs, use_cache=False).last_hidden_state[:, -1]
-            return torch.sigmoid(hidden.to(torch.float32) @ self.direction).cpu()
+            return torch.sigmoid(hidden.to(torch.float32) @ self.direction).cpu().numpy()
