@@ -149,16 +149,27 @@ class Qwen3VLEmbedder(BaseEmbedder):
     def _forward_batch(self, batch: list[Encoded]) -> np.ndarray:
         import torch
 
-        inputs = self.inputs.collate(batch, padding_side="right")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in inputs:
-                inputs[key] = inputs[key].to(self.dtype)
+        inputs = to_device(self.inputs.collate(batch, padding_side="right"), self.device, self.dtype)
         with torch.inference_mode():
-            hidden = self.model(**inputs).last_hidden_state
+            # no KV cache: an embedding forward never decodes, and the cache would hold every layer's K/V
+            hidden = self.model(**inputs, use_cache=False).last_hidden_state
             pooled = last_token_pool(hidden, inputs["attention_mask"])
             pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=-1)
         return pooled.cpu().numpy().astype(np.float32, copy=False)
+
+
+def to_device(inputs: dict[str, Any], device: Any, dtype: Any) -> dict[str, Any]:
+    """Collated tensors on ``device``, pixels in the model dtype.
+
+    On CUDA the host tensors are pinned and copied without blocking, so the copies queue behind the
+    previous batch's kernels instead of waiting for them.
+    """
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    out = {}
+    for key, value in inputs.items():
+        value = value.pin_memory().to(device, non_blocking=True) if cuda else value.to(device)
+        out[key] = value.to(dtype) if key in ("pixel_values", "pixel_values_videos") else value
+    return out
 
 
 def last_token_pool(hidden: Any, attention_mask: Any) -> Any:
