@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     micro_batching: bool = True
     collections_root: Path | None = Field(None, description="Collections folder served by the API "
                                                             "(default: home/collections).")
+    qdrant_url: str | None = Field(None, description="Qdrant server for collections the API creates with "
+                                                     "backend 'qdrant' (default: embedded local mode).")
 
     @classmethod
     def settings_customise_sources(
