@@ -136,7 +136,8 @@ class CreateCollection(BaseModel):
     model: str | None = Field(None, description="Must be the served embedding model (default: it).")
     dim: int | None = Field(None, description="Matryoshka dimension of the stored vectors.")
     index: str = Field("flat", description="FAISS index type (flat, hnsw, ...).")
-    url: str | None = Field(None, description="Qdrant server URL (default: embedded local mode).")
+    url: str | None = Field(None, description="Qdrant server URL (default: the server's qdrant_url setting, "
+                                              "else embedded local mode).")
 
 
 class AddItems(BaseModel):

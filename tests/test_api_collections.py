@@ -121,3 +121,14 @@ def test_collection_errors(client: httpx.Client, method: str, path: str, body: d
     if field is not None:
         assert err.get("field") == field, err
     assert client.get("/healthz").status_code == 200
+
+
+def test_qdrant_backend_collection(client: httpx.Client) -> None:
+    r = client.post("/v1/collections", json={"name": "qd", "backend": "qdrant"})
+    assert r.status_code == 201, r.text
+    assert r.json()["backend"] == "qdrant"
+    items = [{"id": "1", "text": "espresso brewing pressure"}, {"id": "2", "text": "tax return deadline"}]
+    assert client.post("/v1/collections/qd/items", json={"items": items}).json()["added"] == 2
+    hits = client.post("/v1/collections/qd/search", json={"text": "making coffee", "k": 1}).json()["hits"]
+    assert hits[0]["id"] == "1"
+    assert client.delete("/v1/collections/qd").status_code == 200

@@ -133,17 +133,20 @@ async def create_collection(body: CreateCollection, request: Request,
         dim_field = None
     if body.url is not None and body.backend != "qdrant":
         raise ApiError(400, "invalid_request", "url is only for backend 'qdrant'", field="url")
-    if body.url is not None and not state.settings.allow_remote_urls:
+    configured = state.settings.qdrant_url
+    if body.url is not None and body.url != configured and not state.settings.allow_remote_urls:
         raise ApiError(400, "invalid_request", "this server does not connect to URLs named in requests "
-                       "(allow_remote_urls is off)", field="url")
+                       "(allow_remote_urls is off); it uses its configured qdrant_url", field="url")
+    url = body.url if body.url is not None else (configured if body.backend == "qdrant" else None)
 
     def create() -> dict[str, Any]:
         from omniret.index import open_collection
 
         if body.name in _names(state):
             raise ApiError(409, "conflict", f"collection {body.name!r} exists already", field="name")
-        col = open_collection(body.name, root=state.root, backend=body.backend, url=body.url, embedder=model,
-                              dim=dim_field, reranker=state.reranker, create=True, index=body.index)
+        col = open_collection(body.name, root=state.root, backend=body.backend, url=url, embedder=model,
+                              dim=dim_field, reranker=state.reranker, create=True,
+                              index=body.index if body.backend == "faiss" else None)
         state.collections[body.name] = col
         return _info(col)
 

@@ -23,11 +23,11 @@ from omniret.cli._app import (
 
 def settings_env(*, host: str | None, port: int | None, model: str | None, reranker: str | None,
                  no_reranker: bool, root: str | None, api_keys: list[str] | None, device: str | None,
-                 dtype: str | None, micro_batching: bool | None) -> dict[str, str]:
+                 dtype: str | None, micro_batching: bool | None, qdrant_url: str | None = None) -> dict[str, str]:
     """``OMNIRET_*`` variables for the given options: the app (and every uvicorn worker) reads them."""
     env: dict[str, str] = {}
     pairs = {"HOST": host, "PORT": port, "EMBED_MODEL": model, "COLLECTIONS_ROOT": root, "DEVICE": device,
-             "DTYPE": dtype}
+             "DTYPE": dtype, "QDRANT_URL": qdrant_url}
     for key, value in pairs.items():
         if value is not None:
             env[f"OMNIRET_{key}"] = str(value)
@@ -52,6 +52,8 @@ def serve(
     reranker: RerankerOpt = None,
     no_reranker: Annotated[bool, typer.Option("--no-reranker", help="Serve without a reranker.")] = False,
     root: RootOpt = None,
+    qdrant_url: Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server for collections created "
+                                                                        "with backend 'qdrant'.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Require this Bearer key (repeatable; "
                                                                         "default: OMNIRET_API_KEYS).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes; each loads its own models.")] = 1,
@@ -68,7 +70,8 @@ def serve(
 
     os.environ.update(settings_env(host=host, port=port, model=model, reranker=reranker, no_reranker=no_reranker,
                                    root=str(root) if root is not None else None, api_keys=api_key,
-                                   device=device, dtype=dtype, micro_batching=micro_batching))
+                                   device=device, dtype=dtype, micro_batching=micro_batching,
+                                   qdrant_url=qdrant_url))
     settings = get_settings()  # validates the options before any model loads
     if settings.host not in {"127.0.0.1", "localhost", "::1"} and not settings.api_keys:
         console.print(f"[yellow]warning:[/] serving on {settings.host} without API keys; anyone who can reach "
