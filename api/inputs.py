@@ -107,6 +107,11 @@ class InputConverter:
             self._tmp.cleanup()
             self._tmp = None
 
+    @property
+    def temp_dir(self) -> Path | None:
+        """Where this request's temporary media files are (removed on exit), if any."""
+        return Path(self._tmp.name) if self._tmp is not None else None
+
     # -- public ------------------------------------------------------------------------------------
     def items(self, raw: Any, *, field: str = "input", instruction: str | None = None) -> list[Item]:
         """Items from an OpenAI-style ``input`` (a string or a list of strings / media objects)."""

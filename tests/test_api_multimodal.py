@@ -159,3 +159,20 @@ def test_upload_pdf_video_image_then_search(client: httpx.Client, tmp_path: Path
     top = r.json()["hits"][0]
     assert top["payload"]["kind"] == "image" and top["score"] == pytest.approx(1.0, abs=1e-3)
     assert top["rerank_score"] is None
+
+
+def test_json_items_with_media_are_kept_and_previewed(client: httpx.Client) -> None:
+    assert client.post("/v1/collections", json={"name": "json-media"}).status_code == 201
+    png = _png_bytes(_picture("teal", "chart"))
+    r = client.post("/v1/collections/json-media/items", json={"items": [
+        {"id": "chart", "image": _data_uri(png, "image/png"), "metadata": {"team": "sales"}},
+        {"id": "memo", "text": "quarterly memo"}]})
+    assert r.status_code == 200 and r.json()["added"] == 2, r.text
+    r = client.post("/v1/collections/json-media/search", json={"text": "chart", "k": 2, "rerank": True,
+                                                                "filter": {"team": "sales"}})
+    hit = r.json()["hits"][0]
+    assert hit["id"] == "chart" and hit["rerank_score"] is not None and "data:" not in str(hit["payload"])
+    t = client.get(hit["thumbnail"])
+    assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg"
+    r = client.post("/v1/collections/json-media/items", json={"items": [{"id": "x", "image": "/etc/hosts"}]})
+    assert r.status_code == 400 and r.json()["error"]["item"]["field"] == "items"

@@ -202,6 +202,8 @@ async def add_items(name: str, body: AddItems, request: Request) -> dict[str, An
     state = get_state(request)
     with InputConverter(state.settings) as conv:
         items = conv.items(body.items, field="items")
+        await _worker(state, _open, state, name)  # 404 before anything is written
+        _persist_media(items, _files_dir(state, name), temp=conv.temp_dir)
 
         def run() -> Any:
             col = _open(state, name)
@@ -214,6 +216,35 @@ async def add_items(name: str, body: AddItems, request: Request) -> dict[str, An
     out = _report(result, len(items))
     state.metrics.items_indexed.labels(name).inc(out["added"])
     return out
+
+
+def _persist_media(items: list[Item], folder: Path, *, temp: Path | None) -> None:
+    """Keep a request's media in the collection's storage, so payloads point at files that stay
+    (thumbnails, and the reranker rebuilds documents from them)."""
+    import shutil
+
+    def keep(v: Any) -> Any:
+        if isinstance(v, (bytes, bytearray)):
+            from PIL import Image
+
+            with Image.open(io.BytesIO(v)) as im:
+                suffix = "." + (im.format or "png").lower().replace("jpeg", "jpg")
+            folder.mkdir(parents=True, exist_ok=True)
+            dest = folder / f"{uuid.uuid4().hex[:8]}-image{suffix}"
+            dest.write_bytes(bytes(v))
+            return str(dest)
+        if isinstance(v, str) and temp is not None and Path(v).parent == temp:
+            folder.mkdir(parents=True, exist_ok=True)
+            dest = folder / f"{uuid.uuid4().hex[:8]}-video{Path(v).suffix}"
+            shutil.copyfile(v, dest)
+            return str(dest)
+        if isinstance(v, list):
+            return [keep(x) for x in v]
+        return v
+
+    for it in items:
+        it.image = keep(it.image) if it.image is not None else None
+        it.video = keep(it.video) if it.video is not None else None
 
 
 def _report(result: Any, n: int) -> dict[str, Any]:
