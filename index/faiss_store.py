@@ -49,11 +49,14 @@ class FaissOptions(TypedDict, total=False):
     nprobe: int            # IVF lists visited per query
     train_size: int        # vectors needed before IVF-PQ / SQ8 is trained (exact search until then)
     save_every: int        # changes between automatic FAISS-file saves
+    rescore: int           # lossy kinds (ivfpq, sq8): fetch k·rescore candidates, re-score them exactly
     gpu: bool | None       # None: use a GPU when faiss has one
 
 
 _DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "nbits": 8, "nprobe": 32,
                            "save_every": 50_000}
+#: default ``rescore`` per kind: compressed codes re-score from the exact vectors SQLite keeps anyway
+_RESCORE = {"ivfpq": 4, "sq8": 2}
 
 
 def _gpu_resources() -> Any:
@@ -355,8 +358,27 @@ class FaissStore:
                     if not self.exact and (fids >= 0).sum(axis=1).min() < min(k, len(allowed)):
                         scores, fids = self._exact_among(q, allowed, k)
             else:
-                scores, fids = self._index_search(q, k + len(self._dead), None)
+                factor = int(self.options.get("rescore", _RESCORE.get(self.kind, 0)))
+                if factor > 1 and not self.exact:
+                    scores, fids = self._index_search(q, k * factor + len(self._dead), None)
+                    scores, fids = self._rescore(q, fids)
+                else:
+                    scores, fids = self._index_search(q, k + len(self._dead), None)
             return self._hits(scores, fids, k)
+
+    def _rescore(self, q: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products for ANN candidates (from the stored float32 vectors), best first."""
+        uniq = sorted({int(f) for f in fids.ravel() if f >= 0})
+        got, vecs = self._vectors(uniq)
+        pos = {int(f): i for i, f in enumerate(got)}
+        scores = np.full(fids.shape, -np.inf, dtype=np.float32)
+        for r in range(len(fids)):
+            cols = [c for c, f in enumerate(fids[r]) if int(f) in pos]
+            if cols:
+                scores[r, cols] = vecs[[pos[int(fids[r, c])] for c in cols]] @ q[r]
+        order = np.argsort(-scores, axis=1, kind="stable")
+        fids = np.take_along_axis(np.where(np.isfinite(scores), fids, -1), order, axis=1)
+        return np.take_along_axis(scores, order, axis=1), fids
 
     def _index_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         faiss = self._faiss
