@@ -114,6 +114,21 @@ class BaseReranker(ABC):
         return RerankResult(indices=[result.indices[k] for k in order],
                             scores=result.scores[order].astype(np.float32), failures=result.failures)
 
+    def prepare_pairs(self, query: ItemLike, documents: Sequence[ItemLike], *,
+                      instruction: str | None = None) -> list[Any]:
+        """Every pair's model input, in order, with an ``ItemError`` in place of each bad document (a bad
+        query raises). With ``score_prepared`` this splits media loading from model work, so a server can
+        prepare off the model thread and batch pairs of several requests together."""
+        return self.prepare_all(self._query(query, instruction), list(documents))
+
+    def score_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        """float32 scores for pairs from ``prepare_pairs`` (errors removed), batched by length, input order."""
+        if any(isinstance(p, ItemError) for p in prepared):
+            raise TypeError("score_prepared() takes prepared pairs only; drop the ItemError entries first")
+        if not prepared:
+            return np.zeros((0,), dtype=np.float32)
+        return np.asarray(self._forward(list(prepared)), dtype=np.float32).reshape(-1)
+
     # -- shared machinery ----------------------------------------------------------------------
     def _unsupported(self, item: Item) -> list[str]:
         return sorted(item.modalities - set(self.modalities))
@@ -169,15 +184,11 @@ class BaseReranker(ABC):
         documents = list(documents)
         if not documents:
             return ScoreResult(scores=np.zeros((0,), dtype=np.float32), indices=[])
-        q = self._query(query, instruction)
-        prepared = self.prepare_all(q, documents)
+        prepared = self.prepare_pairs(query, documents, instruction=instruction)
         errors = [p for p in prepared if isinstance(p, ItemError)]
         if errors and raise_on_error:
             raise ItemError.combine(errors)
         good = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ItemError)]
-        if good:
-            scores = np.asarray(self._forward([p for _, p in good]), dtype=np.float32).reshape(-1)
-        else:
-            scores = np.zeros((0,), dtype=np.float32)
+        scores = self.score_prepared([p for _, p in good])
         return ScoreResult(scores=scores, indices=[i for i, _ in good],
                            failures=[f for e in errors for f in e.failures])
