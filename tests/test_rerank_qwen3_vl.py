@@ -322,3 +322,14 @@ def test_load_reranker_refuses_wrong_kinds_and_options(tiny_vl_reranker, tmp_pat
     with pytest.raises(ModelLoadError, match="no config.json or modules.json"):
         load_reranker(tmp_path / "empty")
     shutil.rmtree(tmp_path / "empty")
+
+
+def test_prepare_then_score_prepared_is_score(rr, tmp_path):
+    docs = ["a dog", Item(image=str(tmp_path / "missing.png"), id="gone"), "a cat"]
+    prepared = rr.prepare_pairs("a cat", docs)
+    assert isinstance(prepared[1], ItemError)
+    with pytest.raises(TypeError, match="drop the ItemError entries"):
+        rr.score_prepared(prepared)
+    good = [prepared[0], prepared[2]]
+    np.testing.assert_allclose(rr.score_prepared(good), rr.score("a cat", ["a dog", "a cat"]), atol=TOL, rtol=0)
+    assert rr.score_prepared([]).shape == (0,)
