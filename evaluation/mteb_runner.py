@@ -38,11 +38,12 @@ def _mteb() -> Any:
 
 
 def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None = None,
-                 batch_size: int = 32) -> Any:
+                 batch_size: int = 32, instruction: str | None = None) -> Any:
     """Wrap an omniret ``Embedder`` as an mteb encoder (an ``AbsEncoder`` subclass instance).
 
     ``dim`` picks a Matryoshka prefix; it is recorded as an mteb experiment (``dim=<d>``) so runs at
-    different dims are stored side by side.
+    different dims are stored side by side. ``instruction`` replaces the task's query instruction
+    (``""``: queries get none, as for models not trained with instructions).
     """
     _mteb()
     from mteb.models.abs_encoder import AbsEncoder
@@ -53,6 +54,7 @@ def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None 
     if dim is not None and not 1 <= int(dim) <= full:
         raise DimensionError(f"dim {dim}: must be between 1 and the model's dimension {full}")
     out_dim = int(dim) if dim is not None else full
+    override = instruction
 
     class OmniretEncoder(AbsEncoder):
         """An omniret embedder seen through mteb's encoder protocol."""
@@ -76,7 +78,8 @@ def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None 
                    prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
             instruction = None
             if prompt_type == PromptType.query:
-                instruction = self.get_instruction(task_metadata, prompt_type) or None
+                instruction = (self.get_instruction(task_metadata, prompt_type) if override is None
+                               else override) or None
             items: list[Item] = []
             for batch in inputs:
                 texts = batch.get("text")
@@ -164,7 +167,7 @@ def _metric_name(key: str) -> str | None:
 
 
 def run_mteb(embedder: Any, tasks: Sequence[str | Any], out_dir: str | Path, *, dims: Sequence[int] | None = None,
-             split: str = "test", batch_size: int = 32,
+             split: str = "test", batch_size: int = 32, instruction: str | None = None,
              metrics: Sequence[str] | None = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "hit@1"),
              overwrite: bool = True) -> list[RunResult]:
     """Run mteb's own evaluation of ``embedder`` on ``tasks`` (names or task objects), per dim.
@@ -190,7 +193,7 @@ def run_mteb(embedder: Any, tasks: Sequence[str | Any], out_dir: str | Path, *, 
     cache = mteb.ResultCache(cache_path=Path(out_dir) / "mteb")
     runs: list[RunResult] = []
     for dim in dims or [None]:
-        encoder = make_encoder(embedder, dim=dim, batch_size=batch_size)
+        encoder = make_encoder(embedder, dim=dim, batch_size=batch_size, instruction=instruction)
         for task in resolved:
             t0 = time.perf_counter()
             result = mteb.evaluate(encoder, task, cache=cache, overwrite_strategy="always" if overwrite else

@@ -201,6 +201,8 @@ def eval_mteb(
     rerank_top: RerankTopOpt = None,
     split: SplitOpt = "test",
     out: OutOpt = Path("eval-out"),
+    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Replace the tasks' query "
+                                                    "instruction (\"\" for none).")] = None,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -224,7 +226,8 @@ def eval_mteb(
         except KeyError as e:
             raise ConfigError(f"mteb does not know task(s) {', '.join(known)} ({e})") from e
     emb, _ = _load(model, None, device, dtype)
-    runs = run_mteb(emb, names, out, dims=_ints(dims, "--dims"), split=split, batch_size=batch_size)
+    runs = run_mteb(emb, names, out, dims=_ints(dims, "--dims"), split=split, batch_size=batch_size,
+                    instruction=instruction)
     if not runs:
         fail(f"mteb returned no scores for split {split!r}", hint="check --split against the task's eval splits")
     _finish(runs, out, title=f"MTEB {', '.join(Path(n).name for n in names)} ({split})", main_metric="main_score")
