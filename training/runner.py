@@ -1,8 +1,8 @@
 """``train(config)``: run one stage (embed, rerank, distill) on the backbone the checkpoint is.
 
 sentence-transformers embedders and cross-encoders train with sentence-transformers' trainers
-(``st_trainer``); Qwen3-VL checkpoints with omniret's own loop (``vl_trainer``), which owns the
-differentiable forward and GradCache. Distillation asks the teacher reranker (``load_reranker``) for
+(``st_trainer``); Qwen3-VL embedders and rerankers and text Qwen3-Embedding checkpoints with omniret's
+own loop (``vl_trainer``), which owns the differentiable forward and GradCache. Distillation asks the teacher reranker (``load_reranker``) for
 scores unless the data already carries them.
 """
 
@@ -75,5 +75,9 @@ def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> d
         from omniret.training.vl_trainer import train_vl_embedder
 
         return train_vl_embedder(cfg, examples, scores)
-    raise ConfigError(f"{cfg.model}: training a {arch} embedder is not supported; use a Qwen3-VL or "
+    if arch == "qwen3_text":
+        from omniret.training.vl_trainer import train_text_embedder
+
+        return train_text_embedder(cfg, examples, scores)
+    raise ConfigError(f"{cfg.model}: training a {arch} embedder is not supported; use a Qwen3-VL, Qwen3 or "
                       "sentence-transformers checkpoint")

@@ -1,4 +1,4 @@
-"""Training the Qwen3-VL embedding tower: a differentiable forward with the embedder's own inputs.
+"""Training Qwen3-VL (and text Qwen3) towers: a differentiable forward with the inference model's own inputs.
 
 Inputs come from ``Qwen3VLEmbedder`` itself (``prepare_all``: the reference chat prompt with the
 instruction in the system turn, pixels, MRoPE positions; ``inputs.collate``), and the pooled vector is
@@ -9,6 +9,10 @@ the vectors the in-memory model gave. LoRA (peft, merged on save) or full fine-t
 checkpointing; bf16 on GPU; GradCache (embed every item without grad, take the loss's gradient with
 respect to the embeddings, then re-run chunk by chunk with grad and backpropagate the cached gradient),
 exact because Qwen3-VL has no dropout; checkpoints with optimizer, scheduler and step for resume.
+
+The same loop trains a text Qwen3-Embedding (``TextEmbedModel``: ``Qwen3TextEmbedder``'s token ids and
+last-token pooling) and the Qwen3-VL reranker (``VLRerankModel``: ``Qwen3VLReranker``'s pair encoding,
+the yes−no logit, ``RerankerLoss``; the ``yes``/``no`` LM-head rows written back into ``lm_head.weight``).
 """
 
 from __future__ import annotations
@@ -24,25 +28,24 @@ from omniret.errors import ConfigError, ItemError
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
-from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss
+from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.training.progress import TrainProgress
 from omniret.training.st_trainer import loss_dims, usable_negatives
 
 
-class VLEmbedModel:
-    """A trainable view of a ``Qwen3VLEmbedder``: ``prepare`` items, ``forward`` them to pooled vectors."""
+class TrainableTower:
+    """A trainable transformer tower of an omniret model: LoRA or full, gradient checkpointing, saving.
 
-    def __init__(self, cfg: TrainConfig) -> None:
-        import torch
+    Subclasses set ``self.model`` (the backbone), ``self.source`` (the input checkpoint directory) and
+    ``self.device`` before calling ``_setup``, and implement ``prepare`` / ``forward``.
+    """
 
-        from omniret.embed import load_embedder
+    model: Any
+    source: str
+    device: Any
+    lora: bool = False
 
-        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
-        self.embedder = load_embedder(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                      **({"max_length": cfg.max_length} if cfg.max_length else {}))
-        self.source = self.embedder.path
-        self.model = self.embedder.model
-        self.device = self.embedder.device
+    def _setup(self, cfg: TrainConfig) -> None:
         self.lora = cfg.lora
         if cfg.lora:
             from peft import LoraConfig, get_peft_model
@@ -56,12 +59,86 @@ class VLEmbedModel:
                 self.model.enable_input_require_grads()
         self.model.train()
 
+    def parameters(self) -> list[Any]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, Any]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()
+                if not self.lora or "lora_" in k}
+
+    def load_trainable_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state, strict=not self.lora)
+
+    def extra_weights(self) -> dict[str, Any]:
+        """Checkpoint tensors besides the tower's, by their name in the input's safetensors (none here)."""
+        return {}
+
+    def save(self, out: Path) -> None:
+        """The input checkpoint's layout with the trained tower's weights (LoRA merged)."""
+        if self.lora:
+            self.model = self.model.merge_and_unload()
+            self.lora = False
+        tower = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        write_checkpoint(Path(self.source), out, tower, self.extra_weights())
+
+
+def write_checkpoint(src: Path, out: Path, tower: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Copy ``src`` to ``out`` with its safetensors' tensors replaced by ``tower`` and ``extra``.
+
+    A file tensor ``name`` takes ``extra[name]``, else ``tower[name]``, else ``tower[name without "model."]``
+    (a ``Qwen3VLModel``'s keys lack the ``model.`` prefix of the ``ForConditionalGeneration`` file);
+    every tower tensor must land somewhere, or the checkpoint would silently keep stale weights.
+    """
+    from safetensors.torch import load_file, save_file
+
+    extra = extra or {}
+    files = sorted(src.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{src}: no .safetensors weights to write the trained tower into")
+    shutil.copytree(src, out, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json", "omniret.json",
+                                                  "checkpoints"))
+    used: set[str] = set()
+    for f in files:
+        merged = {}
+        for name, value in load_file(str(f)).items():
+            key = name if name in tower else name.removeprefix("model.")
+            if name in extra:
+                merged[name] = extra[name].to(value.dtype).contiguous()
+            elif key in tower:
+                merged[name] = tower[key].to(value.dtype)
+                used.add(key)
+            else:
+                merged[name] = value
+        save_file(merged, str(out / f.name), metadata={"format": "pt"})
+    index = src / "model.safetensors.index.json"
+    if index.is_file():
+        shutil.copy(index, out / index.name)
+    missing = sorted(set(tower) - used)
+    if missing:
+        raise ConfigError(f"{src}: the checkpoint has no tensor for {len(missing)} trained weights "
+                          f"(first: {missing[0]}); cannot save in its layout")
+
+
+class VLEmbedModel(TrainableTower):
+    """A trainable view of a ``Qwen3VLEmbedder``: ``prepare`` items, ``forward`` them to pooled vectors."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        import torch
+
+        from omniret.embed import load_embedder
+
+        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
+        self.embedder = load_embedder(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                      **({"max_length": cfg.max_length} if cfg.max_length else {}))
+        self.source = self.embedder.path
+        self.model = self.embedder.model
+        self.device = self.embedder.device
+        self._setup(cfg)
+
     @property
     def dim(self) -> int:
         return int(self.embedder.dim)
-
-    def parameters(self) -> list[Any]:
-        return [p for p in self.model.parameters() if p.requires_grad]
 
     def prepare(self, items: Sequence[Any], instruction: str | None) -> list[Any]:
         prepared = self.embedder.prepare_all(list(items), instruction)
@@ -82,37 +159,25 @@ class VLEmbedModel:
         hidden = self.model(**inputs).last_hidden_state
         return last_token_pool(hidden, inputs["attention_mask"]).float()
 
-    def trainable_state(self) -> dict[str, Any]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()
-                if not self.lora or "lora_" in k}
 
-    def load_trainable_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state, strict=not self.lora)
+class TextEmbedModel(VLEmbedModel):
+    """A trainable view of a text ``Qwen3TextEmbedder`` (Qwen3-Embedding): the embedder's own token ids
+    (``Instruct: …\nQuery:`` queries, ``<|endoftext|>`` appended), right padding, last-token pooling."""
 
-    def save(self, out: Path) -> None:
-        """The input checkpoint's layout with the trained tower's weights (LoRA merged)."""
-        from safetensors.torch import load_file, save_file
+    def forward(self, prepared: Sequence[Any]) -> Any:
+        import torch
 
-        model = self.model
-        if self.lora:
-            model = model.merge_and_unload()
-            self.model = model
-            self.lora = False
-        src = Path(self.source)
-        shutil.copytree(src, out, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json", "omniret.json",
-                                                      "checkpoints"))
-        tower = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        files = sorted(src.glob("*.safetensors"))
-        for f in files:
-            original = load_file(str(f))
-            merged = {k: tower[k].to(v.dtype) if k in tower else v for k, v in original.items()}
-            save_file(merged, str(out / f.name), metadata={"format": "pt"})
-        index = src / "model.safetensors.index.json"
-        if index.is_file():
-            shutil.copy(index, out / index.name)
-        if not files:
-            raise ConfigError(f"{src}: no .safetensors weights to write the trained tower into")
+        from omniret.embed.qwen3_vl import last_token_pool
+
+        length = max(len(ids) for ids in prepared)
+        input_ids = torch.full((len(prepared), length), self.embedder.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prepared), length), dtype=torch.long)
+        for i, ids in enumerate(prepared):
+            input_ids[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, :len(ids)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return last_token_pool(hidden, mask).float()
 
 
 def _batches(n: int, size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -148,22 +213,17 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
-                      teacher_scores: list[list[float]] | None = None) -> dict[str, Any]:
-    """Contrastive or distillation training of a Qwen3-VL embedding checkpoint (see module docstring)."""
+def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
+         batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]]) -> tuple[int, list[float]]:
+    """The shared loop: AdamW with linear warmup/decay, resume from ``out/checkpoints``, progress, saving.
+
+    ``batch_loss(indices)`` gives the batch's prepared inputs and the loss of the model's outputs on them.
+    """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    torch.manual_seed(cfg.seed)
-    distill = cfg.stage == "distill"
-    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
-    model = VLEmbedModel(cfg)
-    dims = loss_dims(cfg.matryoshka_dims, model.dim)
-    base = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature) if distill \
-        else InfoNCELoss(cfg.temperature, cfg.fn_margin)
-    loss_fn = MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base
     size = max(cfg.batch_size, 1)
-    per_epoch = -(-len(examples) // size)
+    per_epoch = -(-n_examples // size)
     total = cfg.max_steps or max(1, int(per_epoch * cfg.epochs))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
@@ -181,29 +241,52 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     with TrainProgress(total, f"training {cfg.stage}", start=step) as bar:
         while step < total:
             epoch, within = divmod(step, per_epoch)
-            idx = _batches(len(examples), size, cfg.seed, epoch)[within]
-            batch = [examples[i] for i in idx]
-            queries = [p for ex in batch for p in model.prepare([ex.query], ex.instruction or cfg.instruction)]
-            docs = model.prepare([c for ex in batch for c in ex.candidates[:k + 1]], None)
-            prepared = queries + docs
-            n = len(batch)
-
-            def loss_of(reps: Any, n: int = n, batch: list[TrainExample] = batch, idx: list[int] = idx) -> Any:
-                q, d = reps[:n], reps[n:].reshape(n, k + 1, -1)
-                if distill:
-                    t = torch.tensor([teacher_scores[i][:k + 1] for i in idx], device=reps.device)  # type: ignore[index]
-                    return loss_fn(q, d, teacher_scores=t)
-                return loss_fn(q, d[:, 0], d[:, 1:] if k else None)
-
+            idx = _batches(n_examples, size, cfg.seed, epoch)[within]
+            prepared, loss_of = batch_loss(idx)
             opt.zero_grad(set_to_none=True)
             value = _embed(model, prepared, loss_of, cfg.gradcache_chunk)
             opt.step()
             sched.step()
             step += 1
             history.append(value)
-            bar.update(step, loss=value, examples=n)
+            bar.update(step, loss=value, examples=len(idx))
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
                 _save_checkpoint(ckpt_dir / f"checkpoint-{step}", model, opt, sched, step)
+    return step, history
+
+
+def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
+                      teacher_scores: list[list[float]] | None = None,
+                      model_cls: type[VLEmbedModel] = VLEmbedModel) -> dict[str, Any]:
+    """Contrastive or distillation training of a Qwen3-VL (or, with ``TextEmbedModel``, a text
+    Qwen3-Embedding) checkpoint (see module docstring)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    distill = cfg.stage == "distill"
+    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
+    model = model_cls(cfg)
+    dims = loss_dims(cfg.matryoshka_dims, model.dim)
+    base = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature) if distill \
+        else InfoNCELoss(cfg.temperature, cfg.fn_margin)
+    loss_fn = MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base
+
+    def batch_loss(idx: list[int]) -> tuple[list[Any], Callable[[Any], Any]]:
+        batch = [examples[i] for i in idx]
+        queries = [p for ex in batch for p in model.prepare([ex.query], ex.instruction or cfg.instruction)]
+        docs = model.prepare([c for ex in batch for c in ex.candidates[:k + 1]], None)
+        n = len(batch)
+
+        def loss_of(reps: Any) -> Any:
+            q, d = reps[:n], reps[n:].reshape(n, k + 1, -1)
+            if distill:
+                t = torch.tensor([teacher_scores[i][:k + 1] for i in idx], device=reps.device)  # type: ignore[index]
+                return loss_fn(q, d, teacher_scores=t)
+            return loss_fn(q, d[:, 0], d[:, 1:] if k else None)
+
+        return queries + docs, loss_of
+
+    step, history = _fit(cfg, model, len(examples), batch_loss)
     model.save(cfg.out)
     write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
                losses={type(loss_fn).__name__: {**loss_fn.config}},
@@ -213,7 +296,13 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
             "history": history, "model": model}
 
 
-def _save_checkpoint(path: Path, model: VLEmbedModel, opt: Any, sched: Any, step: int) -> None:
+def train_text_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
+                        teacher_scores: list[list[float]] | None = None) -> dict[str, Any]:
+    """Contrastive or distillation training of a text Qwen3-Embedding checkpoint (same loop and losses)."""
+    return train_vl_embedder(cfg, examples, teacher_scores, model_cls=TextEmbedModel)
+
+
+def _save_checkpoint(path: Path, model: TrainableTower, opt: Any, sched: Any, step: int) -> None:
     import torch
 
     path.mkdir(parents=True, exist_ok=True)
@@ -223,7 +312,129 @@ def _save_checkpoint(path: Path, model: VLEmbedModel, opt: Any, sched: Any, step
     (path / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
 
 
+class VLRerankModel(TrainableTower):
+    """A trainable ``Qwen3VLReranker``: its base ``Qwen3VLModel`` plus the LM head's ``yes`` and ``no`` rows.
+
+    Pairs are encoded by the reranker itself (``prepare_pairs``: judgement system turn, ``<Instruct>``,
+    ``<Query>``, ``<Document>``, generation prompt, truncation), left-padded as at inference, and scored
+    by the logit ``h_last · (w_yes − w_no)`` whose sigmoid is the reranker's score. The two rows train with
+    the tower and are written back into ``lm_head.weight`` (the other rows untouched). A checkpoint that
+    ties its head to the input embeddings keeps the rows frozen: changing them would change how ``yes``
+    and ``no`` read in the prompt too.
+    """
+
+    HEAD_KEY = "__yes_no_head__"
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        import torch
+
+        from omniret.rerank import load_reranker
+        from omniret.rerank._yes_no import LM_HEAD_KEY, ties_word_embeddings, yes_no_rows
+
+        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
+        self.reranker = load_reranker(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                      **({"max_length": cfg.max_length} if cfg.max_length else {}))
+        self.source = self.reranker.path
+        self.model = self.reranker.model
+        self.device = self.reranker.device
+        config = json.loads((Path(self.source) / "config.json").read_text(encoding="utf-8"))
+        self.tied = ties_word_embeddings(config) or self.reranker.head_source != LM_HEAD_KEY
+        w_yes, w_no, _ = yes_no_rows(self.source, self.reranker.yes_id, self.reranker.no_id)
+        self.head = torch.nn.Parameter(torch.stack([w_yes, w_no]).to(self.device, torch.float32),
+                                       requires_grad=not self.tied)
+        self._setup(cfg)
+
+    def parameters(self) -> list[Any]:
+        return super().parameters() + ([self.head] if self.head.requires_grad else [])
+
+    def trainable_state(self) -> dict[str, Any]:
+        return {**super().trainable_state(), self.HEAD_KEY: self.head.detach().cpu()}
+
+    def load_trainable_state(self, state: dict[str, Any]) -> None:
+        import torch
+
+        state = dict(state)
+        with torch.no_grad():
+            self.head.copy_(state.pop(self.HEAD_KEY))
+        super().load_trainable_state(state)
+
+    def prepare(self, query: Any, documents: Sequence[Any], instruction: str | None) -> list[Any]:
+        prepared = self.reranker.prepare_pairs(query, list(documents), instruction=instruction)
+        errors = [p for p in prepared if isinstance(p, ItemError)]
+        if errors:
+            raise ItemError.combine(errors)
+        return prepared
+
+    def forward(self, prepared: Sequence[Any]) -> Any:
+        """The yes−no logit per pair ``(n,)``, float32."""
+        import torch
+
+        inputs = self.reranker.inputs.collate(list(prepared), padding_side="left",
+                                              pad_token_id=self.reranker.pad_token_id)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.reranker.dtype)
+        hidden = self.model(**inputs, use_cache=False).last_hidden_state[:, -1]
+        return hidden.to(torch.float32) @ (self.head[0] - self.head[1])
+
+    def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None) -> Any:
+        """P(yes) per document from the weights in memory (what the saved checkpoint must reproduce)."""
+        import torch
+
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return torch.sigmoid(self.forward(self.prepare(query, documents, instruction))).cpu().numpy()
+        finally:
+            self.model.train(was)
+
+    def extra_weights(self) -> dict[str, Any]:
+        if self.tied:
+            return {}
+        from safetensors import safe_open
+
+        from omniret.rerank._yes_no import LM_HEAD_KEY, _weight_files
+
+        with safe_open(str(_weight_files(Path(self.source))[LM_HEAD_KEY]), framework="pt") as f:
+            head = f.get_tensor(LM_HEAD_KEY).clone()
+        head[self.reranker.yes_id] = self.head[0].detach().cpu().to(head.dtype)
+        head[self.reranker.no_id] = self.head[1].detach().cpu().to(head.dtype)
+        return {LM_HEAD_KEY: head}
+
+
 def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dict[str, Any]:
-    """The Qwen3-VL reranker stage is not wired here yet: fail with a clear message."""
-    raise ConfigError(f"{cfg.model}: training a Qwen3-VL reranker is not available in this version; train a "
-                      "sentence-transformers CrossEncoder with `omniret train rerank`")
+    """Reranker stage on a Qwen3-VL reranker checkpoint: each example's positive (label 1) and first
+    ``hard_negatives`` negatives (label 0) scored as pairs with its query; ``RerankerLoss`` pointwise
+    (BCE on the yes−no logit), listwise (softmax over the query's candidates) or both."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    k = usable_negatives(examples, max(cfg.hard_negatives, 1))
+    model = VLRerankModel(cfg)
+    loss_fn = RerankerLoss(cfg.rerank_loss)
+
+    def batch_loss(idx: list[int]) -> tuple[list[Any], Callable[[Any], Any]]:
+        batch = [examples[i] for i in idx]
+        prepared = [p for ex in batch
+                    for p in model.prepare(ex.query, ex.candidates[:k + 1], ex.instruction or cfg.instruction)]
+        n = len(batch)
+
+        def loss_of(logits: Any) -> Any:
+            if cfg.rerank_loss == "pointwise":
+                labels = torch.zeros(n, k + 1, device=logits.device)
+                labels[:, 0] = 1.0
+                return loss_fn(logits, labels.reshape(-1))
+            return loss_fn(logits.reshape(n, k + 1))
+
+        return prepared, loss_of
+
+    step, history = _fit(cfg, model, len(examples), batch_loss)
+    model.save(cfg.out)
+    write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
+               losses={type(loss_fn).__name__: {**loss_fn.config}},
+               extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
+                      "yes_no_rows_trained": not model.tied})
+    return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
+            "history": history, "model": model}
