@@ -140,12 +140,14 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivfpq", "sq8"])
     ap.add_argument("--qdrant-n", type=int, default=20_000, help="vectors in Qdrant local mode (0: skip)")
     ap.add_argument("--qdrant-disk-n", type=int, default=2000, help="points for the on-disk write rate")
+    ap.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads for building")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--files", type=int, default=500, help="text files for the CLI indexing rate (0: skip)")
     args = ap.parse_args()
     import faiss
 
-    faiss.omp_set_num_threads(min(2, os.cpu_count() or 1))
+    # OpenMP threads spin at barriers: on a shared, loaded box one thread builds faster than two
+    faiss.omp_set_num_threads(args.threads)
     t_all = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="omniret-bench-") as d:
