@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from omniret.embed.batching import BatchBudget, run_batched
+from omniret.embed.qwen3_vl import pick_attn_implementation, to_device
 from omniret.embed.vl_inputs import (
     Encoded,
     Part,
@@ -86,7 +87,7 @@ class Qwen3VLReranker(BaseReranker):
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        attn = attn_implementation or "sdpa"
+        attn = attn_implementation or pick_attn_implementation(self.device)
         with quiet_transformers():
             self.model = Qwen3VLModel.from_pretrained(str(path), dtype=self.dtype, attn_implementation=attn)
         self.model.to(self.device).eval()
@@ -136,11 +137,8 @@ class Qwen3VLReranker(BaseReranker):
         """One left-padded forward; float32 sigmoid(h_last · (w_yes − w_no)) per pair."""
         import torch
 
-        inputs = self.inputs.collate(batch, padding_side="left", pad_token_id=self.pad_token_id)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in inputs:
-                inputs[key] = inputs[key].to(self.dtype)
+        inputs = to_device(self.inputs.collate(batch, padding_side="left", pad_token_id=self.pad_token_id),
+                           self.device, self.dtype)
         with torch.inference_mode():
             hidden = self.model(**inputs, use_cache=False).last_hidden_state[:, -1]
             return torch.sigmoid(hidden.to(torch.float32) @ self.direction).cpu().numpy()
