@@ -38,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -615,6 +616,8 @@ def environment(device: Any, dtype: Any, size: str, params: int, attn: str) -> d
                                                              if importlib.util.find_spec(m) is not None), None),
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        # other processes on the machine make CPU timings noisy; say how busy it was
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -812,10 +815,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} ...", flush=True)
             try:
                 results[name] = job()
-            except Exception as e:  # noqa: BLE001 - record it and go on with the other workloads
-                if not is_oom(e):
-                    raise
-                results[name] = {"error": f"out of memory: {str(e).splitlines()[0][:300]}"}
+            except Exception as e:  # noqa: BLE001 - one GPU run is precious: record it, go on with the others
+                traceback.print_exc()
+                what = "out of memory" if is_oom(e) else type(e).__name__
+                results[name] = {"error": f"{what}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
                 _empty_cache(device)
         profile = profile_prepare(mixed, ctx) if args.profile else None
         print()
