@@ -43,7 +43,8 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.modalities = frozenset({"text"})
         self.batch_size = batch_size
         # Symmetric models (MiniLM) were not trained with instructions: ignore them unless asked.
-        self.use_instruction = bool(use_instruction) if use_instruction is not None else bool(self.model.prompts)
+        self.use_instruction = (bool(use_instruction) if use_instruction is not None
+                                else any(self.model.prompts.values()))
 
     def _prepare(self, item: Item, index: int, instruction: str | None) -> tuple[str, str | None]:
         texts = item.texts

@@ -44,3 +44,10 @@ def test_empty_text_is_an_error(minilm):
 def test_unsupported_dim_is_a_clear_error(minilm):
     with pytest.raises(ValueError, match="does not support dim=128"):
         minilm.embed(["x"], dim=128)
+
+
+def test_symmetric_model_ignores_query_instruction(minilm):
+    # MiniLM's config declares empty prompts; an instruction must not be glued onto its queries.
+    q = "How do I bake bread?"
+    np.testing.assert_allclose(minilm.embed([q], instruction="Given a question, find the recipe"),
+                               minilm.embed([q]), atol=1e-6)
