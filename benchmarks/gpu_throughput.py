@@ -404,8 +404,10 @@ class Reference:
 
         chunk = self.chunk or len(encs)
         while True:
+            rows: list[np.ndarray] = []
+            inputs: Any = None
+            hidden: Any = None
             try:
-                rows = []
                 for s in range(0, len(encs), chunk):
                     inputs = self.builder.collate(encs[s:s + chunk], padding_side="right")
                     inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -418,15 +420,17 @@ class Reference:
                         # the reference normalises in the model dtype
                         pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
                     rows.append(pooled.float().cpu().numpy())
-                    del hidden, inputs
+                    inputs = hidden = pooled = None
                 return np.concatenate(rows)
             except (RuntimeError, MemoryError) as e:
                 if not is_oom(e) or chunk == 1:
                     raise
-                _empty_cache(self.device)
-                chunk = max(1, chunk // 2)
-                self.chunk = chunk
-                print(f"  reference: one padded forward did not fit; retrying in chunks of {chunk}", flush=True)
+            # out of the except block, so the failed attempt's tensors (held by the traceback) are gone
+            inputs = hidden = None
+            _empty_cache(self.device)
+            chunk = max(1, chunk // 2)
+            self.chunk = chunk
+            print(f"  reference: one padded forward did not fit; retrying in chunks of {chunk}", flush=True)
 
     def score(self, query: Any, documents: list[Any]) -> np.ndarray:
         """``Qwen3VLReranker.process``: every pair tokenised and scored on its own, scores read back per pair."""
@@ -480,11 +484,17 @@ def run_embedding(name: str, items: list[Any], ctx: Context) -> dict[str, Any]:
     emb.embed(warm)
     ref.forward(ref.prepare(warm))
 
-    with measured(ctx.device) as r:
-        t0 = time.perf_counter()
-        encs = ref.prepare(items)
-        prep = time.perf_counter() - t0
-        ref_vecs = ref.forward(encs)
+    def timed_reference() -> tuple[dict[str, Any], list[Any], float, np.ndarray]:
+        with measured(ctx.device) as r:
+            t0 = time.perf_counter()
+            encs = ref.prepare(items)
+            prep = time.perf_counter() - t0
+            vecs = ref.forward(encs)
+        return r, encs, prep, vecs
+
+    r, encs, prep, ref_vecs = timed_reference()
+    if ref.chunk:  # the time and peak memory above include the attempt that did not fit: measure again
+        r, encs, prep, ref_vecs = timed_reference()
     lengths = [e.num_tokens for e in encs]
     patches = [e.num_patches for e in encs]
     tokens = sum(lengths)

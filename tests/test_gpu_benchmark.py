@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,3 +99,32 @@ def test_unknown_workload_is_refused(capsys: pytest.CaptureFixture[str]):
     bench = _load_module()
     assert bench.main(["--tiny", "--workloads", "text,sound"]) == 2
     assert "unknown workload(s) ['sound']" in capsys.readouterr().err
+
+
+def test_reference_falls_back_to_chunks_when_one_forward_does_not_fit(tiny_vl_embedding: Path):
+    import torch
+
+    from omniret.embed import load_embedder
+
+    bench = _load_module()
+    emb = load_embedder(str(tiny_vl_embedding), device="cpu")
+
+    class SmallMemory(torch.nn.Module):
+        """The real model, but a forward of more than 2 rows runs out of memory, as a big one would on a GPU."""
+
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, **inputs):  # noqa: ANN003, ANN201
+            if inputs["input_ids"].shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+            return self.model(**inputs)
+
+    items = [{"text": "short"}, {"text": "a longer text " * 9}, {"text": "mid length text " * 3},
+             {"text": "x"}, {"text": "another one " * 5}]
+    ref = bench.Reference(SmallMemory(emb.model), emb.inputs, device=torch.device("cpu"), dtype=torch.float32,
+                          max_length=8192)
+    vecs = ref.forward(ref.prepare(items))
+    assert ref.chunk == 2
+    np.testing.assert_allclose(vecs, emb.embed(items), atol=2e-5)
