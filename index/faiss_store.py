@@ -9,6 +9,12 @@ SQLite (vectors added, stale ids removed) or rebuilt when missing or unreadable.
 FAISS ids are SQLite ``AUTOINCREMENT`` row ids, never reused, so a stale FAISS entry can never alias a
 new item. HNSW cannot remove vectors: deleted entries become tombstones that searches skip, and the
 graph is rebuilt when they pass a quarter of it.
+
+Funnel search (``funnel_dim``, for Matryoshka vectors): beside the main index the store keeps a small exact
+index over each vector's first ``funnel_dim`` components, re-normalised (``funnel.faiss``, a cache of
+SQLite like the main file). A funnel search scans that short index for ``k * funnel_candidates``
+candidates (filters applied there, so ``k`` is honoured) and re-scores them at full dim from the float32
+vectors SQLite already holds: one batched read per query batch, scores are exact full-dim inner products.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class FaissOptions(TypedDict, total=False):
     train_size: int        # vectors needed before IVF-PQ / SQ8 is trained (exact search until then)
     save_every: int        # changes between automatic FAISS-file saves
     rescore: int           # lossy kinds (ivfpq, sq8): fetch k·rescore candidates, re-score them exactly
+    funnel_candidates: int  # funnel search: candidates = k · funnel_candidates from the short index
     gpu: bool | None       # None: use a GPU when faiss has one
 
 
@@ -57,6 +64,33 @@ _DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "n
                            "save_every": 50_000}
 #: default ``rescore`` per kind: compressed codes re-score from the exact vectors SQLite keeps anyway
 _RESCORE = {"ivfpq": 4, "sq8": 2}
+#: default funnel pool: k·10 short-prefix candidates re-scored at full dim
+FUNNEL_CANDIDATES = 10
+
+
+def check_funnel_dim(funnel_dim: int | None, dim: int, *, where: str) -> int | None:
+    """``funnel_dim`` as an int in (0, dim), or None; ``DimensionError`` naming the store otherwise."""
+    if funnel_dim is None:
+        return None
+    if isinstance(funnel_dim, bool) or not isinstance(funnel_dim, int) or not 0 < funnel_dim < dim:
+        raise DimensionError(f"{where}: funnel_dim={funnel_dim!r} must be an int between 1 and {dim - 1} "
+                             f"(a prefix shorter than the stored dimension {dim})")
+    return funnel_dim
+
+
+def funnel_prefix(vectors: np.ndarray, funnel_dim: int) -> np.ndarray:
+    """The first ``funnel_dim`` components of each row, re-normalised (a Matryoshka prefix)."""
+    short = np.ascontiguousarray(vectors[:, :funnel_dim], dtype=np.float32)
+    norms = np.linalg.norm(short, axis=1, keepdims=True)
+    return short / np.where(norms > 0, norms, 1.0)
+
+
+def funnel_pool(k: int, options: dict[str, Any], where: str) -> int:
+    """How many short-prefix candidates a funnel search re-scores for ``k`` hits."""
+    mult = options.get("funnel_candidates", FUNNEL_CANDIDATES)
+    if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
+        raise ConfigError(f"{where}: funnel_candidates={mult!r} must be an int >= 1 (the pool is k times it)")
+    return k * mult
 
 
 def _gpu_resources() -> Any:
@@ -74,7 +108,7 @@ class FaissStore:
     """A FAISS index plus a SQLite payload/vector store in one folder (see module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, index: IndexKind = "flat",
-                 options: FaissOptions | None = None, create: bool = True) -> None:
+                 options: FaissOptions | None = None, create: bool = True, funnel_dim: int | None = None) -> None:
         import faiss
 
         self._faiss = faiss
@@ -107,14 +141,21 @@ class FaissStore:
             self.dim = stored_dim
             self.kind: IndexKind = meta["index"]
             self.options: FaissOptions = {**_DEFAULTS, **json.loads(meta["options"]), **(options or {})}
+            stored_funnel = int(meta["funnel_dim"]) if meta.get("funnel_dim") else None
+            if funnel_dim is not None and funnel_dim != stored_funnel:
+                # the short index is fixed at creation, as Qdrant's named vectors are
+                raise DimensionError(f"FAISS store {self.path} was created with funnel_dim={stored_funnel}, "
+                                     f"not {funnel_dim}")
+            self.funnel_dim = stored_funnel
         else:
             if dim is None or dim <= 0:
                 raise ConfigError(f"a new FAISS store needs dim > 0, got {dim}")
             self.dim, self.kind = int(dim), index
+            self.funnel_dim = check_funnel_dim(funnel_dim, self.dim, where=f"FAISS store {self.path}")
             self.options = {**_DEFAULTS, **(options or {})}
             self._set_meta({"dim": str(self.dim), "index": self.kind,
                             "options": json.dumps({k: v for k, v in (options or {}).items()}),
-                            "generation": "0"})
+                            "generation": "0", "funnel_dim": str(self.funnel_dim or "")})
         if self.kind == "ivfpq":
             self._check_pq()
         gpu = self.options.get("gpu")
@@ -124,7 +165,9 @@ class FaissStore:
         self._gpu_index: Any = None
         self._dead: set[int] = set()
         self._changes = 0
+        self._funnel: Any = None
         self._index = self._load_or_rebuild()
+        self._funnel = self._load_or_rebuild_funnel() if self.funnel_dim else None
 
     # -- SQLite helpers --------------------------------------------------------------------------
     def _meta(self) -> dict[str, str]:
@@ -278,12 +321,68 @@ class FaissStore:
         side_tmp = self.path / "index.json.tmp"
         side_tmp.write_text(json.dumps({"generation": gen, "kind": self.kind, "ntotal": int(self._index.ntotal)}))
         os.replace(side_tmp, self.path / "index.json")
+        self._save_funnel()
         self._changes = 0
 
     def _maybe_save(self) -> None:
         self._gpu_index = None
         if self._changes >= int(self.options["save_every"]):
             self._save()
+
+    # -- funnel (short-prefix) index -------------------------------------------------------------
+    def _build_funnel(self) -> Any:
+        faiss, fd = self._faiss, int(self.funnel_dim or 0)
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(fd))
+        fids, vecs = self._vectors()
+        if len(fids):
+            index.add_with_ids(funnel_prefix(vecs, fd), fids)
+        return index
+
+    def _load_or_rebuild_funnel(self) -> Any:
+        f, side = self.path / "funnel.faiss", self.path / "funnel.json"
+        index, saved = None, {}
+        if f.exists() and side.exists():
+            try:
+                saved = json.loads(side.read_text())
+                index = self._faiss.read_index(str(f))
+                if index.d != self.funnel_dim:
+                    index = None
+            except (RuntimeError, ValueError, OSError):
+                index = None  # unreadable cache: rebuilt from SQLite below
+        if index is None:
+            self._funnel = self._build_funnel()
+            self._save_funnel()
+            return self._funnel
+        self._funnel = index
+        if saved.get("generation") != self._generation():
+            in_index = self._faiss.vector_to_array(index.id_map).astype(np.int64)
+            live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
+            stale = np.setdiff1d(in_index, live, assume_unique=True)
+            missing = np.setdiff1d(live, in_index, assume_unique=True)
+            self._funnel_update(stale, *self._vectors(missing.tolist()))
+            self._save_funnel()
+        return index
+
+    def _funnel_update(self, removed: np.ndarray | list[int], fids: np.ndarray, vecs: np.ndarray) -> None:
+        if self._funnel is None:
+            return
+        removed = np.asarray(removed, dtype=np.int64)
+        if len(removed):
+            self._funnel.remove_ids(removed)
+        if len(fids):
+            self._funnel.add_with_ids(funnel_prefix(vecs, int(self.funnel_dim or 0)), np.asarray(fids, np.int64))
+
+    def _save_funnel(self) -> None:
+        if self._funnel is None:
+            return
+        f = self.path / "funnel.faiss"
+        tmp = f.with_suffix(".faiss.tmp")
+        self._faiss.write_index(self._funnel, str(tmp))
+        os.replace(tmp, f)
+        side_tmp = self.path / "funnel.json.tmp"
+        side_tmp.write_text(json.dumps({"generation": self._generation(), "funnel_dim": self.funnel_dim,
+                                        "ntotal": int(self._funnel.ntotal)}))
+        os.replace(side_tmp, self.path / "funnel.json")
 
     def save(self) -> None:
         """Write the FAISS file now (it is also written on close and every ``save_every`` changes)."""
@@ -311,8 +410,10 @@ class FaissStore:
             except sqlite3.Error as e:
                 self._rollback()
                 raise StoreError(f"upsert of {len(ids)} items failed: {e}") from e
+            new_fids = np.asarray(new, dtype=np.int64)
             if not self._remove_fids(list(old.values())):
-                self._add(np.asarray(new, dtype=np.int64), m)
+                self._add(new_fids, m)
+            self._funnel_update(list(old.values()), new_fids, m)
             self._changes += len(ids)
             self._maybe_save()
 
@@ -333,19 +434,39 @@ class FaissStore:
                 self._rollback()
                 raise StoreError(f"delete of {len(ids)} items failed: {e}") from e
             self._remove_fids(list(old.values()))
+            self._funnel_update(list(old.values()), np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
             self._changes += len(old)
             self._maybe_save()
 
-    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None  # noqa: A002
-               ) -> list[list[Hit]]:
-        """Best ``k`` hits per query row by inner product; ``filter`` restricts by payload (k honoured)."""
+    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None,  # noqa: A002
+               *, funnel: bool | None = None) -> list[list[Hit]]:
+        """Best ``k`` hits per query row by inner product; ``filter`` restricts by payload (k honoured).
+
+        ``funnel``: None searches through the short-prefix index when the store has one, True requires
+        one, False searches the main index only. Funnel hits carry exact full-dim scores.
+        """
         q = as_matrix(vectors, self.dim, what="query vectors")
         if k <= 0:
             raise ConfigError(f"k must be > 0, got {k}")
+        if funnel and self.funnel_dim is None:
+            raise ConfigError(f"funnel=True but FAISS store {self.path} has no funnel index (create it with "
+                              "funnel_dim=...)")
+        use_funnel = self.funnel_dim is not None and funnel is not False
+        pool = funnel_pool(k, dict(self.options), f"FAISS store {self.path}") if use_funnel else 0
         conds = parse_filter(filter)
         with self._lock:
             self._check_open()
-            if conds:
+            if use_funnel:
+                allowed = None
+                if conds:
+                    where, params = to_sql(conds)
+                    allowed = np.fromiter(
+                        (r[0] for r in self._db.execute(f"SELECT fid FROM items WHERE {where}", params)),
+                        dtype=np.int64)
+                    if not len(allowed):
+                        return [[] for _ in range(len(q))]
+                scores, fids = self._funnel_search(q, pool, allowed)
+            elif conds:
                 where, params = to_sql(conds)
                 allowed = np.fromiter((r[0] for r in self._db.execute(f"SELECT fid FROM items WHERE {where}", params)),
                                       dtype=np.int64)
@@ -365,6 +486,21 @@ class FaissStore:
                 else:
                     scores, fids = self._index_search(q, k + len(self._dead), None)
             return self._hits(scores, fids, k)
+
+    def _funnel_search(self, q: np.ndarray, pool: int, allowed: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``pool`` candidates from the short-prefix index (exact there, filter applied), re-scored at full dim."""
+        faiss, index = self._faiss, self._funnel
+        n = index.ntotal
+        if n == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        short_q = funnel_prefix(q, int(self.funnel_dim or 0))
+        if allowed is not None:
+            _, fids = index.search(short_q, min(pool, n, len(allowed)),
+                                   params=faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)))
+        else:
+            _, fids = index.search(short_q, min(pool, n))
+        return self._rescore(q, fids)
 
     def _rescore(self, q: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products for ANN candidates (from the stored float32 vectors), best first."""
@@ -468,6 +604,7 @@ class FaissStore:
     def info(self) -> dict[str, Any]:
         """Backend facts for ``Collection.info()``."""
         return {"backend": "faiss", "index": self.kind, "exact": self.exact, "dim": self.dim,
+                "funnel_dim": self.funnel_dim,
                 "path": str(self.path), "gpu": self._gpu_res is not None,
                 "options": {k: v for k, v in self.options.items() if k != "gpu"}}
 
