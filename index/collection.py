@@ -187,10 +187,15 @@ class Collection:
                         instruction=self.manifest.get("instruction"), dim=self.dim)
 
     def search(self, query: Any, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
-               candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None) -> list[Hit]:
-        """Two-stage search (see ``Searcher``); ``query`` is text, an ``Item`` or a reference dict."""
+               candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None,
+               funnel: bool | None = None) -> list[Hit]:
+        """Two-stage search (see ``Searcher``); ``query`` is text, an ``Item`` or a reference dict.
+
+        ``funnel``: None uses the collection's funnel when it was created with ``funnel_dim``; True requires
+        it; False searches at full dim only.
+        """
         return self.searcher().search(query, k, filter=filter, candidates=candidates, rerank_top=rerank_top,
-                                      rerank=rerank, instruction=instruction)
+                                      rerank=rerank, instruction=instruction, funnel=funnel)
 
     def close(self) -> None:
         self.store.close()
@@ -221,7 +226,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
                     url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
-                    **store_options: Any) -> Collection:
+                    funnel_dim: int | None = None, **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -229,6 +234,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     else embedded local mode in the collection folder). ``index`` and ``store_options`` go to the store
     (FAISS: ``M``, ``ef_search``, ``nlist``, ``m``, ``nbits``, ``nprobe``, ...; Qdrant: ``api_key``,
     ``shard_number``, ``replication_factor``, ...). ``reranker``: a ``Reranker`` or a name/path.
+    ``funnel_dim``: keep a short Matryoshka prefix of that width beside the full vectors for funnel search
+    (one of the model's ``dims``, below ``dim``; fixed at creation, recorded in the manifest);
+    ``funnel_candidates`` (a store option, default 10) sets the pool as a multiple of ``k``.
     """
     _check_name(name)
     if backend is not None and backend not in BACKENDS:
@@ -263,6 +271,10 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                                   "or a new collection)")
         if dim is not None and dim != manifest["dim"]:
             raise CollectionError(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
+        if funnel_dim is not None and funnel_dim != manifest.get("funnel_dim"):
+            raise CollectionError(f"collection {name!r} was created with funnel_dim "
+                                  f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
+                                  "at creation; use a new collection)")
         embedder = embedder if embedder is not None else manifest["model"]
     if isinstance(embedder, (str, os.PathLike)):
         from omniret.embed import load_embedder
@@ -273,7 +285,11 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
         if dim not in dims:
             raise DimensionError(f"dim={dim} is not one of model {embedder.name}'s dims {list(dims)}")
+        if funnel_dim is not None and (funnel_dim not in dims or funnel_dim >= dim):
+            raise DimensionError(f"funnel_dim={funnel_dim} must be one of model {embedder.name}'s Matryoshka "
+                                 f"dims below dim={dim}: {[d for d in dims if d < dim]}")
         manifest = {"name": name, "model": str(embedder.name), "dim": dim, "instruction": instruction,
+                    "funnel_dim": funnel_dim,
                     "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
                     "modalities": sorted(getattr(embedder, "modalities", {"text"})),
                     "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -301,12 +317,14 @@ def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None
         from omniret.index.qdrant_store import QdrantStore
 
         if url is not None:
-            return QdrantStore(name, dim=manifest["dim"], url=url, options=opts, create=create)  # type: ignore[arg-type]
-        return QdrantStore(name, dim=manifest["dim"], path=path / "qdrant", options=opts, create=create)  # type: ignore[arg-type]
+            return QdrantStore(name, dim=manifest["dim"], url=url, options=opts, create=create,  # type: ignore[arg-type]
+                               funnel_dim=manifest.get("funnel_dim"))
+        return QdrantStore(name, dim=manifest["dim"], path=path / "qdrant", options=opts, create=create,  # type: ignore[arg-type]
+                           funnel_dim=manifest.get("funnel_dim"))
     from omniret.index.faiss_store import FaissStore
 
     return FaissStore(path / "faiss", dim=manifest["dim"], index=manifest.get("index", "flat"),
-                      options=opts, create=True)  # type: ignore[arg-type]
+                      options=opts, create=True, funnel_dim=manifest.get("funnel_dim"))  # type: ignore[arg-type]
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

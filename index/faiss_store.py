@@ -33,7 +33,7 @@ import numpy as np
 
 from omniret.errors import ConfigError, DimensionError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_sql
-from omniret.index.protocol import as_matrix, check_upsert
+from omniret.index.protocol import as_matrix, check_funnel_dim, check_upsert, funnel_pool, funnel_prefix
 from omniret.types import Hit
 
 IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]
@@ -64,35 +64,6 @@ _DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "n
                            "save_every": 50_000}
 #: default ``rescore`` per kind: compressed codes re-score from the exact vectors SQLite keeps anyway
 _RESCORE = {"ivfpq": 4, "sq8": 2}
-#: default funnel pool: k·10 short-prefix candidates re-scored at full dim
-FUNNEL_CANDIDATES = 10
-
-
-def check_funnel_dim(funnel_dim: int | None, dim: int, *, where: str) -> int | None:
-    """``funnel_dim`` as an int in (0, dim), or None; ``DimensionError`` naming the store otherwise."""
-    if funnel_dim is None:
-        return None
-    if isinstance(funnel_dim, bool) or not isinstance(funnel_dim, int) or not 0 < funnel_dim < dim:
-        raise DimensionError(f"{where}: funnel_dim={funnel_dim!r} must be an int between 1 and {dim - 1} "
-                             f"(a prefix shorter than the stored dimension {dim})")
-    return funnel_dim
-
-
-def funnel_prefix(vectors: np.ndarray, funnel_dim: int) -> np.ndarray:
-    """The first ``funnel_dim`` components of each row, re-normalised (a Matryoshka prefix)."""
-    short = np.ascontiguousarray(vectors[:, :funnel_dim], dtype=np.float32)
-    norms = np.linalg.norm(short, axis=1, keepdims=True)
-    return short / np.where(norms > 0, norms, 1.0)
-
-
-def funnel_pool(k: int, options: dict[str, Any], where: str) -> int:
-    """How many short-prefix candidates a funnel search re-scores for ``k`` hits."""
-    mult = options.get("funnel_candidates", FUNNEL_CANDIDATES)
-    if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
-        raise ConfigError(f"{where}: funnel_candidates={mult!r} must be an int >= 1 (the pool is k times it)")
-    return k * mult
-
-
 def _gpu_resources() -> Any:
     import faiss
 

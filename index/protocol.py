@@ -22,6 +22,8 @@ class VectorStore(Protocol):
       described in ``omniret.index.filters`` and never costs hits (``k`` is honoured when enough match).
     - ``get``: per id, ``{"id", "payload", "vector"}`` or ``None`` when absent.
     - Wrong-width vectors raise ``DimensionError``; backend failures raise ``StoreError``.
+    - Both built-in stores also take ``search(..., funnel=None|True|False)`` and a ``funnel_dim`` at creation
+      (short-prefix candidates re-scored at full dim); callers pass ``funnel`` only when they mean it.
     """
 
     dim: int
@@ -88,3 +90,36 @@ def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, 
         except (TypeError, ValueError) as e:
             raise StoreError(f"upsert: id {i!r}: payload is not JSON-serialisable ({e})") from e
     return ids, m, pls
+
+
+#: default funnel pool: k·10 short-prefix candidates re-scored at full dim
+FUNNEL_CANDIDATES = 10
+
+
+def check_funnel_dim(funnel_dim: int | None, dim: int, *, where: str) -> int | None:
+    """``funnel_dim`` as an int in (0, dim), or None; ``DimensionError`` naming the store otherwise."""
+    if funnel_dim is None:
+        return None
+    if isinstance(funnel_dim, bool) or not isinstance(funnel_dim, int) or not 0 < funnel_dim < dim:
+        from omniret.errors import DimensionError
+
+        raise DimensionError(f"{where}: funnel_dim={funnel_dim!r} must be an int between 1 and {dim - 1} "
+                             f"(a prefix shorter than the stored dimension {dim})")
+    return funnel_dim
+
+
+def funnel_prefix(vectors: np.ndarray, funnel_dim: int) -> np.ndarray:
+    """The first ``funnel_dim`` components of each row, re-normalised (a Matryoshka prefix)."""
+    short = np.ascontiguousarray(vectors[:, :funnel_dim], dtype=np.float32)
+    norms = np.linalg.norm(short, axis=1, keepdims=True)
+    return short / np.where(norms > 0, norms, 1.0)
+
+
+def funnel_pool(k: int, options: dict[str, Any], where: str) -> int:
+    """How many short-prefix candidates a funnel search re-scores for ``k`` hits."""
+    mult = options.get("funnel_candidates", FUNNEL_CANDIDATES)
+    if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
+        from omniret.errors import ConfigError
+
+        raise ConfigError(f"{where}: funnel_candidates={mult!r} must be an int >= 1 (the pool is k times it)")
+    return k * mult

@@ -6,6 +6,11 @@ cluster, where ``shard_number`` / ``replication_factor`` / ``api_key`` pass thro
 collection per omniret collection, cosine distance. Qdrant point ids are UUIDs, so string ids are
 mapped with ``uuid5`` and the original id is kept in the payload under ``_omniret_id``. Every client
 error is re-raised as ``StoreError`` (wrong widths as ``DimensionError``), as the FAISS store does.
+
+Funnel search (``funnel_dim``): the collection then has two named vectors, ``full`` and ``short`` (the
+re-normalised ``funnel_dim`` prefix). A funnel query prefetches ``k * funnel_candidates`` points on
+``short`` and re-scores them on ``full`` in one ``query_points`` call (Qdrant propagates the filter into
+the prefetch), so hits carry full-dim scores, as the FAISS store's funnel does.
 """
 
 from __future__ import annotations
@@ -21,11 +26,20 @@ import numpy as np
 
 from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_qdrant
-from omniret.index.protocol import RESERVED_PREFIX, as_matrix, check_upsert
+from omniret.index.protocol import (
+    RESERVED_PREFIX,
+    as_matrix,
+    check_funnel_dim,
+    check_upsert,
+    funnel_pool,
+    funnel_prefix,
+)
 from omniret.types import Hit
 
 ID_KEY = f"{RESERVED_PREFIX}_id"
 _NAMESPACE = uuid.UUID("5b0f8d2e-6a53-4c1f-9d7e-6f6d6e697265")
+#: named vectors of a collection with a funnel
+FULL, SHORT = "full", "short"
 
 
 class QdrantOptions(TypedDict, total=False):
@@ -39,6 +53,7 @@ class QdrantOptions(TypedDict, total=False):
     timeout: int
     prefer_grpc: bool
     batch_size: int
+    funnel_candidates: int  # funnel search: prefetch k · funnel_candidates points on the short vector
 
 
 def point_id(item_id: str) -> str:
@@ -50,7 +65,7 @@ class QdrantStore:
     """A Qdrant collection behind the ``VectorStore`` protocol (see module docstring)."""
 
     def __init__(self, name: str, *, dim: int | None = None, path: str | Path | None = None, url: str | None = None,
-                 options: QdrantOptions | None = None, create: bool = True) -> None:
+                 options: QdrantOptions | None = None, create: bool = True, funnel_dim: int | None = None) -> None:
         if (path is None) == (url is None):
             raise ConfigError("QdrantStore takes exactly one of path= (embedded local mode) or url= (server)")
         unknown = set(options or {}) - set(QdrantOptions.__annotations__)
@@ -85,11 +100,19 @@ class QdrantStore:
                 params = self._client.get_collection(name).config.params.vectors
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"Qdrant collection {name!r}: cannot read its config: {e}") from e
-            size = int(params.size)  # type: ignore[union-attr]
+            if isinstance(params, dict):
+                size = int(params[FULL].size)
+                stored_funnel = int(params[SHORT].size) if SHORT in params else None
+            else:
+                size, stored_funnel = int(params.size), None  # type: ignore[union-attr]
             if dim is not None and dim != size:
                 self._client.close()
                 raise DimensionError(f"Qdrant collection {name!r}: expected dimension {size}, got {dim}")
-            self.dim = size
+            if funnel_dim is not None and funnel_dim != stored_funnel:
+                self._client.close()
+                raise DimensionError(f"Qdrant collection {name!r} was created with funnel_dim={stored_funnel}, "
+                                     f"not {funnel_dim}")
+            self.dim, self.funnel_dim, self._named = size, stored_funnel, isinstance(params, dict)
         else:
             if not create:
                 self._client.close()
@@ -98,11 +121,22 @@ class QdrantStore:
                 self._client.close()
                 raise ConfigError(f"a new Qdrant collection needs dim > 0, got {dim}")
             self.dim = int(dim)
+            try:
+                self.funnel_dim = check_funnel_dim(funnel_dim, self.dim, where=f"Qdrant collection {name!r}")
+            except DimensionError:
+                self._client.close()
+                raise
+            self._named = self.funnel_dim is not None
             cfg = {k: self.options[k] for k in ("shard_number", "replication_factor",  # type: ignore[literal-required]
                                                 "write_consistency_factor") if k in self.options}
-            self._call("create collection", "create_collection", collection_name=name,
-                       vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
-                                                          on_disk=self.options.get("on_disk")), **cfg)
+            full = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
+                                       on_disk=self.options.get("on_disk"))
+            vectors: Any = full
+            if self.funnel_dim is not None:
+                vectors = {FULL: full, SHORT: models.VectorParams(size=self.funnel_dim,
+                                                                  distance=models.Distance.COSINE)}
+            self._call("create collection", "create_collection", collection_name=name, vectors_config=vectors,
+                       **cfg)
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
@@ -121,10 +155,13 @@ class QdrantStore:
         """Insert or replace by id, in batches; each batch is acknowledged (``wait=True``) before returning."""
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
         models = self._models
+        short = funnel_prefix(m, self.funnel_dim) if self.funnel_dim is not None else None
         for s in range(0, len(ids), self._batch):
-            points = [models.PointStruct(id=point_id(i), vector=v.tolist(), payload={**p, ID_KEY: i})
-                      for i, v, p in zip(ids[s:s + self._batch], m[s:s + self._batch], pls[s:s + self._batch],
-                                         strict=True)]
+            vecs: list[Any] = m[s:s + self._batch].tolist()
+            if short is not None:
+                vecs = [{FULL: v, SHORT: sv} for v, sv in zip(vecs, short[s:s + self._batch].tolist(), strict=True)]
+            points = [models.PointStruct(id=point_id(i), vector=v, payload={**p, ID_KEY: i})
+                      for i, v, p in zip(ids[s:s + self._batch], vecs, pls[s:s + self._batch], strict=True)]
             self._call("upsert", "upsert", collection_name=self.name, points=points, wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -134,14 +171,27 @@ class QdrantStore:
         selector = self._models.PointIdsList(points=[point_id(i) for i in ids])
         self._call("delete", "delete", collection_name=self.name, points_selector=selector, wait=True)
 
-    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None  # noqa: A002
-               ) -> list[list[Hit]]:
+    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None,  # noqa: A002
+               *, funnel: bool | None = None) -> list[list[Hit]]:
+        """Best ``k`` hits per row; ``funnel`` as in ``FaissStore.search`` (prefetch on ``short``, score on ``full``)."""
         q = as_matrix(vectors, self.dim, what="query vectors")
         if k <= 0:
             raise ConfigError(f"k must be > 0, got {k}")
+        if funnel and self.funnel_dim is None:
+            raise ConfigError(f"funnel=True but Qdrant collection {self.name!r} has no funnel vector (create it "
+                              "with funnel_dim=...)")
         qf = to_qdrant(parse_filter(filter))
         models = self._models
-        requests = [models.QueryRequest(query=row.tolist(), limit=k, filter=qf, with_payload=True) for row in q]
+        using = FULL if self._named else None
+        if self.funnel_dim is not None and funnel is not False:
+            pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
+            short = funnel_prefix(q, self.funnel_dim)
+            requests = [models.QueryRequest(prefetch=models.Prefetch(query=sq.tolist(), using=SHORT, limit=pool),
+                                            query=row.tolist(), using=FULL, limit=k, filter=qf, with_payload=True)
+                        for row, sq in zip(q, short, strict=True)]
+        else:
+            requests = [models.QueryRequest(query=row.tolist(), using=using, limit=k, filter=qf, with_payload=True)
+                        for row in q]
         results = self._call("search", "query_batch_points", collection_name=self.name,
                              requests=requests)
         return [[self._hit(p) for p in r.points] for r in results]
@@ -156,13 +206,14 @@ class QdrantStore:
         ids = [str(i) for i in ids]
         if not ids:
             return []
-        pts = self._call("retrieve", "retrieve", collection_name=self.name,
-                         ids=[point_id(i) for i in ids], with_payload=True, with_vectors=True)
+        pts = self._call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
+                         with_payload=True, with_vectors=[FULL] if self._named else True)
         found = {}
         for p in pts:
             payload = dict(p.payload or {})
             item_id = payload.pop(ID_KEY, str(p.id))
-            found[item_id] = {"id": item_id, "payload": payload, "vector": np.asarray(p.vector, dtype=np.float32)}
+            vec = p.vector[FULL] if isinstance(p.vector, dict) else p.vector
+            found[item_id] = {"id": item_id, "payload": payload, "vector": np.asarray(vec, dtype=np.float32)}
         return [found.get(i) for i in ids]
 
     def ids(self) -> list[str]:
@@ -180,7 +231,8 @@ class QdrantStore:
         return int(self._call("count", "count", collection_name=self.name, exact=True).count)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "qdrant", "index": "qdrant", "dim": self.dim, "location": self.location,
+        return {"backend": "qdrant", "index": "qdrant", "dim": self.dim, "funnel_dim": self.funnel_dim,
+                "location": self.location,
                 "options": {k: v for k, v in self.options.items() if k != "api_key"}}
 
     def drop(self) -> None:

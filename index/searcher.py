@@ -67,10 +67,11 @@ class Searcher:
 
     def search(self, query_item: Any, k: int = 10, filter: Filter | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, *, rerank: bool | None = None,
-               instruction: str | None = None) -> list[Hit]:
+               instruction: str | None = None, funnel: bool | None = None) -> list[Hit]:
         """Hits for one query: reranked ones first (by rerank score), then the rest by vector score.
 
-        ``rerank``: None reranks when a reranker is set, False never, True requires one.
+        ``rerank``: None reranks when a reranker is set, False never, True requires one. ``funnel`` goes
+        to the store (None: its default; see ``FaissStore.search``).
         """
         if k <= 0:
             raise ConfigError(f"k must be > 0, got {k}")
@@ -80,7 +81,8 @@ class Searcher:
         use_rerank = self.reranker is not None and rerank is not False
         n_cand = max(k, candidates) if use_rerank else k
         q = self.embed_query(query_item, instruction)
-        hits = self.store.search(q, n_cand, filter=filter)[0]
+        extra = {"funnel": funnel} if funnel is not None else {}
+        hits = self.store.search(q, n_cand, filter=filter, **extra)[0]
         if not use_rerank or not hits:
             return hits[:k]
         top = min(rerank_top if rerank_top is not None else min(candidates, 50), len(hits))

@@ -43,6 +43,11 @@ def index_cmd(
     dim: DimOpt = None,
     root: RootOpt = None,
     index: Annotated[str | None, typer.Option("--index", help="FAISS index: flat, hnsw, ivfpq or sq8.")] = None,
+    funnel_dim: Annotated[int | None, typer.Option(
+        "--funnel-dim", help="Also keep this Matryoshka prefix (one of the model's dims) for funnel search: "
+                             "short-prefix candidates re-scored at full dim. Fixed at creation.")] = None,
+    funnel_candidates: Annotated[int | None, typer.Option(
+        "--funnel-candidates", help="Funnel pool as a multiple of k (default 10).")] = None,
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Text chunk size in tokens.")] = 200,
     chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens shared by neighbouring chunks.")] = 40,
     segment_seconds: Annotated[float, typer.Option("--segment-seconds", help="Video segment length.")] = 10.0,
@@ -55,8 +60,9 @@ def index_cmd(
     from omniret.index import open_collection
     from omniret.index.ingest import IngestOptions
 
+    extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
     coll = open_collection(collection, root=root, backend=backend, url=qdrant_url, embedder=model, dim=dim,
-                           index=index)
+                           index=index, funnel_dim=funnel_dim, **extra)
     try:
         opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                              segment_seconds=segment_seconds, prune=prune,
@@ -95,6 +101,9 @@ def search_cmd(
     filter: Annotated[list[str] | None, typer.Option("--filter", help="key=value, key=v1,v2, key>=n "  # noqa: A002
                                                                       "(repeatable).")] = None,
     instruction: InstructionOpt = None,
+    funnel: Annotated[bool | None, typer.Option(
+        "--funnel/--no-funnel", help="Funnel search (short prefix, then full dim); default: on when the "
+                                     "collection has a funnel index.")] = None,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -117,7 +126,7 @@ def search_cmd(
     try:
         query = Item(text=text or None, image=str(image) if image is not None else None)
         hits = coll.search(query, k=k, filter=flt, rerank=not no_rerank and rr is not None,
-                           candidates=candidates, rerank_top=rerank_top, instruction=instruction)
+                           candidates=candidates, rerank_top=rerank_top, instruction=instruction, funnel=funnel)
     finally:
         coll.close()
     if json_out:
@@ -190,7 +199,7 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
     if json_out:
         console.print_json(json.dumps(info))
         return
-    for key in ("name", "model", "dim", "backend", "index", "count", "sources", "created", "path"):
+    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "created", "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
 
 
