@@ -6,7 +6,8 @@ gradient checkpointing, bf16). The loss is omniret's ``InfoNCELoss`` (false-nega
 backbone trains on the same hand-tested definitions; with GradCache on, sentence-transformers'
 ``CachedMultipleNegativesRankingLoss`` (and its ``MatryoshkaLoss``, which knows cached losses) is used
 instead, since it already does gradient caching well. Cross-encoders go through ``CrossEncoderTrainer``
-with ``BinaryCrossEntropyLoss`` (pointwise) or ``CrossEntropyLoss`` (listwise).
+with ``BinaryCrossEntropyLoss`` (pointwise) or omniret's ``RerankerLoss`` over each query's candidates
+(listwise, both).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from omniret.errors import ConfigError, ItemError
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
-from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss
+from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.types import Item
 
 
@@ -55,6 +56,35 @@ class EmbeddingLossAdapter(nn.Module):
     @property
     def citation(self) -> str:
         return getattr(self.loss, "citation", "")
+
+
+class CrossEncoderRerankerLoss(nn.Module):
+    """A sentence-transformers CrossEncoder loss around omniret's ``RerankerLoss`` in listwise or both modes.
+
+    Columns: query, positive, negative_1..k. Each candidate column is scored against the queries, giving
+    ``(B, 1 + k)`` relevance logits with the positive in column 0 — the softmax over one query's candidates
+    that sentence-transformers' own ``CrossEntropyLoss`` (a class-label loss over pairs) does not compute.
+    """
+
+    def __init__(self, model: Any, mode: str) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = RerankerLoss(mode)  # type: ignore[arg-type]
+
+    def forward(self, inputs: list[list[str]], labels: Tensor | None = None, prompt: str | None = None,
+                task: str | None = None) -> Tensor:
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        columns = []
+        for docs in inputs[1:]:
+            tokens = batch_to_device(self.model.preprocess(list(zip(inputs[0], docs, strict=True)), prompt=prompt,
+                                                           task=task), self.model.device)
+            columns.append(self.model(tokens)["scores"].reshape(-1))
+        return self.loss(torch.stack(columns, dim=1))
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"loss": "RerankerLoss", **self.loss.config}
 
 
 def _text(item: Item, where: str) -> str:
@@ -211,10 +241,12 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> d
         CrossEncoderTrainingArguments,
     )
     from sentence_transformers.cross_encoder import losses as ce_losses
+    from transformers import set_seed
 
     from omniret.registry import resolve
 
     source, _ = resolve(cfg.model)
+    set_seed(cfg.seed)  # the fresh relevance head's initialisation, so a run repeats
     model = CrossEncoder(source, num_labels=1, device=cfg.device, max_length=cfg.max_length)
     k = usable_negatives(examples, max(cfg.hard_negatives, 1))
     if cfg.rerank_loss == "pointwise":
@@ -228,8 +260,7 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> d
         loss: Any = ce_losses.BinaryCrossEntropyLoss(model)
     else:
         cols = _columns(examples, k)
-        cols["label"] = [0] * len(examples)
-        loss = ce_losses.CrossEntropyLoss(model)
+        loss = CrossEncoderRerankerLoss(model, cfg.rerank_loss)
     ckpt_dir = cfg.out / "checkpoints"
     n_rows = len(cols["query"])
     callback = _progress_callback(math.ceil(n_rows / max(cfg.batch_size, 1) * cfg.epochs))

@@ -29,6 +29,7 @@ TempOpt = Annotated[float | None, typer.Option("--temperature", help="InfoNCE te
 ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
 SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
 GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
+MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncate inputs to this many tokens.")]
 
 
 def _dims(value: str | None) -> list[int] | None:
@@ -56,11 +57,12 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
 def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt, epochs: EpochsOpt,
             max_steps: MaxStepsOpt, batch_size: BatchOpt, lr: LrOpt, hard_negatives: HardNegOpt,
             matryoshka_dims: MrlOpt, lora: LoraOpt, temperature: TempOpt, resume: ResumeOpt,
-            save_steps: SaveStepsOpt, gradcache_chunk: GradCacheOpt, device: DeviceOpt) -> dict[str, Any]:
+            save_steps: SaveStepsOpt, gradcache_chunk: GradCacheOpt, device: DeviceOpt,
+            max_length: MaxLenOpt = None) -> dict[str, Any]:
     return dict(config=config, model=model, data=data, out=out, epochs=epochs, max_steps=max_steps,
                 batch_size=batch_size, lr=lr, hard_negatives=hard_negatives, matryoshka_dims=matryoshka_dims,
                 lora=lora, temperature=temperature, resume=resume, save_steps=save_steps,
-                gradcache_chunk=gradcache_chunk, device=device)
+                gradcache_chunk=gradcache_chunk, device=device, max_length=max_length)
 
 
 @train_app.command("embed")
@@ -70,10 +72,10 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                 lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
                 save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
-                device: DeviceOpt = None) -> None:
+                device: DeviceOpt = None, max_length: MaxLenOpt = None) -> None:
     """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
-                 lora, temperature, resume, save_steps, gradcache_chunk, device)
+                 lora, temperature, resume, save_steps, gradcache_chunk, device, max_length)
     _run("embed", kw.pop("config"), **kw)
 
 
@@ -83,11 +85,12 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                  lr: LrOpt = None, hard_negatives: HardNegOpt = None, lora: LoraOpt = None,
                  resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
+                 max_length: MaxLenOpt = None,
                  loss: Annotated[str | None, typer.Option("--loss", help="pointwise, listwise or both.")] = None,
                  ) -> None:
     """Reranker stage: yes/no cross-entropy (Qwen3-VL) or a sentence-transformers CrossEncoder."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
-                 resume, save_steps, None, device)
+                 resume, save_steps, None, device, max_length)
     _run("rerank", kw.pop("config"), rerank_loss=loss, **kw)
 
 
@@ -100,10 +103,10 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                   lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
-                  device: DeviceOpt = None) -> None:
+                  device: DeviceOpt = None, max_length: MaxLenOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
-                 lora, None, resume, save_steps, None, device)
+                 lora, None, resume, save_steps, None, device, max_length)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
          student_temperature=student_temperature, **kw)
 
