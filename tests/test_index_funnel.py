@@ -29,9 +29,12 @@ def matryoshka_like(n: int, seed: int, dim: int = DIM, decay: float = 0.5) -> np
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def open_store(backend: str, root: Path, funnel_dim: int | None = FUNNEL, dim: int | None = DIM, **options):  # noqa: ANN201
+def open_store(backend: str, root: Path, funnel_dim: int | None = FUNNEL, dim: int | None = DIM, *,  # noqa: ANN201
+               memory: bool = False, **options):
+    """``memory``: Qdrant's in-memory local mode (on disk, local mode commits each point alone: slow)."""
     if backend == "qdrant":
-        return QdrantStore("c", dim=dim, path=root / "qdrant", funnel_dim=funnel_dim, options=options)
+        return QdrantStore("c", dim=dim, path=":memory:" if memory else root / "qdrant", funnel_dim=funnel_dim,
+                           options={"batch_size": 1000, **options})
     kind = backend.split("-", 1)[1] if "-" in backend else "flat"
     return FaissStore(root / "faiss", dim=dim, index=kind, funnel_dim=funnel_dim, options=options)
 
@@ -53,7 +56,7 @@ def test_full_pool_equals_exact(backend: str, tmp_path: Path) -> None:
     """With k × funnel_candidates ≥ n the funnel sees every item: the exact full-dim answer, same scores."""
     n = 200
     vecs, q = matryoshka_like(n, 0), matryoshka_like(5, 1)
-    store = open_store(backend, tmp_path, funnel_candidates=20)
+    store = open_store(backend, tmp_path, memory=True, funnel_candidates=20)
     store.upsert([f"v{i}" for i in range(n)], vecs, _payloads(n))
     funnel = store.search(q, k=10)
     exact = np.argsort(-(q @ vecs.T), axis=1, kind="stable")[:, :10]
@@ -72,7 +75,7 @@ def test_modest_pool_recall(backend: str, tmp_path: Path) -> None:
     n = 2000
     vecs, q = matryoshka_like(n, 2), matryoshka_like(20, 3)
     truth = np.argsort(-(q @ vecs.T), axis=1)[:, :10]
-    store = open_store(backend, tmp_path, funnel_candidates=5)
+    store = open_store(backend, tmp_path, memory=True, funnel_candidates=5)
     store.upsert([str(i) for i in range(n)], vecs)
     hits = store.search(q, k=10)
     recall = np.mean([len({int(h.id) for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, truth, strict=True)])
@@ -87,12 +90,12 @@ def test_filters_honoured(backend: str, tmp_path: Path, flt: dict) -> None:
     pls = _payloads(n)
     allowed = {f"x{i}" for i in range(n) if matches(pls[i], parse_filter(flt))}
     # a small pool (k×2) must still give k filtered hits: the filter applies before the pool is cut
-    store = open_store(backend, tmp_path, funnel_candidates=2)
+    store = open_store(backend, tmp_path, memory=True, funnel_candidates=2)
     store.upsert([f"x{i}" for i in range(n)], vecs, pls)
     for row in store.search(q, k=10, filter=flt):
         assert len(row) == min(10, len(allowed)) and {h.id for h in row} <= allowed
     store.close()
-    big = open_store(backend, tmp_path / "big", funnel_candidates=100)
+    big = open_store(backend, tmp_path / "big", memory=True, funnel_candidates=100)
     big.upsert([f"x{i}" for i in range(n)], vecs, pls)
     for row, qq in zip(big.search(q, k=10, filter=flt), q, strict=True):
         assert [h.id for h in row] == sorted(allowed, key=lambda i: -float(vecs[int(i[1:])] @ qq))[:10]
