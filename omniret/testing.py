@@ -153,7 +153,7 @@ def build_tiny_qwen3_vl(out_dir: str | Path, *, seed: int = 0,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_qwen_tokenizer(out)
+    build_qwen_tokenizer(out)
     torch.manual_seed(seed)
     config = tiny_qwen3_vl_config()
     model = Qwen3VLForConditionalGeneration(config).eval()

@@ -64,10 +64,9 @@ def stdlib_docs(out: Path, *, max_queries: int = 200) -> Path:
 
 
 def tiny_mixed(out: Path) -> Path:
+    import av
     import numpy as np
     from PIL import Image
-
-    import av
 
     root = out / "tiny-mixed"
     (root / "media").mkdir(parents=True, exist_ok=True)

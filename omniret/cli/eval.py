@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from omniret.cli._app import DeviceOpt, DtypeOpt, ModelOpt, RerankerOpt, app, console, err_console, fail, handles_errors
+from omniret.cli._app import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    RerankerOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    handles_errors,
+)
 
 eval_app = typer.Typer(help="Evaluate: MTEB tasks, local BEIR-format folders, MMEB-style multimodal folders.",
                        no_args_is_help=True)
