@@ -14,7 +14,6 @@ first stage runs through an omniret vector store, the optional rerank on its top
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from omniret.errors import ConfigError
 from omniret.evaluation.reports import RunResult
 from omniret.evaluation.sweeps import Progress, SweepConfig, evaluate_retrieval
+from omniret.jsonl import iter_jsonl
 from omniret.types import Item
 
 #: the instruction queries get when none is given (the Qwen3 embedding cards' retrieval default)
@@ -41,21 +41,7 @@ class BeirData:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Objects of a JSONL file; a bad line is a ``ConfigError`` naming file and line."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise ConfigError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-    return rows
+    return [obj for _, obj in iter_jsonl(path)]
 
 
 def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:

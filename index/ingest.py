@@ -26,6 +26,7 @@ from typing import Any
 
 from omniret.errors import ItemError
 from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
+from omniret.jsonl import iter_jsonl, resolve_media
 from omniret.types import Item
 
 TEXT_SUFFIXES = frozenset({
@@ -156,28 +157,15 @@ def discover(paths: Sequence[str | os.PathLike[str]], *, recursive: bool = True)
 def _read_manifest(path: Path) -> list[Source]:
     items: list[dict[str, Any]] = []
     files: list[Source] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ItemError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            if isinstance(obj, str):
-                obj = {"text": obj}
-            if not isinstance(obj, dict):
-                raise ItemError(f"{path}:{lineno}: expected an object or a string, got {type(obj).__name__}")
-            if set(obj) == {"path"}:
-                f = (path.parent / obj["path"]).resolve()
-                files.append(Source(Path(obj["path"]).as_posix(), f, path.parent))
-            else:
-                obj = dict(obj)
-                obj.setdefault("id", f"{path.name}#line={lineno}")
-                for key in ("image", "video"):
-                    if isinstance(obj.get(key), str) and not obj[key].startswith(("data:", "http://", "https://")):
-                        obj[key] = str((path.parent / obj[key]).resolve())
-                items.append(obj)
+    for lineno, obj in iter_jsonl(path, strings_as_text=True, error=ItemError):
+        if set(obj) == {"path"}:
+            f = (path.parent / obj["path"]).resolve()
+            files.append(Source(Path(obj["path"]).as_posix(), f, path.parent))
+        else:
+            obj.setdefault("id", f"{path.name}#line={lineno}")
+            for key in ("image", "video"):
+                obj[key] = resolve_media(obj.get(key), path.parent)
+            items.append(obj)
     if items:
         files.insert(0, Source(path.name, path, path.parent, manifest_items=items))
     return files

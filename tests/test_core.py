@@ -77,3 +77,17 @@ def test_cli_models_json():
 
 def test_settings_defaults_isolated_home(_isolated_home):
     assert Settings().home == _isolated_home
+
+
+def test_jsonl_reader_names_file_and_line(tmp_path):
+    from omniret.jsonl import iter_jsonl, resolve_media
+
+    p = tmp_path / "items.jsonl"
+    p.write_text('{"text": "a", "image": "img/x.png"}\n\n"plain"\n[1, 2]\n', encoding="utf-8")
+    rows = iter_jsonl(p, strings_as_text=True, error=ItemError)
+    assert next(rows) == (1, {"text": "a", "image": "img/x.png"})
+    assert next(rows) == (3, {"text": "plain"})
+    with pytest.raises(ItemError, match=r"items.jsonl:4: expected an object or a string, got list"):
+        next(rows)
+    assert resolve_media(["img/x.png", "data:image/png;base64,AA"], tmp_path) == [
+        str(tmp_path / "img" / "x.png"), "data:image/png;base64,AA"]

@@ -27,34 +27,15 @@ def read_items_jsonl(path: Path) -> list[dict[str, Any]]:
     """Items from a JSONL file: each line a reference-style dict or a JSON string; media paths are
     resolved relative to the file."""
     from omniret.errors import ItemError
+    from omniret.jsonl import iter_jsonl, resolve_media
 
     items: list[dict[str, Any]] = []
-    base = path.parent
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ItemError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            if isinstance(obj, str):
-                obj = {"text": obj}
-            if not isinstance(obj, dict):
-                raise ItemError(f"{path}:{lineno}: expected an object or a string, got {type(obj).__name__}")
-            for key in ("image", "video"):
-                obj[key] = _relative(obj.get(key), base)
-            obj.setdefault("id", str(lineno))
-            items.append(obj)
+    for lineno, obj in iter_jsonl(path, strings_as_text=True, error=ItemError):
+        for key in ("image", "video"):
+            obj[key] = resolve_media(obj.get(key), path.parent)
+        obj.setdefault("id", str(lineno))
+        items.append(obj)
     return items
-
-
-def _relative(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and not value.startswith(("data:", "http://", "https://", "/")):
-        return str(base / value)
-    if isinstance(value, list):
-        return [_relative(v, base) for v in value]
-    return value
 
 
 @app.command()
