@@ -4,7 +4,7 @@ Query: a synset's definition. Document: its words and example sentences ("bank, 
 institution: he cashed a check at the bank"). Only synsets with examples are used. Queries are split
 into train and test; the corpus holds every chosen synset's document (train, test and distractors).
 
-    python benchmarks/wordnet_data.py --out .cache/wordnet [--train 2000 --test 500 --corpus 6000]
+    python benchmarks/wordnet_data.py --out .cache/wordnet-cpu [--train 1000 --test 300 --corpus 1500]
 
 Writes corpus.jsonl (id, text), train.jsonl (query, positive), test_queries.jsonl (id, text) and
 test_qrels.json ({query_id: {doc_id: 1}}).
@@ -43,10 +43,10 @@ def synsets(pos: str = "noun") -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(".cache/wordnet"))
-    ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--test", type=int, default=500)
-    ap.add_argument("--corpus", type=int, default=6000)
+    ap.add_argument("--out", type=Path, default=Path(".cache/wordnet-cpu"))
+    ap.add_argument("--train", type=int, default=1000)
+    ap.add_argument("--test", type=int, default=300)
+    ap.add_argument("--corpus", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=13)
     a = ap.parse_args()
     rows = synsets("noun") + synsets("verb")
