@@ -8,7 +8,7 @@ happens first, so a bad item is reported before any model work is spent.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -88,12 +88,30 @@ class BaseEmbedder(ABC):
                 return list(pool.map(one, pairs))
         return [one(p) for p in pairs]
 
+    def embed_chunks(self, chunks: Iterable[Sequence[ItemLike]], *, instruction: str | None = None,
+                     dim: int | None = None) -> Iterator[EmbedResult]:
+        """``embed_partial`` over a stream of chunks, preparing chunk i+1 (media decoding, tokenising)
+        in a background thread while chunk i runs on the model. Results come in chunk order; each
+        chunk's failures are known before its model work starts, as in ``embed_partial``."""
+        d = self.check_dim(dim)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for chunk in chunks:
+                nxt = pool.submit(self.prepare_all, list(chunk), instruction)
+                if pending is not None:
+                    yield self._finish(pending.result(), d, raise_on_error=False)
+                pending = nxt
+            if pending is not None:
+                yield self._finish(pending.result(), d, raise_on_error=False)
+
     def _run(self, items: Sequence[ItemLike], *, instruction: str | None, dim: int | None,
              raise_on_error: bool) -> EmbedResult:
         if isinstance(items, (str, Item, dict)):
             raise TypeError("embed() takes a list of items; wrap a single item in a list")
         d = self.check_dim(dim)
-        prepared = self.prepare_all(items, instruction)
+        return self._finish(self.prepare_all(items, instruction), d, raise_on_error=raise_on_error)
+
+    def _finish(self, prepared: list[Any], d: int, *, raise_on_error: bool) -> EmbedResult:
         errors = [p for p in prepared if isinstance(p, ItemError)]
         if errors and raise_on_error:
             raise ItemError.combine(errors)

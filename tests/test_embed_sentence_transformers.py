@@ -51,3 +51,12 @@ def test_symmetric_model_ignores_query_instruction(minilm):
     q = "How do I bake bread?"
     np.testing.assert_allclose(minilm.embed([q], instruction="Given a question, find the recipe"),
                                minilm.embed([q]), atol=1e-6)
+
+
+def test_embed_chunks_pipelines_and_matches_embed_partial(minilm):
+    chunks = [["one", "two"], ["three", Item(image="x.png", id="bad")], [], ["four"]]
+    results = list(minilm.embed_chunks(chunks))
+    assert [r.indices for r in results] == [[0, 1], [0], [], [0]]
+    assert results[1].failures[0].id == "bad" and results[2].vectors.shape == (0, 384)
+    flat = np.concatenate([r.vectors for r in results])
+    np.testing.assert_allclose(flat, minilm.embed(["one", "two", "three", "four"]), atol=1e-6)

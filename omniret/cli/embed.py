@@ -84,9 +84,10 @@ def embed(
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("embed", total=len(items))
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            result = embedder.embed_partial(chunk, instruction=instruction, dim=dim)
+        chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
+        # the next chunk's media decode overlaps this chunk's forward
+        for n, result in enumerate(embedder.embed_chunks(chunks, instruction=instruction, dim=dim)):
+            start, chunk = n * batch_size, chunks[n]
             if result.failures and not skip_errors:
                 f = result.failures[0]
                 fail(f"item {start + f.index} (id={f.id!r}): {f.reason}", hint="add --skip-errors to embed the rest")
