@@ -6,8 +6,9 @@ into train and test; the corpus holds every chosen synset's document (train, tes
 
     python benchmarks/wordnet_data.py --out .cache/wordnet-cpu [--train 1000 --test 300 --corpus 1500]
 
-Writes corpus.jsonl (id, text), train.jsonl (query, positive), test_queries.jsonl (id, text) and
-test_qrels.json ({query_id: {doc_id: 1}}).
+Writes corpus.jsonl (id, text), train.jsonl (query, positive), test_queries.jsonl (id, text),
+test_qrels.json ({query_id: {doc_id: 1}}) and mine_corpus.jsonl (the corpus without the test positives,
+for hard-negative mining).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def main() -> None:
     with (a.out / "test_queries.jsonl").open("w", encoding="utf-8") as f:
         for r in test:
             f.write(json.dumps({"id": r["id"], "text": r["query"]}) + "\n")
+    test_ids = {r["id"] for r in test}
+    with (a.out / "mine_corpus.jsonl").open("w", encoding="utf-8") as f:
+        for r in rows:
+            if r["id"] not in test_ids:  # a test positive mined as a training negative teaches "never relevant"
+                f.write(json.dumps({"id": r["id"], "text": r["doc"]}) + "\n")
     (a.out / "test_qrels.json").write_text(json.dumps({r["id"]: {r["id"]: 1} for r in test}), encoding="utf-8")
     print(f"{len(rows)} documents, {len(train)} train queries, {len(test)} test queries -> {a.out}")
 

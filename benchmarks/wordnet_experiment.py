@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rerank-loss", default="pointwise", choices=["pointwise", "listwise", "both"])
     ap.add_argument("--rerank-lr", type=float, default=5e-5)
+    ap.add_argument("--rerank-epochs", type=int, default=1)
     a = ap.parse_args()
     w, d = a.work, a.data
     common = f"--epochs 1 --batch-size {a.batch_size} --max-length {a.max_length}"
@@ -107,7 +108,9 @@ def main() -> None:
     t = time.perf_counter()
     results["(a) pretrained all-MiniLM-L6-v2"] = scores("minilm", d, cache=base_cache)
     times["eval"] = time.perf_counter() - t
-    times["mine"] = sh(f"{omniret} mine --model minilm --data {d}/train.jsonl --corpus {d}/corpus.jsonl "
+    # mine without the test positives (older data folders lack mine_corpus.jsonl: the leaky full corpus)
+    mine_corpus = d / "mine_corpus.jsonl" if (d / "mine_corpus.jsonl").is_file() else d / "corpus.jsonl"
+    times["mine"] = sh(f"{omniret} mine --model minilm --data {d}/train.jsonl --corpus {mine_corpus} "
                        f"--out {w}/mined.jsonl --num-negatives 3 --skip-top 0", w / "mined.jsonl")
     times["contrastive"] = sh(f"{omniret} train embed --model minilm --data {w}/mined.jsonl --out {w}/contrastive "
                               f"{common} --lr 5e-5 --hard-negatives 1", w / "contrastive" / "omniret.json")
@@ -116,17 +119,20 @@ def main() -> None:
                              f"{common} --lr 5e-5 --hard-negatives 1 "
                              f"--matryoshka-dims 256,128,64,32", w / "matryoshka" / "omniret.json")
     results["(b') contrastive + Matryoshka loss"] = scores(str(w / "matryoshka"), d)
-    suffix = "" if a.rerank_loss == "pointwise" else f"-{a.rerank_loss}"
+    suffix = ("" if a.rerank_loss == "pointwise" else f"-{a.rerank_loss}") \
+        + ("" if a.rerank_epochs == 1 else f"-{a.rerank_epochs}ep")
+    rerank_common = common.replace("--epochs 1", f"--epochs {a.rerank_epochs}")
     rr, dist = w / f"reranker{suffix}", w / f"distilled{suffix}"
     times["rerank"] = sh(f"{omniret} train rerank --model minilm --data {w}/mined.jsonl --out {rr} "
-                         f"{common} --lr {a.rerank_lr} --hard-negatives 1 --loss {a.rerank_loss}", rr / "omniret.json")
-    results[f"(r) pretrained top-20 reranked by the trained cross-encoder ({a.rerank_loss})"] = scores(
+                         f"{rerank_common} --lr {a.rerank_lr} --hard-negatives 1 --loss {a.rerank_loss}", rr / "omniret.json")
+    tag = f"{a.rerank_loss}, {a.rerank_epochs} epoch{'s' if a.rerank_epochs > 1 else ''}"
+    results[f"(r) pretrained top-20 reranked by the trained cross-encoder ({tag})"] = scores(
         "minilm", d, str(rr), cache=base_cache)
     times["distill"] = sh(f"{omniret} train distill --model {w}/contrastive --teacher {rr} "
                           f"--data {w}/mined.jsonl --out {dist} {common} "
                           f"--lr 2e-5 --hard-negatives 3 --teacher-temperature 1.0 --student-temperature 0.05",
                           dist / "omniret.json")
-    results[f"(c) (b) distilled from the cross-encoder ({a.rerank_loss})"] = scores(str(dist), d)
+    results[f"(c) (b) distilled from the cross-encoder ({tag})"] = scores(str(dist), d)
     print("\n| model | " + " | ".join(f"nDCG@10 @{x}" for x in DIMS) + " |")
     print("| --- |" + " --- |" * len(DIMS))
     for name, r in results.items():
