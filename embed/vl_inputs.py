@@ -164,6 +164,20 @@ def normalize(x: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
     return (x.to(torch.float32) - m) / s
 
 
+def normalize_patches(patches: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """``normalize`` applied after patchifying: rows are ``(C, T*p*p)`` channel-major, so the same
+    per-channel formula gives bit-identical pixels while the patch copy moves uint8 instead of float32."""
+    import torch
+
+    n, width = patches.shape
+    c = len(mean)
+    m = torch.tensor([v * 255.0 for v in mean], dtype=torch.float32).view(1, c, 1)
+    s = torch.tensor([v * 255.0 for v in std], dtype=torch.float32).view(1, c, 1)
+    out = patches.to(torch.float32).view(n, c, width // c)
+    out.sub_(m).div_(s)
+    return out.view(n, width)
+
+
 def patchify_image(x: Any, *, patch_size: int, merge_size: int, temporal_patch_size: int) -> tuple[Any, tuple]:
     """Normalised image ``(C, H, W)`` -> ``((gh*gw), C*T*p*p)`` patches and grid (Qwen2-VL image layout)."""
     c, h, w = x.shape
@@ -290,9 +304,9 @@ class Qwen3VLInputBuilder:
         image = fetch_image(obj, factor=self.factor, min_pixels=o.min_pixels, max_pixels=o.max_pixels,
                             index=index, item_id=item_id, allow_remote=o.allow_remote)
         x = torch.from_numpy(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy())
-        x = normalize(x, self.image_mean, self.image_std)
         pv, grid = patchify_image(x, patch_size=self.patch_size, merge_size=self.merge_size,
                                   temporal_patch_size=self.temporal_patch_size)
+        pv = normalize_patches(pv, self.image_mean, self.image_std)
         return ImagePart(pixel_values=pv, grid_thw=grid)
 
     def video_part(self, video: Any, *, fps: float | None = None, max_frames: int | None = None,
