@@ -100,8 +100,9 @@ class Qwen3TextReranker(BaseReranker):
     def _forward(self, prepared: list[list[int]]) -> np.ndarray:
         return run_batched(prepared, self._score_batch, lengths=[len(p) for p in prepared], budget=self.budget)
 
-    def _score_batch(self, batch: list[list[int]]) -> np.ndarray:
-        """One left-padded forward; float32 sigmoid(h_last · (w_yes − w_no)) per pair."""
+    def collate(self, batch: list[list[int]]) -> tuple[Any, Any]:
+        """``(input_ids, attention_mask)`` of prepared pairs, left-padded as the card pads them (also what
+        the reranker trainer feeds the model, so training and scoring see the same inputs)."""
         import torch
 
         width = max(len(ids) for ids in batch)
@@ -110,6 +111,13 @@ class Qwen3TextReranker(BaseReranker):
         for row, seq in enumerate(batch):
             ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
             mask[row, width - len(seq):] = 1
+        return ids, mask
+
+    def _score_batch(self, batch: list[list[int]]) -> np.ndarray:
+        """One left-padded forward; float32 sigmoid(h_last · (w_yes − w_no)) per pair."""
+        import torch
+
+        ids, mask = self.collate(batch)
         with torch.inference_mode():
             hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                 use_cache=False).last_hidden_state[:, -1]

@@ -1,9 +1,9 @@
 """``train(config)``: run one stage (embed, rerank, distill) on the backbone the checkpoint is.
 
 sentence-transformers embedders and cross-encoders train with sentence-transformers' trainers
-(``st_trainer``); Qwen3-VL embedders and rerankers and text Qwen3-Embedding checkpoints with omniret's
-own loop (``vl_trainer``), which owns the differentiable forward and GradCache. Distillation asks the teacher reranker (``load_reranker``) for
-scores unless the data already carries them.
+(``st_trainer``); Qwen3-VL embedders and rerankers, text Qwen3-Embedding and text Qwen3-Reranker
+checkpoints with omniret's own loop (``vl_trainer``), which owns the differentiable forward and GradCache.
+Distillation asks the teacher reranker (``load_reranker``) for scores unless the data already carries them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> d
             from omniret.training.vl_trainer import train_vl_reranker
 
             return train_vl_reranker(cfg, examples)
+        if arch == "qwen3_text":
+            from omniret.training.vl_trainer import train_text_reranker
+
+            return train_text_reranker(cfg, examples)
         if arch in ("cross_encoder", "sentence_transformers"):
             from omniret.training.st_trainer import train_cross_encoder
 

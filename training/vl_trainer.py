@@ -11,8 +11,10 @@ respect to the embeddings, then re-run chunk by chunk with grad and backpropagat
 exact because Qwen3-VL has no dropout; checkpoints with optimizer, scheduler and step for resume.
 
 The same loop trains a text Qwen3-Embedding (``TextEmbedModel``: ``Qwen3TextEmbedder``'s token ids and
-last-token pooling) and the Qwen3-VL reranker (``VLRerankModel``: ``Qwen3VLReranker``'s pair encoding,
-the yes−no logit, ``RerankerLoss``; the ``yes``/``no`` LM-head rows written back into ``lm_head.weight``).
+last-token pooling), the Qwen3-VL reranker (``VLRerankModel``: ``Qwen3VLReranker``'s pair encoding,
+the yes−no logit, ``RerankerLoss``; the ``yes``/``no`` LM-head rows written back into ``lm_head.weight``)
+and the text Qwen3-Reranker the same way (``TextRerankModel``: ``Qwen3TextReranker``'s card prompt and
+left-padded token ids over its base ``Qwen3Model``).
 """
 
 from __future__ import annotations
@@ -404,15 +406,32 @@ class VLRerankModel(TrainableTower):
         return {LM_HEAD_KEY: head}
 
 
-def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dict[str, Any]:
-    """Reranker stage on a Qwen3-VL reranker checkpoint: each example's positive (label 1) and first
-    ``hard_negatives`` negatives (label 0) scored as pairs with its query; ``RerankerLoss`` pointwise
-    (BCE on the yes−no logit), listwise (softmax over the query's candidates) or both."""
+class TextRerankModel(VLRerankModel):
+    """A trainable text ``Qwen3TextReranker`` (Qwen3-Reranker): the same head and saving as
+    ``VLRerankModel``; pairs are the reranker's own card-prompt token ids (``prepare_pairs``), left-padded
+    by its ``collate``, through its base ``Qwen3Model``."""
+
+    def forward(self, prepared: Sequence[Any]) -> Any:
+        """The yes−no logit per pair ``(n,)``, float32."""
+        import torch
+
+        ids, mask = self.reranker.collate(list(prepared))
+        hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                            use_cache=False).last_hidden_state[:, -1]
+        return hidden.to(torch.float32) @ (self.head[0] - self.head[1])
+
+
+def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
+                      model_cls: type[VLRerankModel] = VLRerankModel) -> dict[str, Any]:
+    """Reranker stage on a Qwen3-VL (or, with ``TextRerankModel``, a text Qwen3-Reranker) checkpoint: each
+    example's positive (label 1) and first ``hard_negatives`` negatives (label 0) scored as pairs with its
+    query; ``RerankerLoss`` pointwise (BCE on the yes−no logit), listwise (softmax over the query's
+    candidates) or both."""
     import torch
 
     torch.manual_seed(cfg.seed)
     k = usable_negatives(examples, max(cfg.hard_negatives, 1))
-    model = VLRerankModel(cfg)
+    model = model_cls(cfg)
     loss_fn = RerankerLoss(cfg.rerank_loss)
 
     def batch_loss(idx: list[int]) -> tuple[list[Any], Callable[[Any], Any]]:
@@ -438,3 +457,8 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dic
                       "yes_no_rows_trained": not model.tied})
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
             "history": history, "model": model}
+
+
+def train_text_reranker(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dict[str, Any]:
+    """Reranker stage on a text Qwen3-Reranker checkpoint (same loop, losses and saving)."""
+    return train_vl_reranker(cfg, examples, model_cls=TextRerankModel)

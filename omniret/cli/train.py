@@ -88,7 +88,7 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  max_length: MaxLenOpt = None,
                  loss: Annotated[str | None, typer.Option("--loss", help="pointwise, listwise or both.")] = None,
                  ) -> None:
-    """Reranker stage: yes/no cross-entropy (Qwen3-VL) or a sentence-transformers CrossEncoder."""
+    """Reranker stage: yes/no loss (Qwen3-VL, Qwen3-Reranker) or a sentence-transformers CrossEncoder."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length)
     _run("rerank", kw.pop("config"), rerank_loss=loss, **kw)
