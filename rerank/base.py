@@ -55,6 +55,14 @@ def check_options(options: dict[str, Any], *, model: str) -> None:
                           f"{sorted(RerankOptions.__annotations__)}")
 
 
+def item_text(item: Item, index: int | None) -> str:
+    """A text-only model's view of an item: its texts joined with nothing between, ``NULL`` when none."""
+    texts = item.texts
+    if any(not isinstance(t, str) for t in texts):
+        raise ItemError.for_item(index, item.id, "text must be a string")
+    return "".join(texts) if texts else "NULL"
+
+
 def query_error(query_id: Any, reason: str) -> ItemError:
     """The ``ItemError`` for a bad query (it has no document index)."""
     where = "query" if query_id is None else f"query id={str(query_id)!r}"

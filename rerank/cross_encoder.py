@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from omniret.errors import ItemError, ModelLoadError
+from omniret.errors import ModelLoadError
 from omniret.registry import ModelSpec
-from omniret.rerank.base import BaseReranker
+from omniret.rerank.base import BaseReranker, item_text
 from omniret.types import Item
 
 
@@ -70,20 +70,13 @@ class CrossEncoderReranker(BaseReranker):
         self.batch_size = int(batch_size)
         self.default_instruction = default_instruction
 
-    @staticmethod
-    def _text(item: Item, index: int | None) -> str:
-        texts = item.texts
-        if any(not isinstance(t, str) for t in texts):
-            raise ItemError.for_item(index, item.id, "text must be a string")
-        return "".join(texts) if texts else "NULL"
-
     def _prepare_query(self, query: Item, instruction: str | None) -> tuple[str, str | None]:
         instr = instruction if instruction is not None else self.default_instruction
-        return self._text(query, None), (instr if self.model.prompts else None)
+        return item_text(query, None), (instr if self.model.prompts else None)
 
     def _prepare(self, query: tuple[str, str | None], document: Item, index: int) -> tuple[str, str, str | None]:
         text, instr = query
-        return text, self._text(document, index), instr
+        return text, item_text(document, index), instr
 
     def _forward(self, prepared: list[tuple[str, str, str | None]]) -> np.ndarray:
         import torch

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from omniret.embed.batching import BatchBudget, run_batched
-from omniret.errors import ItemError
 from omniret.registry import TEXT_ONLY, ModelSpec
 from omniret.rerank._yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
-from omniret.rerank.base import BaseReranker
+from omniret.rerank.base import BaseReranker, item_text
 from omniret.types import Item
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -79,21 +78,14 @@ class Qwen3TextReranker(BaseReranker):
         return self._prepare(prepared, Item.coerce(document), 0)
 
     # -- BaseReranker hooks -----------------------------------------------------------------------
-    @staticmethod
-    def _text(item: Item, index: int | None) -> str:
-        texts = item.texts
-        if any(not isinstance(t, str) for t in texts):
-            raise ItemError.for_item(index, item.id, "text must be a string")
-        return "".join(texts) if texts else "NULL"
-
     def _prepare_query(self, query: Item, instruction: str | None) -> tuple[str, str]:
         # the card: only None falls back to the default instruction
-        return (self.default_instruction if instruction is None else instruction), self._text(query, None)
+        return (self.default_instruction if instruction is None else instruction), item_text(query, None)
 
     def _prepare(self, query: tuple[str, str], document: Item, index: int) -> list[int]:
         instruction, text = query
         budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        middle = self.tokenizer(format_pair(instruction, text, self._text(document, index)),
+        middle = self.tokenizer(format_pair(instruction, text, item_text(document, index)),
                                 truncation="longest_first", max_length=budget)["input_ids"]
         return self.prefix_ids + list(middle) + self.suffix_ids
 
