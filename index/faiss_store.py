@@ -25,7 +25,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -369,18 +369,12 @@ class FaissStore:
             return
         with self._lock:
             self._check_open()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._write(f"upsert of {len(ids)} items"):
                 old = self._fids_of(ids)
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
                 new = [self._db.execute("INSERT INTO items (id, vector, payload) VALUES (?, ?, ?)",
                                         (i, v.tobytes(), json.dumps(p, ensure_ascii=False))).lastrowid
                        for i, v, p in zip(ids, m, pls, strict=True)]
-                self._bump_generation()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                self._rollback()
-                raise StoreError(f"upsert of {len(ids)} items failed: {e}") from e
             new_fids = np.asarray(new, dtype=np.int64)
             if not self._remove_fids(list(old.values())):
                 self._add(new_fids, m)
@@ -395,15 +389,9 @@ class FaissStore:
             return
         with self._lock:
             self._check_open()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._write(f"delete of {len(ids)} items"):
                 old = self._fids_of(ids)
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
-                self._bump_generation()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                self._rollback()
-                raise StoreError(f"delete of {len(ids)} items failed: {e}") from e
             self._remove_fids(list(old.values()))
             self._funnel_update(list(old.values()), np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
             self._changes += len(old)
@@ -605,6 +593,19 @@ class FaissStore:
 
     def _bump_generation(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[None]:
+        """One durable SQLite write: BEGIN IMMEDIATE, the caller's statements, a new generation, COMMIT;
+        any SQLite failure rolls back and becomes a ``StoreError`` naming the operation."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._bump_generation()
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise StoreError(f"{what} failed: {e}") from e
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
