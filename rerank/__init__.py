@@ -1,4 +1,5 @@
-"""Rerankers: the Qwen3-VL cross-encoder, the text Qwen3-Reranker, and a CrossEncoder adapter.
+"""Rerankers: the Qwen3-VL cross-encoder, the text Qwen3-Reranker, a CrossEncoder adapter, and the
+retriever-anchored reranker ``omniret train rerank`` builds from an embedding model.
 
 ``load_reranker(name_or_path)`` recognises the architecture from the checkpoint and returns a
 ``Reranker``. Import is light: torch and transformers load with the first model.
@@ -23,9 +24,17 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     """
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
+    from omniret.rerank.anchored import is_anchored
     from omniret.rerank.base import MEDIA_OPTIONS, check_options
 
     source, spec = resolve(name_or_path)
+    if is_anchored(source):
+        from omniret.rerank.anchored import AnchoredReranker
+
+        check_options(options, model=str(name_or_path))
+        for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers", *MEDIA_OPTIONS):
+            options.pop(key, None)
+        return AnchoredReranker(source, device=device, dtype=dtype, spec=spec, **options)
     if spec is not None and spec.kind != "reranker":
         raise ModelLoadError(f"{name_or_path}: {spec.name} is an {spec.kind} model, not a reranker")
     check_options(options, model=str(name_or_path))

@@ -29,8 +29,9 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     seed: int = 42
-    #: hard negatives per example taken from the data (0: in-batch negatives only)
-    hard_negatives: int = 1
+    #: hard negatives per example taken from the data (0: in-batch negatives only; None: follow the data,
+    #: 1 when every line has negatives, else 0 for embedders; the reranker stage mines when lines have none)
+    hard_negatives: int | None = None
     temperature: float = 0.05
     #: InfoNCE false-negative margin (Qwen3-Embedding: 0.1); None turns the mask off
     fn_margin: float | None = 0.1
@@ -54,6 +55,31 @@ class TrainConfig(BaseModel):
     resume: bool = False
     #: reranker stage
     rerank_loss: Literal["pointwise", "listwise", "both"] = "pointwise"
+    #: how a reranker starts: "anchored" (retriever similarity + a zero-initialised correction; the default
+    #: for an embedding model), "fresh" (the plain cross-encoder recipe: the body plus a new random head),
+    #: "auto" (anchored for an embedding model, the checkpoint's own head for a pretrained reranker)
+    rerank_init: Literal["auto", "anchored", "fresh"] = "auto"
+    #: anchored reranker: the retriever's top-k candidates per query the listwise softmax runs over
+    rerank_candidates: int = 7
+    #: anchored reranker: skip candidates the retriever scores above the positive by more than this
+    #: (probable unlabelled positives); None keeps every candidate
+    rerank_fn_margin: float | None = 0.05
+    #: anchored reranker: the learning rate of the zero-initialised head (the body trains at ``lr``); a
+    #: zero head passes no gradient to the body until it has grown, so it needs a faster rate
+    rerank_head_lr: float = 1e-3
+    #: the first stage a reranker is validated against (default: the model itself when it is an embedder)
+    retriever: str | None = None
+    #: validation: a held-out JSONL (same format as ``data``) or a fraction of ``data`` held out
+    eval_data: Path | None = None
+    val_split: float | None = None
+    #: evaluate every this many steps (None: four times per run, plus before training)
+    eval_steps: int | None = None
+    #: a reranker is validated on the first stage's top this many candidates per held-out query
+    eval_depth: int = 20
+    #: the validation metric the best checkpoint is chosen by
+    eval_metric: Literal["ndcg@10", "mrr@10"] = "ndcg@10"
+    #: stop after this many evaluations without improvement (None: never stop early)
+    patience: int | None = None
     #: distillation stage: the teacher reranker and the temperatures
     teacher: str | None = None
     teacher_temperature: float = 1.0
@@ -62,9 +88,23 @@ class TrainConfig(BaseModel):
 
     @field_validator("batch_size", "hard_negatives", "lora_r", "log_steps")
     @classmethod
-    def _non_negative(cls, v: int) -> int:
-        if v < 0:
+    def _non_negative(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
             raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("rerank_candidates", "eval_steps", "patience", "eval_depth")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("val_split")
+    @classmethod
+    def _fraction(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v < 1.0:
+            raise ValueError("must be a fraction between 0 and 1 (exclusive), e.g. 0.1")
         return v
 
     @field_validator("matryoshka_dims")

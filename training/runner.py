@@ -9,12 +9,13 @@ Distillation asks the teacher reranker (``load_reranker``) for scores unless the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omniret.errors import ConfigError
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample, load_examples
+from omniret.training.negatives import choose_negatives, sampled_negatives
 
 
 def teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
@@ -32,37 +33,104 @@ def teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
     return out
 
 
-def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data`` (or the given examples) and save to ``cfg.out``; returns a summary."""
-    from omniret.registry import detect_arch, resolve
+def _stderr_log() -> Callable[[str], None]:
+    from rich.console import Console
 
+    console = Console(stderr=True, highlight=False)
+    return lambda msg: console.print(msg)
+
+
+def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None,
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data`` (or the given examples) and save to ``cfg.out``; returns a summary.
+
+    With ``cfg.eval_data`` or ``cfg.val_split`` the summary's ``validation`` holds the metrics before
+    training, of the best evaluation (whose weights are the ones saved) and, for a reranker, of the first
+    stage on the same queries. ``log`` gets the progress lines (default: stderr).
+    """
+    from omniret.registry import detect_arch, resolve
+    from omniret.rerank.anchored import is_anchored
+    from omniret.training.st_trainer import is_cross_encoder
+    from omniret.training.validation import held_out
+
+    say = log or _stderr_log()
     if examples is None:
         examples = load_examples(cfg.data)
+    examples, val = held_out(cfg.eval_data, cfg.val_split, examples, cfg.seed)
+    if val is not None:
+        say(f"validation: {len(val)} held-out queries against a pool of {len(val.pool)} documents")
     if cfg.out.exists() and any(p.name != "checkpoints" for p in cfg.out.iterdir()) and not cfg.resume:
         raise ConfigError(f"{cfg.out}: output directory is not empty; pick a new --out or pass --resume")
-    cfg.out.mkdir(parents=True, exist_ok=True)
     source, spec = resolve(cfg.model)
+    if is_anchored(source):
+        raise ConfigError(f"{cfg.model}: is an anchored reranker; train a new one from its retriever "
+                          f"({source}/retriever) or distil it with --teacher")
     arch = detect_arch(source, spec)
+    anchored = cfg.stage == "rerank" and cfg.rerank_init != "fresh" and not is_cross_encoder(source, spec, arch)
+    if cfg.stage == "rerank" and cfg.rerank_init == "anchored" and not anchored:
+        raise ConfigError(f"{cfg.model}: --init anchored builds a reranker from a sentence-transformers embedding "
+                          f"model; this {arch} reranker keeps its own head (use --init auto)")
+    if anchored:
+        if arch != "sentence_transformers":
+            raise ConfigError(f"{cfg.model}: the anchored reranker is built from a sentence-transformers embedding "
+                              f"model, not a {arch} one; pass --init fresh for a cross-encoder with a new head")
+        from omniret.training.anchored import train_anchored_reranker
+
+        say("reranker recipe: anchored (retriever similarity + a zero-initialised cross-encoder correction, "
+            "listwise over the retriever's own top candidates)")
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        return _summarise(train_anchored_reranker(cfg, examples, val, log=say), say)
+    k, why = choose_negatives(cfg, examples)
+    say(f"negatives: {why}")
+    if cfg.stage == "rerank" and min(len(ex.negatives) for ex in examples) == 0:
+        examples = sampled_negatives(examples, k, cfg.seed)
+    cfg = cfg.model_copy(update={"hard_negatives": k})
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    return _summarise(_dispatch(cfg, examples, arch, val, say), say)
+
+
+def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    v = summary.get("validation") or {}
+    if v.get("before") is not None:
+        metric = v["metric"]
+        say(f"validation {metric}: before {v['before'][metric]:.4f} -> best {v['best'][metric]:.4f} "
+            f"(step {v['best_step']}; last {v['last'][metric]:.4f}); the best weights were saved")
+        first = v.get("first_stage")
+        if first:
+            beats = v["best"][metric] > first[metric]
+            v["beats_first_stage"] = beats
+            if beats:
+                say(f"the reranker beats the first stage on validation: {metric} {v['best'][metric]:.4f} "
+                    f"vs {first[metric]:.4f}")
+            else:
+                say(f"[bold red]WARNING: the trained reranker does NOT beat the first stage on validation "
+                    f"({metric} {v['best'][metric]:.4f} vs {first[metric]:.4f}); reranking with it will not "
+                    "improve search[/bold red]")
+    return summary
+
+
+def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val: Any,
+              say: Callable[[str], None]) -> dict[str, Any]:
     if cfg.stage == "rerank":
         if arch == "qwen3_vl":
             from omniret.training.vl_trainer import train_vl_reranker
 
-            return train_vl_reranker(cfg, examples)
+            return train_vl_reranker(cfg, examples, val=val, log=say)
         if arch == "qwen3_text":
             from omniret.training.vl_trainer import train_text_reranker
 
-            return train_text_reranker(cfg, examples)
+            return train_text_reranker(cfg, examples, val=val, log=say)
         if arch in ("cross_encoder", "sentence_transformers"):
             from omniret.training.st_trainer import train_cross_encoder
 
-            return train_cross_encoder(cfg, examples)
+            return train_cross_encoder(cfg, examples, val=val, log=say)
         raise ConfigError(f"{cfg.model}: cannot train a {arch} checkpoint as a reranker")
     scores = None
     if cfg.stage == "distill":
         k = min(len(ex.negatives) for ex in examples)
         if k == 0:
             raise ConfigError("distillation needs negatives for every example; mine them first (omniret mine)")
-        k = min(k, max(cfg.hard_negatives, 1))
+        k = min(k, max(cfg.hard_negatives or 0, 1))
         if all(ex.scores is not None for ex in examples):
             scores = [list(ex.scores[:k + 1]) for ex in examples]  # type: ignore[index]
         else:
@@ -74,14 +142,14 @@ def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> d
     if arch == "sentence_transformers":
         from omniret.training.st_trainer import train_st_embedder
 
-        return train_st_embedder(cfg, examples, scores)
+        return train_st_embedder(cfg, examples, scores, val=val, log=say)
     if arch == "qwen3_vl":
         from omniret.training.vl_trainer import train_vl_embedder
 
-        return train_vl_embedder(cfg, examples, scores)
+        return train_vl_embedder(cfg, examples, scores, val=val, log=say)
     if arch == "qwen3_text":
         from omniret.training.vl_trainer import train_text_embedder
 
-        return train_text_embedder(cfg, examples, scores)
+        return train_text_embedder(cfg, examples, scores, val=val, log=say)
     raise ConfigError(f"{cfg.model}: training a {arch} embedder is not supported; use a Qwen3-VL, Qwen3 or "
                       "sentence-transformers checkpoint")

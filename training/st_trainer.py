@@ -13,17 +13,28 @@ with ``BinaryCrossEntropyLoss`` (pointwise) or omniret's ``RerankerLoss`` over e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
-from omniret.errors import ConfigError, ItemError
+from omniret.errors import ConfigError, ItemError, ModelLoadError
+from omniret.registry import ModelSpec
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
+from omniret.training.validation import (
+    FirstStage,
+    KeepBest,
+    ValidationSet,
+    embedding_metrics,
+    eval_interval,
+    hf_callback,
+    reranker_metrics,
+)
 from omniret.types import Item
 
 
@@ -115,8 +126,11 @@ def loss_dims(dims: Sequence[int] | None, full: int) -> list[int] | None:
     return sorted({int(d) for d in dims} | {full}, reverse=True)
 
 
-def usable_negatives(examples: Sequence[TrainExample], wanted: int) -> int:
-    """How many hard negatives every example can supply (sentence-transformers needs equal columns)."""
+def usable_negatives(examples: Sequence[TrainExample], wanted: int | None) -> int:
+    """How many hard negatives every example can supply (sentence-transformers needs equal columns);
+    ``wanted=None`` takes what every line has, up to one."""
+    if wanted is None:
+        return min(1, min(len(ex.negatives) for ex in examples))
     if wanted == 0:
         return 0
     have = min(len(ex.negatives) for ex in examples)
@@ -184,8 +198,10 @@ def _resume_from(cfg: TrainConfig, ckpt_dir: Path) -> bool | str:
 
 
 def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
-                      teacher_scores: list[list[float]] | None = None) -> dict[str, Any]:
-    """Contrastive (``cfg.stage == "embed"``) or distillation training of a sentence-transformers model."""
+                      teacher_scores: list[list[float]] | None = None, *, val: ValidationSet | None = None,
+                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Contrastive (``cfg.stage == "embed"``) or distillation training of a sentence-transformers model;
+    with ``val``, evaluated before, during and after training and the best weights saved."""
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -204,7 +220,7 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
                else model.get_sentence_embedding_dimension())
     dims = loss_dims(cfg.matryoshka_dims, full)
     distill = cfg.stage == "distill"
-    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
+    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives or 0, 1))
     dataset = Dataset.from_dict(_columns(examples, k, teacher_scores if distill else None))
     if distill:
         base: nn.Module = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature)
@@ -219,21 +235,38 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
         base = InfoNCELoss(cfg.temperature, cfg.fn_margin)
         loss = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base)
     ckpt_dir = cfg.out / "checkpoints"
-    callback = _progress_callback(math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs))
+    total = cfg.max_steps or math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs)
+    callback = _progress_callback(total)
+    keep = None
+    if val is not None:
+        use_prompts = any(model.prompts.values())
+
+        def encode(items: Sequence[Item], instruction: str | None) -> np.ndarray:
+            return np.asarray(model.encode([_text(it, "validation item") for it in items], batch_size=64,
+                                           normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
+                                           prompt=instruction if instruction and use_prompts else None))
+
+        keep = KeepBest(lambda: embedding_metrics(val, encode, instruction=cfg.instruction), model.state_dict,
+                        model.load_state_dict, metric=cfg.eval_metric, patience=cfg.patience, log=log)
+    callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
     trainer = SentenceTransformerTrainer(model=model, args=_args(cfg, ckpt_dir, SentenceTransformerTrainingArguments),
-                                         train_dataset=dataset, loss=loss, callbacks=[callback])
+                                         train_dataset=dataset, loss=loss, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
     model.save(str(cfg.out))
     losses_cfg = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
     write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
                losses={type(loss).__name__: _jsonable(losses_cfg)},
-               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k})
+               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k,
+                      **_validation_meta(keep)})
     return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
-            "history": callback.history}
+            "history": callback.history, "validation": keep.report() if keep else {}}
 
 
-def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dict[str, Any]:
-    """Reranker stage for a sentence-transformers CrossEncoder (or any HF encoder, given one new head)."""
+def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, val: ValidationSet | None = None,
+                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Reranker stage for a sentence-transformers CrossEncoder (or any HF encoder, given one new head: the
+    plain sentence-transformers recipe, ``--init fresh``); with ``val``, validated against the first stage
+    (``cfg.retriever``, else the model itself when it is an embedder) and the best weights saved."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
@@ -248,7 +281,7 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> d
     source, _ = resolve(cfg.model)
     set_seed(cfg.seed)  # the fresh relevance head's initialisation, so a run repeats
     model = CrossEncoder(source, num_labels=1, device=cfg.device, max_length=cfg.max_length)
-    k = usable_negatives(examples, max(cfg.hard_negatives, 1))
+    k = usable_negatives(examples, max(cfg.hard_negatives or 0, 1))
     if cfg.rerank_loss == "pointwise":
         cols: dict[str, list] = {"query": [], "document": [], "label": []}
         for i, ex in enumerate(examples):
@@ -263,18 +296,74 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> d
         loss = CrossEncoderRerankerLoss(model, cfg.rerank_loss)
     ckpt_dir = cfg.out / "checkpoints"
     n_rows = len(cols["query"])
-    callback = _progress_callback(math.ceil(n_rows / max(cfg.batch_size, 1) * cfg.epochs))
+    total = cfg.max_steps or math.ceil(n_rows / max(cfg.batch_size, 1) * cfg.epochs)
+    callback = _progress_callback(total)
+    keep, first = None, None
+    if val is not None:
+        import torch
+
+        source_spec = resolve(cfg.model)[1]
+        first = first_stage_for(cfg, val, source_is_embedder=not is_cross_encoder(source, source_spec,
+                                                                                  "sentence_transformers"))
+
+        def score(query: Item, docs: Sequence[Item], instruction: str | None) -> np.ndarray:
+            q = _text(query, "validation query")
+            return np.asarray(model.predict([(q, _text(d, "validation document")) for d in docs],
+                                            activation_fn=torch.nn.Identity(), convert_to_numpy=True,
+                                            show_progress_bar=False), dtype=np.float64).reshape(-1)
+
+        keep = KeepBest(lambda: reranker_metrics(val, first, score), model.model.state_dict,
+                        model.model.load_state_dict, metric=cfg.eval_metric, patience=cfg.patience, log=log)
+    callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
     args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
-                                  callbacks=[callback])
+                                  callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
     model.save_pretrained(str(cfg.out))
     write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
                losses={type(loss).__name__: {"mode": cfg.rerank_loss}},
-               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k},
+               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k,
+                      **_validation_meta(keep)},
                inherit_base=False)
+    validation = keep.report() if keep else {}
+    if first is not None and first.metrics:
+        validation["first_stage"] = first.metrics
     return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
-            "history": callback.history}
+            "history": callback.history, "validation": validation}
+
+
+def is_cross_encoder(source: str, spec: ModelSpec | None, arch: str) -> bool:
+    """Whether a checkpoint is a pretrained reranker (keeps its own head) rather than an embedding model."""
+    if spec is not None:
+        return spec.kind == "reranker"
+    if arch != "sentence_transformers":
+        return True
+    from omniret.rerank.cross_encoder import check_cross_encoder_dir
+
+    try:
+        check_cross_encoder_dir(source)
+    except ModelLoadError:
+        return False
+    return True
+
+
+def first_stage_for(cfg: TrainConfig, val: ValidationSet, *, source_is_embedder: bool) -> FirstStage:
+    """The candidates a reranker is validated on: the top 20 of ``cfg.retriever`` (else of the model itself
+    when it is an embedding model), else each held-out line's own candidates with no first-stage figure."""
+    retriever = cfg.retriever or (cfg.model if source_is_embedder else None)
+    if retriever is None:
+        return FirstStage.of_lines(val, cfg.seed)
+    from omniret.embed import load_embedder
+
+    emb = load_embedder(retriever, device=cfg.device)
+    return FirstStage.of(val, lambda items, instr: emb.embed(list(items), instruction=instr),
+                         instruction=cfg.instruction, depth=cfg.eval_depth)
+
+
+def _validation_meta(keep: KeepBest | None) -> dict[str, Any]:
+    if keep is None or not keep.history:
+        return {}
+    return {"validation": {k: v for k, v in keep.report().items() if k != "history"}}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

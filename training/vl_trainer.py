@@ -32,7 +32,14 @@ from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.training.progress import TrainProgress
-from omniret.training.st_trainer import loss_dims, usable_negatives
+from omniret.training.st_trainer import first_stage_for, loss_dims, usable_negatives
+from omniret.training.validation import (
+    KeepBest,
+    ValidationSet,
+    embedding_metrics,
+    eval_interval,
+    reranker_metrics,
+)
 
 
 class TrainableTower:
@@ -216,10 +223,13 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
-         batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]]) -> tuple[int, list[float]]:
+         batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]],
+         keep: KeepBest | None = None) -> tuple[int, list[float]]:
     """The shared loop: AdamW with linear warmup/decay, resume from ``out/checkpoints``, progress, saving.
 
     ``batch_loss(indices)`` gives the batch's prepared inputs and the loss of the model's outputs on them.
+    ``keep`` validates before the first step, every ``cfg.eval_steps`` and after the last, stops early
+    when its patience runs out, and puts the best weights back at the end.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -240,6 +250,9 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
         sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
         step = int(json.loads((last / "state.json").read_text())["step"])
     history: list[float] = []
+    interval = eval_interval(cfg.eval_steps, total)
+    if keep is not None and step not in keep.evaluated_steps:
+        keep.evaluate(step)
     with TrainProgress(total, f"training {cfg.stage}", start=step) as bar:
         while step < total:
             epoch, within = divmod(step, per_epoch)
@@ -254,19 +267,41 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
             bar.update(step, loss=value, examples=len(idx))
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
                 _save_checkpoint(ckpt_dir / f"checkpoint-{step}", model, opt, sched, step)
+            if keep is not None and step % interval == 0 and keep.evaluate(step):
+                break
+    if keep is not None:
+        if step not in keep.evaluated_steps:
+            keep.evaluate(step)
+        keep.restore()
     return step, history
+
+
+def _evaluating(model: TrainableTower, fn: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]]:
+    """``fn`` run with the tower in eval mode and without gradients, then back to training."""
+    def run() -> dict[str, float]:
+        import torch
+
+        model.model.eval()
+        try:
+            with torch.no_grad():
+                return fn()
+        finally:
+            model.model.train()
+
+    return run
 
 
 def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
                       teacher_scores: list[list[float]] | None = None,
-                      model_cls: type[VLEmbedModel] = VLEmbedModel) -> dict[str, Any]:
+                      model_cls: type[VLEmbedModel] = VLEmbedModel, *, val: ValidationSet | None = None,
+                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Contrastive or distillation training of a Qwen3-VL (or, with ``TextEmbedModel``, a text
     Qwen3-Embedding) checkpoint (see module docstring)."""
     import torch
 
     torch.manual_seed(cfg.seed)
     distill = cfg.stage == "distill"
-    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
+    k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives or 0, 1))
     model = model_cls(cfg)
     dims = loss_dims(cfg.matryoshka_dims, model.dim)
     base = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature) if distill \
@@ -288,20 +323,31 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
 
         return queries + docs, loss_of
 
-    step, history = _fit(cfg, model, len(examples), batch_loss)
+    keep = None
+    if val is not None:
+        def encode(items: Sequence[Any], instruction: str | None) -> Any:
+            return model.embedder.embed(list(items), instruction=instruction)
+
+        keep = KeepBest(_evaluating(model, lambda: embedding_metrics(val, encode, instruction=cfg.instruction)),
+                        model.trainable_state, model.load_trainable_state, metric=cfg.eval_metric,
+                        patience=cfg.patience, log=log)
+    step, history = _fit(cfg, model, len(examples), batch_loss, keep)
     model.save(cfg.out)
+    validation = keep.report() if keep is not None else {}
     write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
                losses={type(loss_fn).__name__: {**loss_fn.config}},
                extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
-                      "gradcache_chunk": cfg.gradcache_chunk})
+                      "gradcache_chunk": cfg.gradcache_chunk,
+                      **({"validation": {k: v for k, v in validation.items() if k != "history"}} if validation else {})})
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
-            "history": history, "model": model}
+            "history": history, "model": model, "validation": validation}
 
 
 def train_text_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
-                        teacher_scores: list[list[float]] | None = None) -> dict[str, Any]:
+                        teacher_scores: list[list[float]] | None = None, *, val: ValidationSet | None = None,
+                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Contrastive or distillation training of a text Qwen3-Embedding checkpoint (same loop and losses)."""
-    return train_vl_embedder(cfg, examples, teacher_scores, model_cls=TextEmbedModel)
+    return train_vl_embedder(cfg, examples, teacher_scores, model_cls=TextEmbedModel, val=val, log=log)
 
 
 def _save_checkpoint(path: Path, model: TrainableTower, opt: Any, sched: Any, step: int) -> None:
@@ -422,7 +468,8 @@ class TextRerankModel(VLRerankModel):
 
 
 def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
-                      model_cls: type[VLRerankModel] = VLRerankModel) -> dict[str, Any]:
+                      model_cls: type[VLRerankModel] = VLRerankModel, *, val: ValidationSet | None = None,
+                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Reranker stage on a Qwen3-VL (or, with ``TextRerankModel``, a text Qwen3-Reranker) checkpoint: each
     example's positive (label 1) and first ``hard_negatives`` negatives (label 0) scored as pairs with its
     query; ``RerankerLoss`` pointwise (BCE on the yes−no logit), listwise (softmax over the query's
@@ -430,7 +477,7 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
     import torch
 
     torch.manual_seed(cfg.seed)
-    k = usable_negatives(examples, max(cfg.hard_negatives, 1))
+    k = usable_negatives(examples, max(cfg.hard_negatives or 0, 1))
     model = model_cls(cfg)
     loss_fn = RerankerLoss(cfg.rerank_loss)
 
@@ -449,16 +496,31 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
 
         return prepared, loss_of
 
-    step, history = _fit(cfg, model, len(examples), batch_loss)
+    keep, first = None, None
+    if val is not None:
+        first = first_stage_for(cfg, val, source_is_embedder=False)
+
+        def score(query: Any, docs: Sequence[Any], instruction: str | None) -> Any:
+            return model.score(query, docs, instruction=instruction)
+
+        keep = KeepBest(_evaluating(model, lambda: reranker_metrics(val, first, score, instruction=cfg.instruction)),
+                        model.trainable_state, model.load_trainable_state, metric=cfg.eval_metric,
+                        patience=cfg.patience, log=log)
+    step, history = _fit(cfg, model, len(examples), batch_loss, keep)
     model.save(cfg.out)
+    validation = keep.report() if keep is not None else {}
+    if first is not None and first.metrics:
+        validation["first_stage"] = first.metrics
     write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
                losses={type(loss_fn).__name__: {**loss_fn.config}},
                extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
-                      "yes_no_rows_trained": not model.tied})
+                      "yes_no_rows_trained": not model.tied,
+                      **({"validation": {k: v for k, v in validation.items() if k != "history"}} if validation else {})})
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
-            "history": history, "model": model}
+            "history": history, "model": model, "validation": validation}
 
 
-def train_text_reranker(cfg: TrainConfig, examples: Sequence[TrainExample]) -> dict[str, Any]:
+def train_text_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], *, val: ValidationSet | None = None,
+                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Reranker stage on a text Qwen3-Reranker checkpoint (same loop, losses and saving)."""
-    return train_vl_reranker(cfg, examples, model_cls=TextRerankModel)
+    return train_vl_reranker(cfg, examples, model_cls=TextRerankModel, val=val, log=log)

@@ -22,7 +22,8 @@ EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="Epochs (defau
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Examples per step (default 16).")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default 2e-5).")]
-HardNegOpt = Annotated[int | None, typer.Option("--hard-negatives", help="Hard negatives per example (default 1).")]
+HardNegOpt = Annotated[int | None, typer.Option(
+    "--hard-negatives", help="Hard negatives per example (default: follow the data; 0 = in-batch only).")]
 MrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", help="Comma-separated dims, e.g. 256,128,64.")]
 LoraOpt = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (peft) or full fine-tuning.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="InfoNCE temperature (default 0.05).")]
@@ -30,6 +31,14 @@ ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from 
 SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
 GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
 MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncate inputs to this many tokens.")]
+EvalDataOpt = Annotated[Path | None, typer.Option(
+    "--eval-data", help="Held-out JSONL (query, positive, negatives): evaluated before training and at intervals; "
+                        "the best checkpoint is kept.")]
+ValSplitOpt = Annotated[float | None, typer.Option(
+    "--val-split", help="Hold out this fraction of --data's queries for validation instead of --eval-data.")]
+EvalStepsOpt = Annotated[int | None, typer.Option("--eval-steps", help="Validate every N steps (default: 4 times).")]
+PatienceOpt = Annotated[int | None, typer.Option(
+    "--patience", help="Stop after N validations without improvement (default: never early).")]
 
 
 def _dims(value: str | None) -> list[int] | None:
@@ -49,20 +58,31 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
 
     flags["matryoshka_dims"] = _dims(flags.pop("matryoshka_dims"))
     cfg = load_config(config, stage=stage, **flags)
-    summary = train(cfg)
+    summary = train(cfg, log=lambda msg: err_console.print(msg))
     summary.pop("history", None)
     console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
+    v = summary.get("validation") or {}
+    if v.get("before") is not None:
+        m = v["metric"]
+        line = f"validation {m}: before {v['before'][m]:.4f}, after {v['best'][m]:.4f} (best, step {v['best_step']})"
+        if v.get("first_stage"):
+            line += f"; first stage {v['first_stage'][m]:.4f}"
+            if not v.get("beats_first_stage"):
+                line += " [bold red](the reranker does not beat it)[/bold red]"
+        console.print(line)
 
 
 def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt, epochs: EpochsOpt,
             max_steps: MaxStepsOpt, batch_size: BatchOpt, lr: LrOpt, hard_negatives: HardNegOpt,
             matryoshka_dims: MrlOpt, lora: LoraOpt, temperature: TempOpt, resume: ResumeOpt,
             save_steps: SaveStepsOpt, gradcache_chunk: GradCacheOpt, device: DeviceOpt,
-            max_length: MaxLenOpt = None) -> dict[str, Any]:
+            max_length: MaxLenOpt = None, eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None,
+            eval_steps: EvalStepsOpt = None, patience: PatienceOpt = None) -> dict[str, Any]:
     return dict(config=config, model=model, data=data, out=out, epochs=epochs, max_steps=max_steps,
                 batch_size=batch_size, lr=lr, hard_negatives=hard_negatives, matryoshka_dims=matryoshka_dims,
                 lora=lora, temperature=temperature, resume=resume, save_steps=save_steps,
-                gradcache_chunk=gradcache_chunk, device=device, max_length=max_length)
+                gradcache_chunk=gradcache_chunk, device=device, max_length=max_length, eval_data=eval_data,
+                val_split=val_split, eval_steps=eval_steps, patience=patience)
 
 
 @train_app.command("embed")
@@ -72,10 +92,15 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                 lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
                 save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
-                device: DeviceOpt = None, max_length: MaxLenOpt = None) -> None:
-    """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka."""
+                device: DeviceOpt = None, max_length: MaxLenOpt = None, eval_data: EvalDataOpt = None,
+                val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None, patience: PatienceOpt = None) -> None:
+    """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka.
+
+    Without --hard-negatives the data decides: pairs-only lines train on in-batch negatives, lines with
+    mined negatives add one per query."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
-                 lora, temperature, resume, save_steps, gradcache_chunk, device, max_length)
+                 lora, temperature, resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split,
+                 eval_steps, patience)
     _run("embed", kw.pop("config"), **kw)
 
 
@@ -87,11 +112,25 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
                  max_length: MaxLenOpt = None,
                  loss: Annotated[str | None, typer.Option("--loss", help="pointwise, listwise or both.")] = None,
-                 ) -> None:
-    """Reranker stage: yes/no loss (Qwen3-VL, Qwen3-Reranker) or a sentence-transformers CrossEncoder."""
+                 init: Annotated[str | None, typer.Option(
+                     "--init", help="auto (anchored for an embedding model, own head for a reranker), anchored, "
+                                    "or fresh (a new random head: the plain cross-encoder recipe).")] = None,
+                 retriever: Annotated[str | None, typer.Option(
+                     "--retriever", help="First stage the reranker is validated against (default: --model "
+                                         "when it is an embedder).")] = None,
+                 candidates: Annotated[int | None, typer.Option(
+                     "--candidates", help="Anchored: the retriever's top-k per query to train over (default 7).")] = None,
+                 head_lr: Annotated[float | None, typer.Option(
+                     "--head-lr", help="Anchored: learning rate of the zero-initialised head (default 1e-3).")] = None,
+                 eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
+                 patience: PatienceOpt = None) -> None:
+    """Reranker stage. From an embedding model: the anchored reranker (retriever similarity + a zero-started
+    cross-encoder correction, listwise over the retriever's own top candidates), which starts at the first
+    stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder) keeps its own head."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
-                 resume, save_steps, None, device, max_length)
-    _run("rerank", kw.pop("config"), rerank_loss=loss, **kw)
+                 resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
+    _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
+         rerank_candidates=candidates, rerank_head_lr=head_lr, **kw)
 
 
 @train_app.command("distill")
@@ -103,10 +142,13 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                   lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
-                  device: DeviceOpt = None, max_length: MaxLenOpt = None) -> None:
+                  device: DeviceOpt = None, max_length: MaxLenOpt = None, eval_data: EvalDataOpt = None,
+                  val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
+                  patience: PatienceOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
-                 lora, None, resume, save_steps, None, device, max_length)
+                 lora, None, resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps,
+                 patience)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
          student_temperature=student_temperature, **kw)
 

@@ -1,0 +1,187 @@
+"""The training recipe: anchored reranker, validation with best-checkpoint keeping, pairs-only defaults.
+
+Real MiniLM, real sentence-transformers trainers, real checkpoints reloaded through ``load_reranker`` /
+``load_embedder``. The generated task is easy on purpose: each query's distractor echoes the query's words
+(so the retriever ranks it first) but says it is withdrawn, which a cross-encoder learns in a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from omniret.cli import app
+from omniret.embed import load_embedder
+from omniret.errors import ConfigError
+from omniret.rerank import load_reranker
+from omniret.training.config import load_config
+from omniret.training.data import TrainExample, load_examples
+from omniret.training.negatives import choose_negatives, sampled_negatives
+from omniret.training.runner import train
+from omniret.training.validation import KeepBest, ValidationSet, split_examples
+from omniret.types import Item
+
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "grey", "brown", "pink", "gold"]
+ANIMALS = ["fox", "whale", "owl", "frog", "horse", "tiger", "rabbit", "eagle", "shark", "bear", "lizard", "goat",
+           "camel", "otter", "crow", "moth"]
+PLACES = ["forest", "ocean", "desert", "marsh", "mountains", "river", "meadow", "jungle", "cave", "tundra"]
+
+
+def easy_task(seed: int = 0) -> list[dict]:
+    """One line per (colour, animal): the positive says where it lives; the negative echoes the query and
+    says it is withdrawn."""
+    rng = random.Random(seed)
+    pairs = [(c, a) for c in COLOURS for a in ANIMALS]
+    rng.shuffle(pairs)
+    rows = []
+    for c, a in pairs:
+        place = rng.choice(PLACES)
+        rows.append({"query": f"where does the {c} {a} live",
+                     "positive": f"the {c} {a} lives in the {place}",
+                     "negatives": [f"where does the {c} {a} live? withdrawn, ignore this duplicate"]})
+    return rows
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def easy_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("easy")
+    rows = easy_task()
+    return _write(d / "train.jsonl", rows[:96]), _write(d / "val.jsonl", rows[150:174])
+
+
+def _pairwise_accuracy(scores: list[tuple[float, float]]) -> float:
+    return sum(p > n for p, n in scores) / len(scores)
+
+
+def test_anchored_reranker_starts_at_the_first_stage_and_beats_it(minilm_path: Path, easy_files: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    train_file, val_file = easy_files
+    cfg = load_config(stage="rerank", model=str(minilm_path), data=train_file, out=tmp_path / "rr", epochs=2,
+                      batch_size=16, max_length=48, eval_data=val_file, eval_steps=6, eval_depth=6,
+                      rerank_candidates=3, device="cpu")
+    lines: list[str] = []
+    summary = train(cfg, log=lines.append)
+    v = summary["validation"]
+    assert summary["recipe"] == "anchored"
+    # before training the anchored reranker orders every list exactly as the retriever does
+    assert v["before"] == pytest.approx(v["first_stage"])
+    assert v["best"]["ndcg@10"] > v["first_stage"]["ndcg@10"] + 0.1
+    assert v["beats_first_stage"] is True
+    assert any("beats the first stage" in line for line in lines)
+    # the saved reranker reloads and prefers the positive over the echo on held-out pairs
+    rr = load_reranker(tmp_path / "rr", device="cpu")
+    emb = load_embedder(minilm_path, device="cpu")
+    held = load_examples(val_file)
+    first, reranked = [], []
+    for ex in held:
+        s = rr.score(ex.query, [ex.positive, ex.negatives[0]])
+        reranked.append((float(s[0]), float(s[1])))
+        q, p, n = emb.embed([ex.query, ex.positive, ex.negatives[0]])
+        first.append((float(q @ p), float(q @ n)))
+    assert _pairwise_accuracy(reranked) >= _pairwise_accuracy(first)
+    assert _pairwise_accuracy(reranked) > 0.9
+    assert all(0.0 <= x <= 1.0 for pair in reranked for x in pair)
+
+
+def test_validation_keeps_the_earlier_weights_when_training_hurts(minilm_path: Path, easy_files: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    train_file, val_file = easy_files
+    # a learning rate that wrecks MiniLM in a few steps: the best validation is the untouched model
+    cfg = load_config(stage="embed", model=str(minilm_path), data=train_file, out=tmp_path / "bad", max_steps=4,
+                      batch_size=16, lr=5e-2, warmup_ratio=0.0, max_length=48, eval_data=val_file, eval_steps=2,
+                      device="cpu")
+    summary = train(cfg, log=lambda _m: None)
+    v = summary["validation"]
+    assert [h["step"] for h in v["history"]] == [0, 2, 4]
+    assert v["best_step"] == 0 and v["last"]["ndcg@10"] < v["before"]["ndcg@10"]
+    texts = ["the red fox lives in the forest", "where does the blue whale live"]
+    saved = load_embedder(tmp_path / "bad", device="cpu").embed(texts)
+    original = load_embedder(minilm_path, device="cpu").embed(texts)
+    np.testing.assert_allclose(saved, original, atol=1e-5)
+    meta = json.loads((tmp_path / "bad" / "omniret.json").read_text())
+    assert meta["trained"]["validation"]["best_step"] == 0
+
+
+def test_keep_best_restores_the_best_state_and_stops_on_patience() -> None:
+    layer = torch.nn.Linear(2, 1)
+    figures = iter([0.5, 0.7, 0.6, 0.65, 0.9])
+    weights: list[float] = []
+
+    def evaluate() -> dict[str, float]:
+        weights.append(float(layer.weight.detach()[0, 0]))
+        x = next(figures)
+        return {"ndcg@10": x, "mrr@10": x}
+
+    keep = KeepBest(evaluate, layer.state_dict, layer.load_state_dict, patience=2)
+    stops = []
+    for step in range(4):
+        with torch.no_grad():
+            layer.weight.fill_(float(step))
+        stops.append(keep.evaluate(step))
+    assert stops == [False, False, False, True]             # two evaluations without improvement
+    keep.restore()
+    assert keep.best_step == 1 and float(layer.weight.detach()[0, 0]) == 1.0
+    assert keep.report()["before"]["ndcg@10"] == 0.5
+    with pytest.raises(ConfigError, match="validation metric 'recall@5'"):
+        KeepBest(evaluate, layer.state_dict, layer.load_state_dict, metric="recall@5")
+
+
+def test_pairs_only_data_trains_with_default_flags(minilm_path: Path, tmp_path: Path) -> None:
+    rows = [{"query": r["query"], "positive": r["positive"]} for r in easy_task()[:24]]
+    data = _write(tmp_path / "pairs.jsonl", rows)
+    result = CliRunner().invoke(app, ["train", "embed", "--model", str(minilm_path), "--data", str(data),
+                                      "--out", str(tmp_path / "emb"), "--max-steps", "1", "--batch-size", "8",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "in-batch negatives only" in result.output
+    assert load_embedder(tmp_path / "emb", device="cpu").embed(["a red fox"]).shape == (1, 384)
+    # a reranker from pairs only: the plain recipe samples other lines' positives as negatives
+    result = CliRunner().invoke(app, ["train", "rerank", "--model", str(minilm_path), "--data", str(data),
+                                      "--out", str(tmp_path / "ce"), "--max-steps", "1", "--batch-size", "8",
+                                      "--init", "fresh", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "other lines' positives" in result.output
+
+
+def test_choose_negatives_follows_the_data() -> None:
+    pairs = [TrainExample(query=Item(text=f"q{i}"), positive=Item(text=f"p{i}")) for i in range(6)]
+    mined = [TrainExample(query=Item(text=f"q{i}"), positive=Item(text=f"p{i}"), negatives=[Item(text="n")] * 2)
+             for i in range(6)]
+
+    def cfg(stage: str, **kw: object):  # noqa: ANN202
+        return load_config(stage=stage, model="minilm", data=Path("x.jsonl"), out=Path("o"), **kw)
+
+    assert choose_negatives(cfg("embed"), pairs)[0] == 0
+    assert choose_negatives(cfg("embed"), mined) == (1, "the lines carry negatives: 1 hard negative per query "
+                                                        "plus in-batch negatives")
+    assert choose_negatives(cfg("embed", hard_negatives=2), mined)[0] == 2
+    assert choose_negatives(cfg("distill"), mined)[0] == 2
+    with pytest.raises(ConfigError, match="distillation needs negatives on every line"):
+        choose_negatives(cfg("distill"), pairs)
+    filled = sampled_negatives(pairs, 3)
+    for ex in filled:
+        assert len(ex.negatives) == 3 and all(n.texts != ex.positive.texts for n in ex.negatives)
+
+
+def test_val_split_holds_out_whole_queries_and_rejects_bad_fractions() -> None:
+    exs = [TrainExample(query=Item(text=f"q{i % 10}"), positive=Item(text=f"p{i}")) for i in range(30)]
+    train_part, val_part = split_examples(exs, 0.2)
+    assert {e.query.texts[0] for e in train_part}.isdisjoint({e.query.texts[0] for e in val_part})
+    assert len({e.query.texts[0] for e in val_part}) == 2
+    vs = ValidationSet.from_examples(val_part)
+    assert len(vs) == len(val_part) and all(len(r) == 1 for r in vs.relevant)
+    with pytest.raises(ConfigError, match="cannot be split"):
+        split_examples(exs[:1], 0.5)
+    with pytest.raises(ConfigError, match="val_split: .*fraction between 0 and 1"):
+        load_config(stage="embed", model="minilm", data=Path("x"), out=Path("o"), val_split=1.5)
