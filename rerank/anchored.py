@@ -82,7 +82,7 @@ class AnchoredReranker(BaseReranker):
                  default_instruction: str | None = None) -> None:
         from sentence_transformers import CrossEncoder, SentenceTransformer
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
+        from omniret.base.device import resolve_device, resolve_dtype
 
         anchor = read_anchor(path)
         dev = resolve_device(device)
