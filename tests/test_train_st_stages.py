@@ -100,7 +100,8 @@ def test_cross_encoder_rerank_stage_from_the_cli(minilm_path: Path, tmp_path: Pa
     out = tmp_path / "ce"
     res = CliRunner().invoke(app, ["train", "rerank", "--config", str(config), "--model", str(minilm_path),
                                    "--data", str(data), "--out", str(out), "--epochs", "8", "--batch-size", "4",
-                                   "--lr", "2e-4", "--hard-negatives", "2", "--device", "cpu", "--max-length", "32"])
+                                   "--lr", "2e-4", "--hard-negatives", "2", "--device", "cpu", "--max-length", "32",
+                                   "--init", "fresh"])   # the plain recipe: MiniLM body + a new head
     assert res.exit_code == 0, res.output
     assert "trained rerank: 8 steps" in res.output                 # the flag overrode the file's epochs
     rr = load_reranker(out, device="cpu")

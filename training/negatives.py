@@ -32,7 +32,8 @@ def choose_negatives(cfg: TrainConfig, examples: Sequence[TrainExample]) -> tupl
         if least == 0:
             return 3, (f"{without} of {len(examples)} lines have no negatives: 3 other lines' positives per query "
                        "as negatives (omniret mine gives harder ones)")
-        return 1, "1 negative per line from the data"
+        k = min(least, 3)
+        return k, f"{k} negative(s) per line from the data (the listwise softmax sees the positive and {k})"
     if least == 0:
         return 0, (f"{'no line has' if without == len(examples) else f'{without} of {len(examples)} lines have no'} "
                    "negatives: in-batch negatives only (omniret mine adds hard ones)")

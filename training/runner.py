@@ -126,6 +126,7 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
             return train_cross_encoder(cfg, examples, val=val, log=say)
         raise ConfigError(f"{cfg.model}: cannot train a {arch} checkpoint as a reranker")
     scores = None
+    teacher_check: dict[str, Any] = {}
     if cfg.stage == "distill":
         k = min(len(ex.negatives) for ex in examples)
         if k == 0:
@@ -138,18 +139,45 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
                 raise ConfigError("distillation needs --teacher (a reranker) or 'scores' in every data line")
             from omniret.rerank import load_reranker
 
-            scores = teacher_logits(load_reranker(cfg.teacher, device=cfg.device), examples, k)
+            teacher = load_reranker(cfg.teacher, device=cfg.device)
+            if val is not None:
+                teacher_check = check_teacher(cfg, teacher, val, say)
+            scores = teacher_logits(teacher, examples, k)
     if arch == "sentence_transformers":
         from omniret.training.st_trainer import train_st_embedder
 
-        return train_st_embedder(cfg, examples, scores, val=val, log=say)
-    if arch == "qwen3_vl":
+        out = train_st_embedder(cfg, examples, scores, val=val, log=say)
+    elif arch == "qwen3_vl":
         from omniret.training.vl_trainer import train_vl_embedder
 
-        return train_vl_embedder(cfg, examples, scores, val=val, log=say)
-    if arch == "qwen3_text":
+        out = train_vl_embedder(cfg, examples, scores, val=val, log=say)
+    elif arch == "qwen3_text":
         from omniret.training.vl_trainer import train_text_embedder
 
-        return train_text_embedder(cfg, examples, scores, val=val, log=say)
-    raise ConfigError(f"{cfg.model}: training a {arch} embedder is not supported; use a Qwen3-VL, Qwen3 or "
-                      "sentence-transformers checkpoint")
+        out = train_text_embedder(cfg, examples, scores, val=val, log=say)
+    else:
+        raise ConfigError(f"{cfg.model}: training a {arch} embedder is not supported; use a Qwen3-VL, Qwen3 or "
+                          "sentence-transformers checkpoint")
+    if teacher_check and out.get("validation"):
+        out["validation"]["teacher"] = teacher_check
+    return out
+
+
+def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The teacher reranking the student's top candidates on the validation queries, against the student
+    alone: distillation can only lift the student toward a teacher that beats it. Warns when it does not."""
+    from omniret.training.st_trainer import first_stage_for
+    from omniret.training.validation import reranker_metrics
+
+    first = first_stage_for(cfg.model_copy(update={"retriever": cfg.model}), val, source_is_embedder=True)
+    m = reranker_metrics(val, first, lambda q, docs, instr: teacher.score(q, list(docs), instruction=instr),
+                         instruction=cfg.instruction)
+    metric = cfg.eval_metric
+    beats = m[metric] > first.metrics[metric]
+    if beats:
+        say(f"teacher check: the teacher reranking the student's top {cfg.eval_depth} scores {metric} "
+            f"{m[metric]:.4f} vs the student's {first.metrics[metric]:.4f} on validation")
+    else:
+        say(f"[bold red]WARNING: the teacher does NOT beat the student on validation ({metric} {m[metric]:.4f} vs "
+            f"{first.metrics[metric]:.4f}); distilling it will not lift the student[/bold red]")
+    return {"teacher": m, "student": first.metrics, "beats_student": beats}
