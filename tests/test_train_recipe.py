@@ -180,7 +180,9 @@ def test_val_split_holds_out_whole_queries_and_rejects_bad_fractions() -> None:
     assert {e.query.texts[0] for e in train_part}.isdisjoint({e.query.texts[0] for e in val_part})
     assert len({e.query.texts[0] for e in val_part}) == 2
     vs = ValidationSet.from_examples(val_part)
-    assert len(vs) == len(val_part) and all(len(r) == 1 for r in vs.relevant)
+    # lines sharing a query are one validation query with every positive relevant
+    assert len(vs) == 2 and sorted(len(r) for r in vs.relevant) == [3, 3]
+    assert sorted(vs.pool[j].texts[0] for r in vs.relevant for j in r) == sorted(e.positive.texts[0] for e in val_part)
     with pytest.raises(ConfigError, match="cannot be split"):
         split_examples(exs[:1], 0.5)
     with pytest.raises(ConfigError, match="val_split: .*fraction between 0 and 1"):

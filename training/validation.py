@@ -44,7 +44,8 @@ class ValidationSet:
 
     @classmethod
     def from_examples(cls, examples: Sequence[TrainExample]) -> ValidationSet:
-        """One query per line; the pool holds each distinct positive and negative once (by content)."""
+        """One query per distinct (query, instruction); lines that share a query pool their positives (all
+        relevant). The pool holds each distinct positive and negative once (by content)."""
         if not examples:
             raise ConfigError("the validation set is empty")
         index: dict[str, int] = {}
@@ -57,11 +58,24 @@ class ValidationSet:
                 pool.append(item)
             return index[key]
 
-        relevant, lines = [], []
+        queries: dict[tuple[str, str | None], int] = {}
+        out = cls([], [], pool, [], [])
         for ex in examples:
-            relevant.append([at(ex.positive)])
-            lines.append([relevant[-1][0], *(at(n) for n in ex.negatives)])
-        return cls([ex.query for ex in examples], [ex.instruction for ex in examples], pool, relevant, lines)
+            qk = (item_key(ex.query), ex.instruction)
+            if qk not in queries:
+                queries[qk] = len(out.queries)
+                out.queries.append(ex.query)
+                out.instructions.append(ex.instruction)
+                out.relevant.append([])
+                out.lines.append([])
+            i = queries[qk]
+            p = at(ex.positive)
+            if p not in out.relevant[i]:
+                out.relevant[i].append(p)
+            for j in (p, *(at(n) for n in ex.negatives)):
+                if j not in out.lines[i]:
+                    out.lines[i].append(j)
+        return out
 
     def __len__(self) -> int:
         return len(self.queries)
