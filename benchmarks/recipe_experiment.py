@@ -33,15 +33,19 @@ import numpy as np
 T = TypeVar("T")
 
 
-def sh(cmd: str, done: Path) -> float:
-    """Run ``cmd`` unless ``done`` exists; its wall seconds (0 when skipped)."""
+def sh(cmd: str, done: Path, log: Path) -> float:
+    """Run ``cmd`` unless ``done`` exists; its wall seconds, kept in ``log`` so a rerun that skips the stage
+    still reports them (0 when never measured)."""
+    known: dict[str, float] = json.loads(log.read_text()) if log.is_file() else {}
     if done.exists():
         print(f"$ {cmd}  # skipped: {done} exists", flush=True)
-        return 0.0
+        return known.get(done.as_posix(), 0.0)
     print(f"$ {cmd}", flush=True)
     t = time.perf_counter()
     subprocess.run(shlex.split(cmd), check=True)
-    return time.perf_counter() - t
+    known[done.as_posix()] = round(time.perf_counter() - t, 1)
+    log.write_text(json.dumps(known, indent=2))
+    return known[done.as_posix()]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -99,7 +103,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(".cache/recipe-runs"))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=96)
-    ap.add_argument("--candidates", type=int, default=7)
+    ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--rerank-epochs", type=int, default=1)
     ap.add_argument("--skip-baseline", action="store_true", help="leave out row (r0)")
     a = ap.parse_args()
@@ -107,10 +111,12 @@ def main() -> None:
     w.mkdir(parents=True, exist_ok=True)
     omniret = str(Path(sys.executable).parent / "omniret")
     common = f"--batch-size {a.batch_size} --max-length {a.max_length} --device cpu"
-    val = "--val-split 0.1"
     secs: dict[str, float] = {}
     rows: dict[str, dict[str, float]] = {}
     bench = Bench(d, w)
+
+    done_rows = w / "rows.json"
+    cached: dict[str, dict] = json.loads(done_rows.read_text()) if done_rows.is_file() else {}
 
     def timed(name: str, fn: Callable[[], T]) -> T:
         t = time.perf_counter()
@@ -118,32 +124,44 @@ def main() -> None:
         secs[name] = round(time.perf_counter() - t, 1)
         return out
 
-    rows["(a) pretrained all-MiniLM-L6-v2"] = timed("eval a", lambda: bench.first_stage("minilm", "a")[0])
+    def row(name: str, key: str, fn: Callable[[], dict[str, float]]) -> None:
+        """A row's metrics, measured once and kept in rows.json so a rerun skips it."""
+        if key not in cached:
+            cached[key] = {"metrics": timed(key, fn), "seconds": secs.get(key)}
+            done_rows.write_text(json.dumps(cached, indent=2))
+        rows[name] = cached[key]["metrics"]
+        secs.setdefault(key, cached[key]["seconds"])
+
+    # validation on held-out training queries: the reranker on the first stage's top 10
+    conf = w / "train.yaml"
+    conf.write_text("eval_depth: 10\n", encoding="utf-8")
+    val = f"--val-split 0.1 --config {conf}"
+    row("(a) pretrained all-MiniLM-L6-v2", "eval a", lambda: bench.first_stage("minilm", "a")[0])
     mine_corpus = d / "mine_corpus.jsonl"
     secs["mine"] = sh(f"{omniret} mine --model minilm --data {d}/train.jsonl --corpus {mine_corpus} "
-                      f"--out {w}/mined.jsonl --num-negatives 3", w / "mined.jsonl")
+                      f"--out {w}/mined.jsonl --num-negatives 3", w / "mined.jsonl", w / "stage-seconds.json")
     secs["train b"] = sh(f"{omniret} train embed --model minilm --data {w}/mined.jsonl --out {w}/contrastive "
-                         f"{common} --epochs 1 --lr 5e-5 {val}", w / "contrastive" / "omniret.json")
-    b, top_b, _ = timed("eval b", lambda: bench.first_stage(str(w / "contrastive"), "b"))
-    rows["(b) contrastive + mined hard negatives"] = b
+                         f"{common} --epochs 1 --lr 5e-5 {val}", w / "contrastive" / "omniret.json", w / "stage-seconds.json")
+    _, top_b, _ = bench.first_stage(str(w / "contrastive"), "b")
+    row("(b) contrastive + mined hard negatives", "eval b", lambda: bench.first_stage(str(w / "contrastive"), "b")[0])
     if not a.skip_baseline:
         secs["train r0"] = sh(f"{omniret} train rerank --model minilm --init fresh --data {w}/mined.jsonl "
                               f"--out {w}/st-recipe --loss pointwise --hard-negatives 3 --epochs 1 --lr 2e-5 "
                               f"--batch-size 16 --max-length {a.max_length} --device cpu",
-                              w / "st-recipe" / "omniret.json")
-        rows["(r0) (b)'s top 20 reranked by the sentence-transformers recipe (fresh head, BCE, 3 negatives)"] = \
-            timed("eval r0", lambda: bench.reranked(str(w / "st-recipe"), top_b))
+                              w / "st-recipe" / "omniret.json", w / "stage-seconds.json")
+        row("(r0) (b)'s top 20 reranked by the sentence-transformers recipe (fresh head, BCE, 3 negatives)",
+            "eval r0", lambda: bench.reranked(str(w / "st-recipe"), top_b))
     secs["train r"] = sh(f"{omniret} train rerank --model {w}/contrastive --data {w}/mined.jsonl --out {w}/anchored "
                          f"{common} --epochs {a.rerank_epochs} --lr 5e-5 --candidates {a.candidates} {val}",
-                         w / "anchored" / "omniret.json")
-    rows["(r) (b)'s top 20 reranked by the anchored reranker"] = timed(
-        "eval r", lambda: bench.reranked(str(w / "anchored"), top_b))
+                         w / "anchored" / "omniret.json", w / "stage-seconds.json")
+    row("(r) (b)'s top 20 reranked by the anchored reranker", "eval r",
+        lambda: bench.reranked(str(w / "anchored"), top_b))
     secs["train c"] = sh(f"{omniret} train distill --model {w}/contrastive --teacher {w}/anchored "
                          f"--data {w}/mined.jsonl --out {w}/distilled {common} --epochs 1 --lr 2e-5 "
                          f"--teacher-temperature 1.0 --student-temperature 0.05 {val}",
-                         w / "distilled" / "omniret.json")
-    rows["(c) (b) distilled from the anchored reranker"] = timed(
-        "eval c", lambda: bench.first_stage(str(w / "distilled"), "c")[0])
+                         w / "distilled" / "omniret.json", w / "stage-seconds.json")
+    row("(c) (b) distilled from the anchored reranker", "eval c",
+        lambda: bench.first_stage(str(w / "distilled"), "c")[0])
     print("\n| row | nDCG@10 | MRR@10 |\n| --- | --- | --- |")
     for name, m in rows.items():
         print(f"| {name} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} |")

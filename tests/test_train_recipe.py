@@ -1,8 +1,8 @@
 """The training recipe: anchored reranker, validation with best-checkpoint keeping, pairs-only defaults.
 
 Real MiniLM, real sentence-transformers trainers, real checkpoints reloaded through ``load_reranker`` /
-``load_embedder``. The generated task is easy on purpose: each query's distractor echoes the query's words
-(so the retriever ranks it first) but says it is withdrawn, which a cross-encoder learns in a few steps.
+``load_embedder``. The generated task is easy on purpose: each query's distractor repeats the question unanswered
+(so the retriever ranks it first), which a cross-encoder learns to push down in a few steps.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ PLACES = ["forest", "ocean", "desert", "marsh", "mountains", "river", "meadow", 
 
 
 def easy_task(seed: int = 0) -> list[dict]:
-    """One line per (colour, animal): the positive says where it lives; the negative echoes the query and
-    says it is withdrawn."""
+    """One line per (colour, animal): the positive says where it lives; the negative repeats the question
+    unanswered, which MiniLM ranks above the positive (cosine 0.92 vs 0.83)."""
     rng = random.Random(seed)
     pairs = [(c, a) for c in COLOURS for a in ANIMALS]
     rng.shuffle(pairs)
@@ -43,8 +43,8 @@ def easy_task(seed: int = 0) -> list[dict]:
     for c, a in pairs:
         place = rng.choice(PLACES)
         rows.append({"query": f"where does the {c} {a} live",
-                     "positive": f"the {c} {a} lives in the {place}",
-                     "negatives": [f"where does the {c} {a} live? withdrawn, ignore this duplicate"]})
+                     "positive": f"habitat of the {c} {a}: the {place}",
+                     "negatives": [f"where does the {c} {a} live? unanswered"]})
     return rows
 
 

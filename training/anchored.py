@@ -5,7 +5,8 @@ Recipe (chosen by measurement on WordNet, see ``benchmarks/RESULTS.md``):
 1. The embedding model is the frozen first stage. Each training query's candidate list is the positive plus
    the retriever's own top ``rerank_candidates`` from the pool of every distinct document in the data
    (positives and negatives of all lines) — the lists reranking will see — skipping candidates the
-   retriever scores above the positive by more than ``rerank_fn_margin`` (probable unlabelled positives).
+   retriever scores above the positive by more than ``rerank_fn_margin`` (probable unlabelled positives;
+   the line's own labelled negatives are never skipped).
 2. ``scale`` is fitted so ``softmax(scale · cos)`` best explains the positives (the retriever's own
    temperature); ``bias`` centres the scores.
 3. A CrossEncoder is built from the same body with its one-logit head set to zero, so the reranker starts
@@ -71,12 +72,14 @@ def retriever_lists(encode: Callable[[list[str]], np.ndarray], examples: Sequenc
     lists, sims, filtered = [], [], 0
     for i, ex in enumerate(examples):
         p = where[item_key(ex.positive)]
+        labelled = {where[item_key(n)] for n in ex.negatives}
         s_pos = float(sim[i, p])
         chosen: list[int] = []
         for j in np.argsort(-sim[i], kind="stable"):
             if j == p:
                 continue
-            if margin is not None and sim[i, j] > s_pos + margin:
+            # the line's own negatives are labelled: only unlabelled candidates can be hidden positives
+            if margin is not None and j not in labelled and sim[i, j] > s_pos + margin:
                 filtered += 1
                 continue
             chosen.append(int(j))
