@@ -217,7 +217,8 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
                         metric=cfg.eval_metric, patience=cfg.patience, log=say)
         callbacks.append(hf_callback(keep, eval_interval(cfg.eval_steps, total)))
     args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
-    args.learning_rate_mapping = {r"classifier|\.score\.": cfg.rerank_head_lr}
+    # the zero head and the pooler under it learn fast; the body at cfg.lr
+    args.learning_rate_mapping = {r"classifier|\.score\.|pooler": cfg.rerank_head_lr}
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
                                   callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
