@@ -93,3 +93,7 @@ class StoreError(OmniretError, RuntimeError):
 
 class CollectionError(OmniretError, ValueError):
     """A collection is missing, exists already, or is opened with the wrong model or dimension."""
+
+
+class DistributedError(OmniretError, RuntimeError):
+    """A distributed run lost a rank (killed, hung past the timeout, network gone) or cannot form."""
