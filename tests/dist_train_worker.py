@@ -23,7 +23,9 @@ def main() -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     results = {}
     for name, kwargs in spec.items():
-        results[name] = train(load_config(**kwargs))["history"]
+        history = train(load_config(**kwargs))["history"]
+        # sentence-transformers runs report Hugging Face's log records
+        results[name] = [h["loss"] if isinstance(h, dict) else h for h in history]
     if dist.get_rank() == 0:
         Path(sys.argv[2]).write_text(json.dumps(results), encoding="utf-8")
     dist.destroy_process_group()

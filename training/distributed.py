@@ -293,6 +293,11 @@ def current_context() -> DistContext:
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def gather_default(flag: bool | None) -> bool:
+    """Whether negatives are gathered across ranks: ``flag`` when given, else on when distributed."""
+    return flag if flag is not None else current_context().enabled
+
+
 def announce(ctx: DistContext, cfg_batch: int, global_batch: int, gather: bool) -> str:
     """The run's first log line: world size, per-device and global batch, whether negatives are gathered."""
     import torch.distributed as dist
@@ -300,3 +305,13 @@ def announce(ctx: DistContext, cfg_batch: int, global_batch: int, gather: bool) 
     backend = dist.get_backend() if ctx.enabled else "none"
     return (f"data-parallel: world_size={ctx.world_size} (backend {backend}), per-device batch {cfg_batch}, "
             f"global batch {global_batch}, gather_negatives={str(gather).lower()}")
+
+
+def log_line(line: str) -> None:
+    """One line to the training log and to stderr (call it on rank 0 only)."""
+    import logging
+
+    from rich.console import Console
+
+    logging.getLogger("omniret.training").info(line)
+    Console(stderr=True).print(line, highlight=False, soft_wrap=True)

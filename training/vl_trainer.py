@@ -29,6 +29,7 @@ from omniret.errors import ConfigError, ItemError
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
+from omniret.training.distributed import gather_default
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.training.progress import TrainProgress
 from omniret.training.st_trainer import loss_dims, usable_negatives
@@ -251,7 +252,7 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
         sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
         step = int(json.loads((last / "state.json").read_text())["step"])
     if ctx.is_main:
-        _log(dist.announce(ctx, per_device, global_batch, gather))
+        dist.log_line(dist.announce(ctx, per_device, global_batch, gather))
     history: list[float] = []
     batches: list[list[int]] = []
     batches_epoch = -1
@@ -283,28 +284,12 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
     return step, history, run
 
 
-def _log(line: str) -> None:
-    import logging
-
-    from rich.console import Console
-
-    logging.getLogger("omniret.training").info(line)
-    Console(stderr=True).print(line, highlight=False)
-
-
 def write_history(out: Path, history: list[float], last_step: int) -> None:
     """``out/train_history.json``: the global-batch loss of each optimiser step this run took (a resumed
     run's first step is the one after its checkpoint)."""
     first = last_step - len(history) + 1
     (out / "train_history.json").write_text(
         json.dumps({"step": list(range(first, last_step + 1)), "loss": history}), encoding="utf-8")
-
-
-def gather_default(cfg: TrainConfig) -> bool:
-    """Whether negatives are gathered across ranks: ``cfg.gather_negatives``, else on when distributed."""
-    from omniret.training import distributed as dist
-
-    return cfg.gather_negatives if cfg.gather_negatives is not None else dist.current_context().enabled
 
 
 def _finish(cfg: TrainConfig, model: TrainableTower, write: Callable[[], None], history: list[float],
@@ -335,7 +320,7 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     dims = loss_dims(cfg.matryoshka_dims, model.dim)
     # distillation's KL is per query over its own candidates: nothing to gather, the gradient average
     # alone makes the ranks' step the global batch's step
-    gather = not distill and gather_default(cfg)
+    gather = not distill and gather_default(cfg.gather_negatives)
     base = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature) if distill \
         else InfoNCELoss(cfg.temperature, cfg.fn_margin, gather_across_devices=gather)
     loss_fn = MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base
