@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -162,3 +163,45 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
         assert_same_weights(tmp_path / f"dist-{name}", tmp_path / f"single-{name}", model)
         meta = json.loads((tmp_path / f"dist-{name}" / "omniret.json").read_text())["trained"]
         assert (meta["world_size"], meta["global_batch"]) == (2, 8), name
+
+
+def _cli(model: Path, data: Path | str, out: Path, *extra: str) -> list[str]:
+    return ["--no-python", "omniret", "train", "embed", "--model", str(model), "--data", str(data), "--out", str(out),
+            "--lr", "1e-3", "--hard-negatives", "1", "--device", "cpu", *extra]
+
+
+def _history(out: Path) -> list[float]:
+    return json.loads((out / "train_history.json").read_text())["loss"]
+
+
+def test_resume_on_two_and_on_one_rank_reproduces_the_run_and_only_rank_0_writes(
+        tiny_text_embedding: Path, text_data: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    logs = tmp_path / "logs"
+    # 8 examples, global batch 4: 4 steps cross an epoch boundary; a checkpoint after step 2
+    proc = torchrun(["--log-dir", str(logs), "--redirects", "3",
+                     *_cli(tiny_text_embedding, text_data, full, "--global-batch-size", "4", "--max-steps", "4",
+                           "--save-steps", "2")])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    uninterrupted = _history(full)
+    assert len(uninterrupted) == 4
+    rank_err = {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
+    assert "data-parallel: world_size=2 (backend gloo), per-device batch 2, global batch 4, gather_negatives=true" \
+        in rank_err[0]
+    assert "training embed" in rank_err[0]
+    assert "data-parallel" not in rank_err[1] and "training embed" not in rank_err[1]
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["checkpoint-2"]
+
+    for ranks in (2, 1):
+        out = tmp_path / f"resumed-{ranks}"
+        shutil.copytree(full / "checkpoints", out / "checkpoints")
+        args = _cli(tiny_text_embedding, text_data, out, "--max-steps", "4", "--resume")
+        if ranks == 2:
+            proc = torchrun(args)
+        else:
+            proc = subprocess.run(args[1:], env=_env(), capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert json.loads((out / "train_history.json").read_text())["step"] == [3, 4]
+        np.testing.assert_allclose(_history(out), uninterrupted[2:], rtol=1e-5, err_msg=f"resumed on {ranks}")
+        meta = json.loads((out / "omniret.json").read_text())["trained"]
+        assert (meta["world_size"], meta["per_device_batch"], meta["global_batch"]) == (ranks, 4 // ranks, 4)
