@@ -205,3 +205,104 @@ def test_resume_on_two_and_on_one_rank_reproduces_the_run_and_only_rank_0_writes
         np.testing.assert_allclose(_history(out), uninterrupted[2:], rtol=1e-5, err_msg=f"resumed on {ranks}")
         meta = json.loads((out / "omniret.json").read_text())["trained"]
         assert (meta["world_size"], meta["per_device_batch"], meta["global_batch"]) == (ranks, 4 // ranks, 4)
+
+
+def test_batch_plan_is_global_and_independent_of_the_world_size() -> None:
+    from omniret.errors import ConfigError
+    from omniret.training import distributed as dist
+
+    assert dist.global_batch_plan(4, 2, None) == (4, 8)
+    assert dist.global_batch_plan(4, 2, 6) == (3, 6)
+    with pytest.raises(ConfigError, match="global batch 5 does not divide into 2 equal per-rank slices"):
+        dist.global_batch_plan(4, 2, 5)
+    batches = dist.epoch_batches(10, 4, seed=7, epoch=1)
+    assert [len(b) for b in batches] == [4, 4, 2] and sorted(sum(batches, [])) == list(range(10))
+    assert batches == dist.epoch_batches(10, 4, seed=7, epoch=1) != dist.epoch_batches(10, 4, seed=7, epoch=2)
+    ranks = [dist.rank_slice(batches[0], dist.DistContext(r, 2), batches[0]) for r in range(2)]
+    assert ranks[0] + ranks[1] == batches[0]
+    # a short last batch that does not split evenly is padded with the epoch's first examples
+    three = [dist.rank_slice(batches[2], dist.DistContext(r, 3), batches[0]) for r in range(3)]
+    assert three == [[batches[2][0]], [batches[2][1]], [batches[0][0]]]
+
+
+def test_bad_launches_fail_before_training_with_the_reason(tiny_text_embedding: Path, text_data: Path,
+                                                           tmp_path: Path) -> None:
+    proc = torchrun(_cli(tiny_text_embedding, text_data, tmp_path / "odd", "--global-batch-size", "5"))
+    assert proc.returncode != 0
+    assert "global batch 5 does not divide into 2 equal per-rank slices" in " ".join(proc.stderr.split())
+    assert "training embed" not in proc.stderr and not (tmp_path / "odd" / "checkpoints").exists()
+
+    # two machines (nodes) of one rank each, the second without the data file: every rank stops and says which
+    port = _free_port()
+    nodes = []
+    for node in range(2):
+        cwd = tmp_path / f"node{node}"
+        cwd.mkdir()
+        if node == 0:
+            shutil.copy(text_data, cwd / "train.jsonl")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={node}",
+               "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}",
+               *_cli(tiny_text_embedding, "train.jsonl", tmp_path / f"out{node}")]
+        nodes.append(subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=240) for p in nodes]
+    for p, (_, err) in zip(nodes, outputs, strict=True):
+        assert p.returncode != 0
+        assert "loading the training data failed on 1 of 2 ranks; rank 1: train.jsonl: no such data file" \
+            in " ".join(err.split()), err[-3000:]
+        assert "training embed" not in err
+
+
+def _rank_pids(launcher: Any) -> dict[int, int]:
+    import psutil
+
+    pids = {}
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            env = child.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "RANK" in env and "omniret" in " ".join(child.cmdline()):
+            pids[int(env["RANK"])] = child.pid
+    return pids
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
+def test_a_dead_or_hung_rank_fails_the_run_within_the_timeout(tiny_text_embedding: Path, text_data: Path,
+                                                              tmp_path: Path, signal_name: str) -> None:
+    """Ranks started as torchrun starts them (env:// variables), without its supervisor: rank 0 must notice by
+    itself that rank 1 died (kill -9: the socket closes) or hung (SIGSTOP: the collective timeout)."""
+    import signal
+    import time
+
+    port = _free_port()
+    procs, logs = [], []
+    for rank in range(2):
+        env = dict(_env(), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        logs.append(tmp_path / f"rank{rank}.err")
+        with logs[-1].open("w") as err_file:
+            procs.append(subprocess.Popen(
+                _cli(tiny_text_embedding, text_data, tmp_path / "out", "--max-steps", "100000", "--batch-size", "2",
+                     "--dist-timeout", "15")[1:],
+                env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True))
+    try:
+        deadline = time.monotonic() + 180
+        # wait until the ranks train (rank 0 announced the run and stepped), then take rank 1 away
+        while "data-parallel" not in logs[0].read_text() and time.monotonic() < deadline:
+            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(5)
+        procs[1].send_signal(getattr(signal, signal_name))
+        t0 = time.monotonic()
+        procs[0].wait(timeout=120)
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    err = " ".join(logs[0].read_text().split())
+    assert procs[0].returncode != 0
+    assert "rank 0 of 2: lost the other ranks during step" in err, err[-3000:]
+    assert waited < 60, waited
