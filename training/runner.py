@@ -106,6 +106,13 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
     dist.barrier()
     source, spec = resolve(cfg.model)
     arch = detect_arch(source, spec)
+    if arch in ("qwen3_vl", "qwen3_text"):
+        if cfg.deepspeed is not None:
+            raise ConfigError(f"--deepspeed {cfg.deepspeed}: DeepSpeed runs through the Hugging Face trainer "
+                              "(sentence-transformers models); shard a Qwen3 tower with --fsdp")
+        if cfg.fsdp:
+            raise ConfigError("--fsdp: FSDP2 sharding of Qwen3 towers is not available yet; train data-parallel "
+                              "without it (LoRA and --gradient-checkpointing cut memory)")
     if cfg.stage == "rerank":
         if arch == "qwen3_vl":
             from omniret.training.vl_trainer import train_vl_reranker
