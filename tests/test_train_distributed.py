@@ -166,6 +166,7 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
 
 
 def _cli(model: Path, data: Path | str, out: Path, *extra: str) -> list[str]:
+    """``--no-python omniret train embed …`` for a launcher (drop the first element to run it directly)."""
     return ["--no-python", "omniret", "train", "embed", "--model", str(model), "--data", str(data), "--out", str(out),
             "--lr", "1e-3", "--hard-negatives", "1", "--device", "cpu", *extra]
 
@@ -196,8 +197,11 @@ def test_resume_on_two_and_on_one_rank_reproduces_the_run_and_only_rank_0_writes
         out = tmp_path / f"resumed-{ranks}"
         shutil.copytree(full / "checkpoints", out / "checkpoints")
         args = _cli(tiny_text_embedding, text_data, out, "--max-steps", "4", "--resume")
-        if ranks == 2:
-            proc = torchrun(args)
+        if ranks == 2:  # resumed under accelerate's launcher (torchrun started the run)
+            proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                                   "--num_processes=2", f"--main_process_port={_free_port()}", "--num_machines=1",
+                                   "--mixed_precision=no", "--dynamo_backend=no", "--no_python", *args[1:]],
+                                  env=_env(), capture_output=True, text=True, timeout=240)
         else:
             proc = subprocess.run(args[1:], env=_env(), capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stderr[-4000:]

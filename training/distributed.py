@@ -19,6 +19,7 @@ ranks of the slices' mean losses is the mean over the global batch (the slices a
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,10 @@ def all_gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
 
     if not is_distributed():
         return tensor, 0
-    parts = all_gather(tensor.contiguous())
+    with warnings.catch_warnings():
+        # torch >= 2.9 points to a private replacement (_functional_collectives); this public one still works
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = all_gather(tensor.contiguous())
     return torch.cat(parts, dim=0), dist.get_rank() * tensor.shape[0]
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +213,7 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
          batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]],
-         gather: bool = False) -> tuple[int, list[float], dict[str, Any]]:
+         gather: bool = False) -> Fit:
     """The shared loop: AdamW with linear warmup/decay, resume from ``out/checkpoints``, progress, saving.
 
     ``batch_loss(indices)`` gives the batch's prepared inputs and the loss of the model's outputs on them.
@@ -254,10 +256,12 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
     if ctx.is_main:
         dist.log_line(dist.announce(ctx, per_device, global_batch, gather))
     history: list[float] = []
+    seconds: list[float] = []
     batches: list[list[int]] = []
     batches_epoch = -1
     with TrainProgress(total, f"training {cfg.stage}", start=step, enabled=ctx.is_main) as bar:
         while step < total:
+            t0 = time.perf_counter()
             epoch, within = divmod(step, per_epoch)
             if epoch != batches_epoch:
                 batches, batches_epoch = dist.epoch_batches(n_examples, global_batch, cfg.seed, epoch), epoch
@@ -272,6 +276,7 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
             sched.step()
             step += 1
             history.append(value)
+            seconds.append(time.perf_counter() - t0)
             bar.update(step, loss=value, examples=len(idx) * ctx.world_size)
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
                 if ctx.is_main:
@@ -281,19 +286,31 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
                     dist.barrier()
     run = {"world_size": ctx.world_size, "per_device_batch": per_device, "global_batch": global_batch,
            "gather_negatives": gather}
-    return step, history, run
+    return Fit(step, history, seconds, run)
 
 
-def write_history(out: Path, history: list[float], last_step: int) -> None:
-    """``out/train_history.json``: the global-batch loss of each optimiser step this run took (a resumed
-    run's first step is the one after its checkpoint)."""
-    first = last_step - len(history) + 1
+@dataclass
+class Fit:
+    """What ``_fit`` did: the last global step, the loss and wall seconds of each step it took, the run's
+    parallelism (for the ``trained`` record)."""
+
+    step: int
+    losses: list[float]
+    seconds: list[float]
+    run: dict[str, Any]
+
+
+def write_history(out: Path, fit: Fit) -> None:
+    """``out/train_history.json``: the global-batch loss and wall seconds of each optimiser step this run took
+    (a resumed run's first step is the one after its checkpoint)."""
+    first = fit.step - len(fit.losses) + 1
     (out / "train_history.json").write_text(
-        json.dumps({"step": list(range(first, last_step + 1)), "loss": history}), encoding="utf-8")
+        json.dumps({"step": list(range(first, fit.step + 1)), "loss": fit.losses, "seconds": fit.seconds,
+                    "global_batch": fit.run["global_batch"], "world_size": fit.run["world_size"]}),
+        encoding="utf-8")
 
 
-def _finish(cfg: TrainConfig, model: TrainableTower, write: Callable[[], None], history: list[float],
-            step: int) -> None:
+def _finish(cfg: TrainConfig, model: TrainableTower, write: Callable[[], None], fit: Fit) -> None:
     """Rank 0 saves the model, its ``omniret.json`` and the loss per step; the other ranks wait until it has."""
     from omniret.training import distributed as dist
 
@@ -301,7 +318,7 @@ def _finish(cfg: TrainConfig, model: TrainableTower, write: Callable[[], None], 
     if ctx.is_main:
         model.save(cfg.out)
         write()
-        write_history(cfg.out, history, step)
+        write_history(cfg.out, fit)
     with dist.collective_errors(ctx, "saving the trained model"):
         dist.barrier()
 
@@ -340,11 +357,12 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
 
         return queries + docs, loss_of
 
-    step, history, run = _fit(cfg, model, len(examples), batch_loss, gather)
+    fit = _fit(cfg, model, len(examples), batch_loss, gather)
+    step, history = fit.step, fit.losses
     _finish(cfg, model, lambda: write_meta(
         cfg.out, model=cfg.model, stage=cfg.stage, dims=dims, losses={type(loss_fn).__name__: {**loss_fn.config}},
         extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
-               "gradcache_chunk": cfg.gradcache_chunk, **run}), history, step)
+               "gradcache_chunk": cfg.gradcache_chunk, **fit.run}), fit)
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
             "history": history, "model": model}
 
@@ -501,11 +519,12 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
 
         return prepared, loss_of
 
-    step, history, run = _fit(cfg, model, len(examples), batch_loss)
+    fit = _fit(cfg, model, len(examples), batch_loss)
+    step, history = fit.step, fit.losses
     _finish(cfg, model, lambda: write_meta(
         cfg.out, model=cfg.model, stage="rerank", dims=None, losses={type(loss_fn).__name__: {**loss_fn.config}},
         extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
-               "yes_no_rows_trained": not model.tied, **run}), history, step)
+               "yes_no_rows_trained": not model.tied, **fit.run}), fit)
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
             "history": history, "model": model}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,6 +71,8 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
     cfg = load_config(config, stage=stage, **flags)
     summary = train(cfg)
     summary.pop("history", None)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun / accelerate, rank 0 reports for the run
     console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
 
 
