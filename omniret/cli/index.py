@@ -174,9 +174,9 @@ def _manifest(name: str, root: Path | None) -> dict[str, Any]:
     for r in list_collections(root):
         if r["name"] == name:
             return r
-    from omniret.errors import CollectionError
+    from omniret.errors import CollectionNotFound
 
-    raise CollectionError(f"no collection {name!r}; see `omniret collections list`")
+    raise CollectionNotFound(f"no collection {name!r}; see `omniret collections list`")
 
 
 @collections_app.command("info")
