@@ -260,7 +260,8 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
                     url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
-                    funnel_dim: int | None = None, exist_ok: bool = True, **store_options: Any) -> Collection:
+                    funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
+                    dtype: str | None = None, **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -271,6 +272,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     ``funnel_dim``: keep a short Matryoshka prefix of that width beside the full vectors for funnel search
     (one of the model's ``dims``, below ``dim``; fixed at creation, recorded in the manifest);
     ``funnel_candidates`` (a store option, default 10) sets the pool as a multiple of ``k``.
+    ``device`` / ``dtype``: for the models this call loads by name (default: the loaders' own).
     Errors are typed: ``CollectionNotFound`` (``create=False`` and none there), ``CollectionExists``
     (``exist_ok=False`` and one is there), ``CollectionMismatch`` (another model, dim, backend or index).
     """
@@ -316,7 +318,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     if isinstance(embedder, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        embedder = load_embedder(embedder)
+        embedder = load_embedder(embedder, device=device, dtype=dtype)
     if manifest is None:
         dim = int(dim or embedder.dim)
         dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
@@ -337,7 +339,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     if isinstance(reranker, (str, os.PathLike)):
         from omniret.rerank import load_reranker
 
-        reranker = load_reranker(reranker)
+        reranker = load_reranker(reranker, device=device, dtype=dtype)
     store = _open_store(path, name, manifest, url, store_options, create=new)
     if new:
         path.mkdir(parents=True, exist_ok=True)
