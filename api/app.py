@@ -122,6 +122,16 @@ def _finish_setup(state: ServiceState) -> None:
     state.loading = False
 
 
+def _close_collections(state: ServiceState) -> None:
+    """Close every collection the app opened (stores flush and release their files)."""
+    while state.collections:
+        name, col = state.collections.popitem()
+        try:
+            col.close()
+        except Exception as e:  # noqa: BLE001 - one failing store must not keep the others open
+            log.error("closing collection %r failed: %s", name, e)
+
+
 class _LatencyMiddleware:
     """Observe every HTTP request's latency under its route template (not the raw path)."""
 
@@ -184,7 +194,11 @@ def create_app(settings: Settings | None = None, *, embedder: Any = None, rerank
             if loader is not None and not loader.done():
                 await asyncio.wait([loader], timeout=60)
             if state.batcher is not None:
-                await asyncio.to_thread(state.batcher.stop)
+                # the open collections belong to the model worker: close them there, then stop it
+                try:
+                    await state.batcher.call(_close_collections, state)
+                finally:
+                    await asyncio.to_thread(state.batcher.stop)
 
     app = FastAPI(title="omniret", version=_version(), lifespan=lifespan,
                   summary="Multimodal embeddings, reranking and two-stage search over collections.")

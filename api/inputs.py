@@ -147,10 +147,13 @@ class InputConverter:
     Use as a context manager: the temporary files are removed on exit (after the model ran).
     """
 
-    def __init__(self, settings: Settings, *, max_tokens: int | None = None, with_ids: bool = False) -> None:
+    def __init__(self, settings: Settings, *, max_tokens: int | None = None, with_ids: bool = False,
+                 reserved_metadata: frozenset[str] = frozenset()) -> None:
         """``max_tokens``: what the model reads (text past its character bound is cut before tokenising);
-        ``with_ids``: items without an ``id`` get one from their content (collection adds)."""
+        ``with_ids``: items without an ``id`` get one from their content (collection adds);
+        ``reserved_metadata``: metadata keys refused (the collection's own payload fields)."""
         self.settings = settings
+        self.reserved = reserved_metadata
         self.read_chars = max_tokens * CHARS_PER_TOKEN_BOUND if max_tokens else None
         self.with_ids = with_ids
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -258,6 +261,10 @@ class InputConverter:
             d["instruction"] = instruction
         if d.get("metadata") is not None and not isinstance(d["metadata"], dict):
             raise ItemError.for_item(index, item_id, "metadata must be an object")
+        taken = sorted(set(d.get("metadata") or {}) & self.reserved)
+        if taken:
+            raise ItemError.for_item(index, item_id, f"metadata key(s) {taken} are reserved for the item's own "
+                                     "fields; rename them")
         return Item.from_dict(d, index=index)
 
     def _text(self, text: str, index: int | None, item_id: Any) -> str:

@@ -38,6 +38,7 @@ from omniret.api.schemas import (
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError
+from omniret.index.collection import RESERVED_PAYLOAD_KEYS
 from omniret.types import Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
@@ -244,7 +245,8 @@ async def add_items(name: str, body: AddItems, request: Request) -> dict[str, An
     state = get_state(request)
     check_body(body)
     skip = body.on_error == "skip"
-    with InputConverter(state.settings, max_tokens=model_max_tokens(state.embedder), with_ids=True) as conv:
+    with InputConverter(state.settings, max_tokens=model_max_tokens(state.embedder), with_ids=True,
+                        reserved_metadata=RESERVED_PAYLOAD_KEYS) as conv:
         good, bad = conv.partition(body.items, field="items")
         if bad and not skip:
             raise item_error(ItemError.combine(bad), field="items")
