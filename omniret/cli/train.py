@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from omniret.cli._app import DeviceOpt, RerankerOpt, app, console, err_console, handles_errors
+from omniret.cli._app import DeviceOpt, RerankerOpt, app, cli_settings, console, err_console, handles_errors
 
 train_app = typer.Typer(help="Fine-tune embedders and rerankers: contrastive, reranker, distillation stages.",
                         no_args_is_help=True)
@@ -69,6 +69,8 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
 
     flags["matryoshka_dims"] = _dims(flags.pop("matryoshka_dims"))
     cfg = load_config(config, stage=stage, **flags)
+    if cfg.device is None and (device := cli_settings().device):  # flag > config file > OMNIRET_DEVICE
+        cfg = cfg.model_copy(update={"device": device})
     summary = train(cfg)
     summary.pop("history", None)
     if os.environ.get("RANK", "0") != "0":
@@ -165,6 +167,7 @@ def mine(
 
     examples = load_examples(data)
     items = load_corpus(corpus)
+    device = device or cli_settings().device
     embedder = load_embedder(model, device=device)
     rr = None
     if reranker is not None:
