@@ -382,6 +382,16 @@ def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None
                       lexical=manifest.get("lexical"))
 
 
+def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
+    """The store of an existing collection, opened without loading its model (admin commands)."""
+    _check_name(name)
+    path = _root(root) / name
+    manifest = _read_manifest(path)
+    if manifest is None:
+        raise CollectionError(f"no collection {name!r} in {path.parent}")
+    return _open_store(path, name, manifest, manifest.get("url"), {}, create=False)
+
+
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """The manifests of every collection under ``root`` (sorted by name)."""
     base = _root(root)

@@ -35,6 +35,7 @@ from omniret.api.schemas import (
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, ConfigError, ItemError
+from omniret.index.fusion import check_fusion, check_mode
 from omniret.types import Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
@@ -311,10 +312,23 @@ async def delete_items(name: str, body: DeleteItems, request: Request) -> dict[s
 
 @router.post("/{name}/search", response_model=SearchResponse)
 async def search(name: str, body: SearchRequest, request: Request) -> SearchResponse:
-    """Text and/or image query; dense candidates, then (optionally) reranked; both scores per hit."""
+    """Text and/or image query; dense, lexical or hybrid candidates, then (optionally) reranked; every
+    score per hit."""
     state = get_state(request)
     if body.text is None and body.image is None:
         raise ApiError(400, "invalid_request", "give text and/or image", field="text")
+    try:
+        check_mode(body.mode)
+    except ConfigError as e:
+        raise ApiError(400, "invalid_request", str(e), field="mode") from None
+    try:
+        check_fusion(body.fusion, body.alpha)
+    except ConfigError as e:
+        raise ApiError(400, "invalid_request", str(e), field="alpha" if str(e).startswith("alpha") else "fusion") \
+            from None
+    if body.mode != "dense" and not (body.text or "").strip():
+        raise ApiError(400, "invalid_request", f"mode={body.mode!r} needs query text (an image-only query has no "
+                       "words to match); use mode='dense'", field="text")
     if body.rerank and state.reranker is None:
         raise ApiError(400, "no_reranker", "rerank=true but this server runs without a reranker", field="rerank")
     raw: dict[str, Any] = {}
@@ -330,17 +344,23 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
             col = _open(state, name)
             try:
                 return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
-                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top)
+                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top,
+                                  mode=body.mode, fusion=body.fusion, alpha=body.alpha)
             except ConfigError as e:
-                field = "filter" if str(e).startswith(("filter", "a filter")) else None
+                msg = str(e)
+                field = "filter" if msg.startswith(("filter", "a filter")) else \
+                    "mode" if msg.startswith("mode=") else None
                 raise ApiError(400, "invalid_request", str(e), field=field) from None
             except ItemError as e:
                 raise item_error(e, field="query") from None
 
         hits = await _worker(state, run)
     took = (time.perf_counter() - start) * 1000
-    out = [HitOut(id=h.id, score=float(h.score), payload=_jsonable(h.payload),
-                  rerank_score=None if h.rerank_score is None else float(h.rerank_score),
+    def opt(v: float | None) -> float | None:
+        return None if v is None else float(v)
+
+    out = [HitOut(id=h.id, score=float(h.score), payload=_jsonable(h.payload), dense_score=opt(h.dense_score),
+                  lexical_score=opt(h.lexical_score), fused_score=opt(h.fused_score), rerank_score=opt(h.rerank_score),
                   thumbnail=_thumb_url(state, name, h)) for h in hits]
     return SearchResponse(hits=out, reranked=any(h.rerank_score is not None for h in out), took_ms=took)
 
