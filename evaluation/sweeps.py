@@ -45,7 +45,9 @@ class SweepConfig:
     ``dims``: Matryoshka dims (None: the model's full dim). ``rerank_tops``: rerank depths, 0 for the
     first stage alone. ``k``: first-stage depth, also the ranking depth metrics see.
     ``query_instruction`` goes with the queries (documents are embedded with the model's default),
-    ``rerank_instruction`` with the reranker's query.
+    ``rerank_instruction`` with the reranker's query. ``modes``: first stages to sweep (``dense``,
+    ``lexical``, ``hybrid``); each hybrid run is one of ``fusions`` (``rrf``, or ``weighted`` once per
+    ``alphas`` value, default 0.5).
     """
 
     dims: Sequence[int] | None = None
@@ -58,8 +60,8 @@ class SweepConfig:
     rerank_instruction: str | None = None
     batch_size: int = 32
     modes: Sequence[str] = ("dense",)
-    fusion: str = "rrf"
-    alpha: float | None = None
+    fusions: Sequence[str] = ("rrf",)
+    alphas: Sequence[float] | None = None
     workdir: Path | None = None
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
@@ -88,15 +90,31 @@ def check_config(config: SweepConfig, *, full_dim: int, reranker: Any) -> tuple[
     return dims, tops, check_metrics(config.metrics)
 
 
-def check_modes(config: SweepConfig) -> tuple[list[str], str, float]:
-    """The validated first-stage modes (deduplicated, in order), fusion and alpha."""
-    from omniret.index.fusion import check_fusion, check_mode
+#: one first stage of a sweep: (mode, fusion, alpha); fusion and alpha matter for hybrid only
+Stage = tuple[str, str, float]
+
+
+def check_modes(config: SweepConfig) -> list[Stage]:
+    """The first stages a sweep runs: each mode in order, hybrid once per fusion (weighted once per alpha)."""
+    from omniret.index.fusion import DEFAULT_ALPHA, check_fusion, check_mode
 
     if not config.modes:
         raise ConfigError("--mode: give at least one of dense, lexical, hybrid")
     modes = [check_mode(m, field="--mode") for m in dict.fromkeys(config.modes)]
-    fusion, alpha = check_fusion(config.fusion, config.alpha, field="--fusion")
-    return modes, fusion, alpha
+    fusions = list(dict.fromkeys(config.fusions)) or ["rrf"]
+    alphas = list(dict.fromkeys(config.alphas or []))
+    if alphas and "weighted" not in fusions:
+        raise ConfigError(f"--alpha {alphas[0]} is the weight of --fusion weighted (add it: --fusion rrf,weighted)")
+    variants: list[tuple[str, float]] = []
+    for f in fusions:
+        if f == "weighted":
+            variants += [check_fusion(f, a, field="--fusion") for a in alphas or [DEFAULT_ALPHA]]
+        else:
+            variants.append(check_fusion(f, None, field="--fusion"))
+    out: list[Stage] = []
+    for m in modes:
+        out += [(m, f, a) for f, a in variants] if m == "hybrid" else [(m, "rrf", DEFAULT_ALPHA)]
+    return out
 
 
 def open_store(backend: str, path: Path, dim: int, index: str) -> Any:
@@ -119,8 +137,8 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
 
     config = config or SweepConfig()
     dims, tops, metrics = check_config(config, full_dim=int(embedder.dim), reranker=reranker)
-    modes, fusion, alpha = check_modes(config)
-    lexical = any(m != "dense" for m in modes)
+    stages = check_modes(config)
+    lexical = any(m != "dense" for m, _, _ in stages)
     qids = [q for q in queries if q in qrels and any(int(r) >= 1 for r in qrels[q].values())]
     if not qids:
         raise ConfigError(f"{dataset}: no query of split {split!r} has a relevant document in the qrels")
@@ -143,7 +161,7 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
     with tempfile.TemporaryDirectory(prefix="omniret-eval-", dir=config.workdir) as tmp:
         for dim in dims:
             store = open_store(config.backend, Path(tmp) / f"{config.backend}-{dim}", dim, config.index)
-            firsts: dict[str, tuple[dict[str, list[str]], float]] = {}
+            firsts: dict[Stage, tuple[dict[str, list[str]], float]] = {}
             try:
                 t0 = time.perf_counter()
                 dv = truncate(doc_vecs, dim)
@@ -153,7 +171,8 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
                     store.upsert(part, dv[start:start + 1024], payloads)
                 build_s = time.perf_counter() - t0
                 qv = truncate(q_vecs, dim)
-                for mode in modes:
+                for stage in stages:
+                    mode, fusion, alpha = stage
                     first: dict[str, list[str]] = {}
                     t0 = time.perf_counter()
                     for i, q in enumerate(qids):
@@ -162,11 +181,10 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
                         first[q] = [h.id for h in hits]
                         if progress:
                             progress(f"search {mode} dim {dim}", i + 1, len(qids))
-                    firsts[mode] = (first, 1000 * (time.perf_counter() - t0) / len(qids))
+                    firsts[stage] = (first, 1000 * (time.perf_counter() - t0) / len(qids))
             finally:
                 store.close()
-            for mode in modes:
-                first, search_ms = firsts[mode]
+            for (mode, fusion, alpha), (first, search_ms) in firsts.items():
                 results.extend(_score_mode(dataset, split, embedder, reranker, queries, corpus, qrels, config,
                                            first, tops, metrics, dim=dim, mode=mode, fusion=fusion, alpha=alpha,
                                            k=k, num_docs=len(doc_ids), build_s=build_s, search_ms=search_ms,

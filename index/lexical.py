@@ -6,8 +6,9 @@ Qdrant store keeps a sparse vector of BM25 term-frequency weights in each point 
 IDF (``Modifier.IDF``). The analyser's settings are recorded in the collection (manifest and store) and
 reloaded from there, so changing the defaults here never silently changes an existing index.
 
-Analysis, in order: Unicode NFKC, identifier splitting (``snake_case``, ``camelCase``, ``dotted.names``
-yield their parts plus the whole name as one token, so an exact identifier still matches best), Unicode
+Analysis, in order: Unicode NFKC, identifier splitting (``snake_case``, ``camelCase``, ``dotted.names`` and
+hyphenated codes such as ``ERR-4012`` yield their parts plus the whole name as one token, so an exact
+identifier still matches best), Unicode
 case folding, stop words (Lucene's English set, the one Elasticsearch's ``_english_`` uses) and Snowball
 stemming (``snowballstemmer``; the whole-identifier token is not stemmed). Tokens are runs of letters and
 digits only, which FTS5's ``unicode61`` tokenizer keeps intact.
@@ -37,8 +38,8 @@ ENGLISH_STOPWORDS = frozenset((
     "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was",
     "will", "with"))
 
-_RUN = re.compile(r"\w+(?:\.\w+)*")
-_SEP = re.compile(r"[._]+")
+_RUN = re.compile(r"\w+(?:[.\-]\w+)*")
+_SEP = re.compile(r"[._\-]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
 _ALNUM = re.compile(r"[^\W_]+")
 

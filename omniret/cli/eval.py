@@ -40,8 +40,10 @@ QueryInstrOpt = Annotated[str | None, typer.Option("--instruction", "-i", help="
 RerankInstrOpt = Annotated[str | None, typer.Option("--rerank-instruction", help="Instruction for the reranker.")]
 ModesOpt = Annotated[list[str] | None, typer.Option("--mode", help="First-stage modes to sweep: dense, lexical, "
                                                                  "hybrid (comma list or repeated; default dense).")]
-FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf (k=60) or weighted (--alpha).")]
-AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weight in [0, 1].")]
+FusionOpt = Annotated[list[str] | None, typer.Option("--fusion", help="Hybrid fusions to sweep: rrf (k=60), "
+                                                                    "weighted (--alpha); default rrf.")]
+AlphaOpt = Annotated[list[str] | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weights "
+                                                                   "in [0, 1] to sweep (default 0.5).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Items per embedding call.")]
 
 
@@ -59,6 +61,17 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
             except ValueError:
                 fail(f"{option} {part!r}: not an integer", hint=f"{option} 64,128,256")
     return out
+
+
+def _floats(values: list[str] | None, option: str) -> list[float] | None:
+    """``["0.3,0.5", "0.7"]`` -> ``[0.3, 0.5, 0.7]``; a bad value fails naming the option."""
+    out = []
+    for part in _names(values):
+        try:
+            out.append(float(part))
+        except ValueError:
+            fail(f"{option} {part!r}: not a number", hint=f"{option} 0.3,0.5,0.7")
+    return out or None
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -122,7 +135,8 @@ def _finish(runs: list[Any], out: Path, *, title: str, main_metric: str) -> None
 def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker: str | None, k: int,
                   backend: str, index: str, metrics: str | None, instruction: str | None,
                   rerank_instruction: str | None, batch_size: int, default_metrics: Any,
-                  modes: list[str] | None = None, fusion: str = "rrf", alpha: float | None = None) -> Any:
+                  modes: list[str] | None = None, fusion: list[str] | None = None,
+                  alpha: list[str] | None = None) -> Any:
     from omniret.errors import ConfigError
     from omniret.evaluation.metrics import check_metrics
     from omniret.evaluation.sweeps import BACKENDS, SweepConfig
@@ -135,7 +149,8 @@ def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker
     chosen = check_metrics(_names([metrics])) if metrics else list(default_metrics)
     return SweepConfig(dims=_ints(dims, "--dims"), rerank_tops=tops, k=k, backend=backend, index=index,
                        metrics=chosen, query_instruction=instruction, rerank_instruction=rerank_instruction,
-                       batch_size=batch_size, modes=_names(modes) or ["dense"], fusion=fusion, alpha=alpha)
+                       batch_size=batch_size, modes=_names(modes) or ["dense"], fusions=_names(fusion) or ["rrf"],
+                       alphas=_floats(alpha, "--alpha"))
 
 
 @eval_app.command("beir")
@@ -156,7 +171,7 @@ def eval_beir(
     rerank_instruction: RerankInstrOpt = None,
     batch_size: BatchOpt = 32,
     mode: ModesOpt = None,
-    fusion: FusionOpt = "rrf",
+    fusion: FusionOpt = None,
     alpha: AlphaOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
