@@ -33,9 +33,9 @@ def _lexical(store: VectorStore, mode: str) -> LexicalStore:
     return store
 
 
-def _no_text(store: LexicalStore, mode: str) -> None:
-    """Raise when an empty lexical answer is because no stored item has text."""
-    if store.lexical_count() == 0:
+def _no_text(store: VectorStore, lex: LexicalStore, mode: str) -> None:
+    """Raise when an empty lexical answer is because no stored item has text (an empty store is fine)."""
+    if lex.lexical_count() == 0 and store.count() > 0:
         raise ConfigError(f"mode={mode!r}: no item in this collection has text (title, caption or text in its "
                           "payload), so there is no lexical index to search; use mode='dense'")
 
@@ -60,7 +60,7 @@ def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[
     if mode == "lexical":
         out = [tag(h, "lexical") for h in lex.lexical_search(texts, k, filter=filter)]
         if not any(out):
-            _no_text(lex, mode)
+            _no_text(store, lex, mode)
         return out
     if vectors is None:
         raise ConfigError("mode='hybrid' needs query vectors")
@@ -69,12 +69,12 @@ def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[
         out = store.hybrid_search(vectors, texts, k, filter=filter, depth=depth, fusion=fusion, alpha=alpha,
                                   funnel=funnel)
         if all(h.lexical_score is None for hits in out for h in hits):
-            _no_text(lex, mode)
+            _no_text(store, lex, mode)
         return out
     dense = store.search(vectors, depth, filter=filter, **extra)
     lexical = lex.lexical_search(texts, depth, filter=filter)
     if not any(lexical):
-        _no_text(lex, mode)
+        _no_text(store, lex, mode)
     return [fuse(d, lx, k, fusion=fusion, alpha=alpha) for d, lx in zip(dense, lexical, strict=True)]
 
 
