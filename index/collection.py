@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure, StoreError
+from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
 from omniret.index.searcher import Searcher
@@ -191,8 +191,8 @@ class Collection:
 
         Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
         """
-        if getattr(self.store, "lexical_ready", True):
-            return 0
+        if getattr(self.store, "lexical_ready", True) or self.manifest.get("backend") == "qdrant":
+            return 0  # an older Qdrant collection cannot gain a sparse vector; its lexical searches say so
         if not progress:
             return int(self.store.build_lexical())
         from rich.console import Console
@@ -355,12 +355,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     coll = Collection(name, path, manifest, store, embedder, reranker)
     try:
         coll.build_lexical(progress=progress)
-    except StoreError:
-        if manifest["backend"] != "qdrant":
-            coll.close()
-            raise
-        # an older Qdrant collection cannot gain a sparse vector: dense search keeps working, lexical and
-        # hybrid searches say how to re-index
+    except BaseException:
+        coll.close()
+        raise
     return coll
 
 

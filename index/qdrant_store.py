@@ -246,7 +246,8 @@ class QdrantStore:
     # -- lexical and hybrid ----------------------------------------------------------------------
     def _check_lexical(self) -> None:
         if not self.lexical_ready:
-            raise StoreError(f"Qdrant collection {self.name!r} was made before omniret's lexical index and has no "
+            raise ConfigError(f"lexical search: Qdrant collection {self.name!r} was made before omniret's lexical "
+                              f"index and has no "
                              f"sparse vector {SPARSE!r} (Qdrant cannot add one to an existing collection); "
                              "re-index its sources into a new collection for lexical or hybrid search")
 
@@ -358,8 +359,8 @@ class QdrantStore:
                 return out
 
     def build_lexical(self, progress: Any = None) -> int:
-        """Nothing to build: new collections index text on upsert; older ones cannot gain a sparse vector."""
-        self._check_lexical()
+        """Nothing to build: new collections index text on upsert, and an older one cannot gain a sparse
+        vector (its lexical and hybrid searches say how to re-index); returns 0."""
         return 0
 
     @staticmethod

@@ -394,3 +394,23 @@ def test_cli_search_modes_and_build_lexical(tmp_path: Path, minilm_path: Path) -
     assert res.exit_code == 0 and "lexical index built (7 items with text)" in res.output, res.output
     res = run(cli, ["collections", "build-lexical", "c", "--root", root])
     assert "the lexical index is complete (7 items with text)" in res.output
+
+
+def test_a_qdrant_collection_made_before_keeps_dense_and_says_how_to_get_lexical(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient, models
+
+    from omniret.index.qdrant_store import point_id
+
+    raw = QdrantClient(path=str(tmp_path / "q"))
+    raw.create_collection("old", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE))
+    raw.upsert("old", points=[models.PointStruct(id=point_id("a"), vector=QUERY[0].tolist(),
+                                                 payload={"text": "zebra", "_omniret_id": "a"})])
+    raw.close()
+    store = QdrantStore("old", path=tmp_path / "q")
+    assert not store.lexical_ready and store.lexical_count() == 0
+    assert [h.id for h in first_stage(store, QUERY, ["zebra"], 1, mode="dense")[0]] == ["a"]
+    store.upsert(["b"], QUERY, [{"text": "zebra"}])  # still writable: dense only
+    for mode in ("lexical", "hybrid"):
+        with pytest.raises(ConfigError, match=r"Qdrant collection 'old' was made before .* re-index"):
+            first_stage(store, QUERY, ["zebra"], 1, mode=mode)
+    store.close()

@@ -217,7 +217,8 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
     if json_out:
         console.print_json(json.dumps(info))
         return
-    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "created", "path"):
+    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "lexical", "created",
+                "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
 
 
