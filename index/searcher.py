@@ -48,6 +48,8 @@ def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[
     ``vectors`` are the embedded queries (needed for dense and hybrid), ``texts`` the query texts (lexical
     and hybrid). Hits carry ``dense_score`` / ``lexical_score`` / ``fused_score`` as they apply.
     """
+    mode = check_mode(mode)
+    fusion, alpha = check_fusion(fusion, alpha)
     extra = {"funnel": funnel} if funnel is not None else {}
     if mode == "dense":
         if vectors is None:
