@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from omniret.errors import ConfigError
+from omniret.errors import SearchModeError
 from omniret.types import Hit
 
 Mode = Literal["dense", "lexical", "hybrid"]
@@ -30,24 +30,31 @@ DEFAULT_ALPHA = 0.5
 
 
 def check_mode(mode: object, *, field: str = "mode") -> str:
-    """``mode`` if it is one of ``MODES``; ``ConfigError`` naming the field otherwise."""
+    """``mode`` if it is one of ``MODES``; ``SearchModeError`` naming the field otherwise."""
     if mode not in MODES:
-        raise ConfigError(f"{field}={mode!r}: choose one of {', '.join(MODES)}")
+        raise SearchModeError(f"{field}={mode!r}: choose one of {', '.join(MODES)}", field="mode")
     return str(mode)
+
+
+def check_query_text(mode: str, text: str) -> None:
+    """Lexical and hybrid searches match words: a query without text is refused (field ``text``)."""
+    if mode != "dense" and not text.strip():
+        raise SearchModeError(f"mode={mode!r} needs query text (an image-only query has no words to match); use "
+                              "mode='dense'", field="text")
 
 
 def check_fusion(fusion: object, alpha: object = None, *, field: str = "fusion") -> tuple[str, float]:
     """Validated ``(fusion, alpha)``; alpha defaults to 0.5 and must lie in [0, 1]."""
     if fusion not in FUSIONS:
-        raise ConfigError(f"{field}={fusion!r}: choose one of {', '.join(FUSIONS)}")
+        raise SearchModeError(f"{field}={fusion!r}: choose one of {', '.join(FUSIONS)}", field="fusion")
     if alpha is None:
         return str(fusion), DEFAULT_ALPHA
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
             or not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha={alpha!r}: must be a number in [0, 1] (the dense side's weight)")
+        raise SearchModeError(f"alpha={alpha!r}: must be a number in [0, 1] (the dense side's weight)", field="alpha")
     if fusion != "weighted" and alpha != DEFAULT_ALPHA:
-        raise ConfigError(f"alpha={alpha!r} is the weight of fusion='weighted'; fusion={fusion!r} ranks by "
-                          "reciprocal rank and takes no alpha")
+        raise SearchModeError(f"alpha={alpha!r} is the weight of fusion='weighted'; fusion={fusion!r} ranks by "
+                              "reciprocal rank and takes no alpha", field="alpha")
     return str(fusion), float(alpha)
 
 

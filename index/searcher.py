@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from omniret.errors import ConfigError, ItemError
+from omniret.errors import ConfigError, ItemError, SearchModeError
 from omniret.index.filters import Filter
-from omniret.index.fusion import check_fusion, check_mode, fuse, tag
+from omniret.index.fusion import check_fusion, check_mode, check_query_text, fuse, tag
 from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
 from omniret.types import Hit, Item
 
@@ -28,16 +28,16 @@ def query_text(item: Item) -> str:
 
 def _lexical(store: VectorStore, mode: str) -> LexicalStore:
     if not isinstance(store, LexicalStore):
-        raise ConfigError(f"mode={mode!r}: this store ({type(store).__name__}) has no lexical index; use "
-                          "mode='dense'")
+        raise SearchModeError(f"mode={mode!r}: this store ({type(store).__name__}) has no lexical index; use "
+                              "mode='dense'")
     return store
 
 
 def _no_text(store: VectorStore, lex: LexicalStore, mode: str) -> None:
     """Raise when an empty lexical answer is because no stored item has text (an empty store is fine)."""
     if lex.lexical_count() == 0 and store.count() > 0:
-        raise ConfigError(f"mode={mode!r}: no item in this collection has text (title, caption or text in its "
-                          "payload), so there is no lexical index to search; use mode='dense'")
+        raise SearchModeError(f"mode={mode!r}: no item in this collection has text (title, caption or text in its "
+                              "payload), so there is no lexical index to search; use mode='dense'")
 
 
 def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[str], k: int, *,
@@ -56,9 +56,8 @@ def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[
             raise ConfigError("mode='dense' needs query vectors")
         return [tag(h, "dense") for h in store.search(vectors, k, filter=filter, **extra)]
     lex = _lexical(store, mode)
-    if any(not t.strip() for t in texts):
-        raise ConfigError(f"mode={mode!r} needs query text (an image-only query has no words to match); use "
-                          "mode='dense'")
+    for t in texts:
+        check_query_text(mode, t)
     if mode == "lexical":
         out = [tag(h, "lexical") for h in lex.lexical_search(texts, k, filter=filter)]
         if not any(out):
@@ -152,9 +151,7 @@ class Searcher:
         use_rerank = self.reranker is not None and rerank is not False
         n_cand = max(k, candidates) if use_rerank else k
         text = query_text(Item.coerce(query_item, index=0))
-        if mode != "dense" and not text.strip():
-            raise ConfigError(f"mode={mode!r} needs query text (an image-only query has no words to match); use "
-                              "mode='dense'")
+        check_query_text(mode, text)
         q = self.embed_query(query_item, instruction) if mode != "lexical" else None
         hits = first_stage(self.store, q, [text], n_cand, filter=filter, mode=mode, fusion=fusion, alpha=alpha_,
                            depth=max(n_cand, candidates), funnel=funnel)[0]
