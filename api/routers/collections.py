@@ -40,6 +40,7 @@ from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError
 from omniret.index.collection import RESERVED_PAYLOAD_KEYS
+from omniret.index.fusion import check_fusion, check_mode, check_query_text
 from omniret.types import Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
@@ -439,11 +440,16 @@ async def delete_items(name: str, body: DeleteItems, request: Request) -> dict[s
 
 @router.post("/{name}/search", response_model=SearchResponse)
 async def search(name: str, body: SearchRequest, request: Request) -> SearchResponse:
-    """Text and/or image query; dense candidates, then (optionally) reranked; both scores per hit."""
+    """Text and/or image query; dense, lexical or hybrid candidates, then (optionally) reranked; every
+    score per hit."""
     state = get_state(request)
     check_body(body)
     if body.text is None and body.image is None:
         raise ApiError(400, "invalid_request", "give text and/or image", field="text")
+    # before any model work; a SearchModeError becomes a 400 naming its field (mode, fusion, alpha, text)
+    check_mode(body.mode)
+    check_fusion(body.fusion, body.alpha)
+    check_query_text(body.mode, body.text or "")
     if body.rerank and state.reranker is None:
         raise ApiError(400, "no_reranker", "rerank=true but this server runs without a reranker", field="rerank")
     raw: dict[str, Any] = {}
@@ -459,7 +465,8 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
             col = _open(state, name)
             try:
                 return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
-                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top)
+                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top,
+                                  mode=body.mode, fusion=body.fusion, alpha=body.alpha)
             except FilterError as e:
                 raise ApiError(400, "invalid_request", str(e), field="filter") from None
             except ItemError as e:
@@ -467,8 +474,13 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
 
         hits = await _worker(state, run)
     took = (time.perf_counter() - start) * 1000
+
+    def opt(v: float | None) -> float | None:
+        return None if v is None else float(v)
+
     out = [HitOut(id=h.id, score=float(h.score), payload=public_payload(state, name, _jsonable(h.payload or {})),
-                  rerank_score=None if h.rerank_score is None else float(h.rerank_score),
+                  dense_score=opt(h.dense_score), lexical_score=opt(h.lexical_score), fused_score=opt(h.fused_score),
+                  rerank_score=opt(h.rerank_score),
                   thumbnail=_thumb_url(state, name, h)) for h in hits]
     return SearchResponse(hits=out, reranked=any(h.rerank_score is not None for h in out), took_ms=took)
 
