@@ -55,6 +55,7 @@ def test_cli_indexed_collection_is_served(client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     hits = r.json()["hits"]
     assert len(hits) == 3 and hits[0]["payload"]["source"] == "faiss.md"
+    assert all("path" not in h["payload"] for h in hits) and str(SAMPLES) not in r.text  # no server paths
     assert hits[0]["rerank_score"] is None and hits[0]["thumbnail"] is None and r.json()["reranked"] is False
     # a text chunk has nothing to preview, and nothing outside the collection's storage is rendered
     r = client.get(f"/v1/collections/samples/items/{quote(hits[0]['id'], safe='')}/thumbnail")
@@ -109,7 +110,8 @@ def test_collection_lifecycle(client: httpx.Client) -> None:
     ("POST", "/v1/collections/samples/search", {"text": "q", "k": 0}, 422, "k", "greater than"),
     ("POST", "/v1/collections/samples/search", {"text": "q", "filter": {"page": {"near": 3}}}, 400, "filter",
      "filter"),
-    ("POST", "/v1/collections/samples/items", {"items": [{"text": "no id"}]}, 400, None, "needs an id"),
+    ("POST", "/v1/collections/samples/items", {"items": [{"id": "x", "text": "real", "metadata": {"text": "spoof"}}]},
+     400, None, "metadata key(s) ['text'] are reserved"),
     ("GET", "/v1/collections/samples/items/..%2F..%2Fetc%2Fpasswd/thumbnail", None, 404, "id", "no item"),
 ])
 def test_collection_errors(client: httpx.Client, method: str, path: str, body: dict | None, status: int,

@@ -222,18 +222,20 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
                                   callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
-    retriever.save(str(cfg.out / RETRIEVER_DIR))
-    model.save_pretrained(str(cfg.out / CORRECTION_DIR))
-    write_anchor(cfg.out, scale=scale, bias=bias, retriever=str(cfg.model), candidates=k,
-                 fn_margin=cfg.rerank_fn_margin)
     validation = keep.report() if keep is not None else {}
     if first is not None:
         validation["first_stage"] = first.metrics
-    write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
-               losses={"AnchoredListwiseLoss": {"scale": scale, "candidates": k}},
-               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "anchored": True,
-                      "filtered_false_negatives": lists.filtered, "validation": _short(validation)},
-               inherit_base=False)
+    if trainer.is_world_process_zero():
+        retriever.save(str(cfg.out / RETRIEVER_DIR))
+        model.save_pretrained(str(cfg.out / CORRECTION_DIR))
+        write_anchor(cfg.out, scale=scale, bias=bias, retriever=str(cfg.model), candidates=k,
+                     fn_margin=cfg.rerank_fn_margin)
+        write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
+                   losses={"AnchoredListwiseLoss": {"scale": scale, "candidates": k}},
+                   extra={"steps": int(trainer.state.global_step), "examples": len(examples), "anchored": True,
+                          "filtered_false_negatives": lists.filtered, "validation": _short(validation)},
+                   inherit_base=False)
+    trainer.accelerator.wait_for_everyone()
     return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
             "history": callbacks[0].history, "validation": validation, "recipe": "anchored"}
 

@@ -15,6 +15,7 @@ from typing import Any
 from omniret.errors import ConfigError
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample, load_examples
+from omniret.training.distributed import DistContext
 from omniret.training.negatives import choose_negatives, sampled_negatives
 
 
@@ -33,6 +34,26 @@ def teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
     return out
 
 
+def _sharded_teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
+                            ctx: DistContext) -> list[list[float]]:
+    """``teacher_logits`` with the examples split over the ranks (rank r scores every world-th one)."""
+    import torch.distributed as tdist
+
+    from omniret.training import distributed as dist
+
+    mine = teacher_logits(teacher, examples[ctx.rank::ctx.world_size], k)
+    if not ctx.enabled:
+        return mine
+    parts: list[Any] = [None] * ctx.world_size
+    with dist.collective_errors(ctx, "scoring the examples with the teacher"):
+        tdist.all_gather_object(parts, mine)
+    out: list[list[float]] = [[] for _ in examples]
+    for r, part in enumerate(parts):
+        for j, row in enumerate(part):
+            out[r + j * ctx.world_size] = row
+    return out
+
+
 def _stderr_log() -> Callable[[str], None]:
     from rich.console import Console
 
@@ -44,28 +65,79 @@ def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data`` (or the given examples) and save to ``cfg.out``; returns a summary.
 
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every rank runs this: it joins the
+    process group, the ranks check together that each sees the same data and a usable output folder
+    (so a bad launch fails before training, naming the rank), then train data-parallel.
+
     With ``cfg.eval_data`` or ``cfg.val_split`` the summary's ``validation`` holds the metrics before
     training, of the best evaluation (whose weights are the ones saved) and, for a reranker, of the first
-    stage on the same queries. ``log`` gets the progress lines (default: stderr).
+    stage on the same queries. ``log`` gets the progress lines (default: stderr; rank 0 only).
     """
+    import torch.distributed as tdist
+
+    from omniret.training import distributed as dist
+
+    joined_here = not tdist.is_initialized()
+    ctx = dist.init_distributed(cfg.dist_timeout, cfg.device)
+    say = (log or _stderr_log()) if ctx.is_main else (lambda _msg: None)
+    try:
+        return _train(cfg.model_copy(update={"device": dist.local_device(ctx, cfg.device)}), examples, ctx, say)
+    finally:
+        if joined_here:
+            dist.shutdown()
+
+
+def _check_out(cfg: TrainConfig) -> None:
+    if cfg.out.exists() and any(p.name != "checkpoints" for p in cfg.out.iterdir()) and not cfg.resume:
+        raise ConfigError(f"{cfg.out}: output directory is not empty; pick a new --out or pass --resume")
+
+
+def _fingerprint(examples: Sequence[TrainExample]) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps(ex.to_dict(), sort_keys=True, default=str).encode())
+    return f"{len(examples)} examples, sha256 {digest.hexdigest()[:12]}"
+
+
+def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistContext,
+           say: Callable[[str], None]) -> dict[str, Any]:
     from omniret.registry import detect_arch, resolve
     from omniret.rerank.anchored import is_anchored
+    from omniret.training import distributed as dist
     from omniret.training.st_trainer import is_cross_encoder
     from omniret.training.validation import held_out
 
-    say = log or _stderr_log()
     if examples is None:
-        examples = load_examples(cfg.data)
+        examples = dist.agree(ctx, "loading the training data", lambda: load_examples(cfg.data),
+                              key=lambda exs: _fingerprint(exs) if ctx.enabled else None)
+    # every rank holds out the same queries (the split is seeded) and evaluates the same way
     examples, val = held_out(cfg.eval_data, cfg.val_split, examples, cfg.seed)
     if val is not None:
         say(f"validation: {len(val)} held-out queries against a pool of {len(val.pool)} documents")
-    if cfg.out.exists() and any(p.name != "checkpoints" for p in cfg.out.iterdir()) and not cfg.resume:
-        raise ConfigError(f"{cfg.out}: output directory is not empty; pick a new --out or pass --resume")
+    dist.agree(ctx, "checking the output directory", lambda: _check_out(cfg))
+    if ctx.enabled:
+        dist.agree(ctx, "planning the batches",
+                   lambda: dist.global_batch_plan(max(cfg.batch_size, 1), ctx.world_size, cfg.global_batch_size))
+        if len(examples) < ctx.world_size:
+            raise ConfigError(f"{len(examples)} training examples cannot be split over {ctx.world_size} ranks")
+    if ctx.is_main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     source, spec = resolve(cfg.model)
     if is_anchored(source):
         raise ConfigError(f"{cfg.model}: is an anchored reranker; train a new one from its retriever "
                           f"({source}/retriever) or distil it with --teacher")
     arch = detect_arch(source, spec)
+    if arch in ("qwen3_vl", "qwen3_text"):
+        if cfg.deepspeed is not None:
+            raise ConfigError(f"--deepspeed {cfg.deepspeed}: DeepSpeed runs through the Hugging Face trainer "
+                              "(sentence-transformers models); shard a Qwen3 tower with --fsdp")
+        if cfg.fsdp:
+            raise ConfigError("--fsdp: FSDP2 sharding of Qwen3 towers is not available yet; train data-parallel "
+                              "without it (LoRA and --gradient-checkpointing cut memory)")
     anchored = cfg.stage == "rerank" and cfg.rerank_init != "fresh" and not is_cross_encoder(source, spec, arch)
     if cfg.stage == "rerank" and cfg.rerank_init == "anchored" and not anchored:
         raise ConfigError(f"{cfg.model}: --init anchored builds a reranker from a sentence-transformers embedding "
@@ -78,15 +150,13 @@ def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None,
 
         say("reranker recipe: anchored (retriever similarity + a zero-initialised cross-encoder correction, "
             "listwise over the retriever's own top candidates)")
-        cfg.out.mkdir(parents=True, exist_ok=True)
         return _summarise(train_anchored_reranker(cfg, examples, val, log=say), say)
     k, why = choose_negatives(cfg, examples)
     say(f"negatives: {why}")
     if cfg.stage == "rerank" and min(len(ex.negatives) for ex in examples) == 0:
         examples = sampled_negatives(examples, k, cfg.seed)
     cfg = cfg.model_copy(update={"hard_negatives": k})
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    return _summarise(_dispatch(cfg, examples, arch, val, say), say)
+    return _summarise(_dispatch(cfg, examples, arch, val, say, ctx), say)
 
 
 def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
@@ -110,7 +180,7 @@ def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str,
 
 
 def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val: Any,
-              say: Callable[[str], None]) -> dict[str, Any]:
+              say: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
     if cfg.stage == "rerank":
         if arch == "qwen3_vl":
             from omniret.training.vl_trainer import train_vl_reranker
@@ -140,9 +210,9 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
             from omniret.rerank import load_reranker
 
             teacher = load_reranker(cfg.teacher, device=cfg.device)
-            if val is not None:
+            if val is not None and ctx.is_main:
                 teacher_check = check_teacher(cfg, teacher, val, say)
-            scores = teacher_logits(teacher, examples, k)
+            scores = _sharded_teacher_logits(teacher, examples, k, ctx)
     if arch == "sentence_transformers":
         from omniret.training.st_trainer import train_st_embedder
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from omniret.cli._app import DeviceOpt, RerankerOpt, app, console, err_console, handles_errors
+from omniret.cli._app import DeviceOpt, RerankerOpt, app, cli_settings, console, err_console, handles_errors
 
 train_app = typer.Typer(help="Fine-tune embedders and rerankers: contrastive, reranker, distillation stages.",
                         no_args_is_help=True)
@@ -39,6 +40,25 @@ ValSplitOpt = Annotated[float | None, typer.Option(
 EvalStepsOpt = Annotated[int | None, typer.Option("--eval-steps", help="Validate every N steps (default: 4 times).")]
 PatienceOpt = Annotated[int | None, typer.Option(
     "--patience", help="Stop after N validations without improvement (default: never early).")]
+GlobalBatchOpt = Annotated[int | None, typer.Option(
+    "--global-batch-size", help="Examples per step over all ranks (default: --batch-size x world size); "
+                                "fixed across world sizes so --resume works on any number of ranks.")]
+GatherOpt = Annotated[bool | None, typer.Option(
+    "--gather-negatives/--no-gather-negatives",
+    help="Score each query against the whole global batch across ranks (default: on under torchrun).")]
+DistTimeoutOpt = Annotated[float | None, typer.Option(
+    "--dist-timeout", help="Seconds a rank waits for a silent peer before the run fails (default 1800).")]
+FsdpOpt = Annotated[bool | None, typer.Option("--fsdp", help="Shard the tower with FSDP2 (bf16 mixed precision on GPU).")]
+DeepSpeedOpt = Annotated[Path | None, typer.Option(
+    "--deepspeed", help="DeepSpeed JSON config (sentence-transformers models, through the HF trainer).")]
+
+
+def _dist_flags(global_batch_size: int | None = None, gather_negatives: bool | None = None,
+                dist_timeout: float | None = None, fsdp: bool | None = None,
+                deepspeed: Path | None = None) -> dict[str, Any]:
+    """The data-parallel options every stage takes (see README, "Training on several GPUs")."""
+    return dict(global_batch_size=global_batch_size, gather_negatives=gather_negatives, dist_timeout=dist_timeout,
+                fsdp=fsdp, deepspeed=deepspeed)
 
 
 def _dims(value: str | None) -> list[int] | None:
@@ -58,8 +78,12 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
 
     flags["matryoshka_dims"] = _dims(flags.pop("matryoshka_dims"))
     cfg = load_config(config, stage=stage, **flags)
+    if cfg.device is None and (device := cli_settings().device):  # flag > config file > OMNIRET_DEVICE
+        cfg = cfg.model_copy(update={"device": device})
     summary = train(cfg, log=lambda msg: err_console.print(msg))
     summary.pop("history", None)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun / accelerate, rank 0 reports for the run
     console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
     v = summary.get("validation") or {}
     if v.get("before") is not None:
@@ -92,8 +116,11 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                 lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
                 save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
-                device: DeviceOpt = None, max_length: MaxLenOpt = None, eval_data: EvalDataOpt = None,
-                val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None, patience: PatienceOpt = None) -> None:
+                device: DeviceOpt = None, max_length: MaxLenOpt = None,
+                global_batch_size: GlobalBatchOpt = None, gather_negatives: GatherOpt = None,
+                dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
+                eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
+                patience: PatienceOpt = None) -> None:
     """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka.
 
     Without --hard-negatives the data decides: pairs-only lines train on in-batch negatives, lines with
@@ -101,7 +128,8 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, temperature, resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split,
                  eval_steps, patience)
-    _run("embed", kw.pop("config"), **kw)
+    _run("embed", kw.pop("config"), **kw,
+         **_dist_flags(global_batch_size, gather_negatives, dist_timeout, fsdp, deepspeed))
 
 
 @train_app.command("rerank")
@@ -123,14 +151,16 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  head_lr: Annotated[float | None, typer.Option(
                      "--head-lr", help="Anchored: learning rate of the zero-initialised head (default 1e-3).")] = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
-                 patience: PatienceOpt = None) -> None:
+                 patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
+                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Reranker stage. From an embedding model: the anchored reranker (retriever similarity + a zero-started
     cross-encoder correction, listwise over the retriever's own top candidates), which starts at the first
     stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder) keeps its own head."""
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
     _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
-         rerank_candidates=candidates, rerank_head_lr=head_lr, **kw)
+         rerank_candidates=candidates, rerank_head_lr=head_lr, **kw,
+         **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
 @train_app.command("distill")
@@ -142,7 +172,9 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                   lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
-                  device: DeviceOpt = None, max_length: MaxLenOpt = None, eval_data: EvalDataOpt = None,
+                  device: DeviceOpt = None, max_length: MaxLenOpt = None,
+                  global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
+                  fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None, eval_data: EvalDataOpt = None,
                   val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                   patience: PatienceOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
@@ -150,7 +182,8 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                  lora, None, resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps,
                  patience)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
-         student_temperature=student_temperature, **kw)
+         student_temperature=student_temperature, **kw,
+         **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
 @app.command()
@@ -177,6 +210,7 @@ def mine(
 
     examples = load_examples(data)
     items = load_corpus(corpus)
+    device = device or cli_settings().device
     embedder = load_embedder(model, device=device)
     rr = None
     if reranker is not None:
