@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
     rerank_fn_margin: float | None = 0.05
     #: anchored reranker: the learning rate of the zero-initialised head (the body trains at ``lr``); a
     #: zero head passes no gradient to the body until it has grown, so it needs a faster rate
-    rerank_head_lr: float = 1e-3
+    rerank_head_lr: float = 3e-3
     #: the first stage a reranker is validated against (default: the model itself when it is an embedder)
     retriever: str | None = None
     #: validation: a held-out JSONL (same format as ``data``) or a fraction of ``data`` held out

@@ -149,7 +149,7 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  candidates: Annotated[int | None, typer.Option(
                      "--candidates", help="Anchored: the retriever's top-k per query to train over (default 7).")] = None,
                  head_lr: Annotated[float | None, typer.Option(
-                     "--head-lr", help="Anchored: learning rate of the zero-initialised head (default 1e-3).")] = None,
+                     "--head-lr", help="Anchored: learning rate of the zero-initialised head and its pooler (default 3e-3).")] = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
                  dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
