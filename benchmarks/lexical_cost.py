@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def open_store(backend: str, path: Path, dim: int) -> object:
+def open_store(backend: str, path: Path, dim: int) -> Any:
     from omniret.index import FaissStore, QdrantStore
 
     if backend == "faiss":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -358,7 +358,7 @@ class QdrantStore:
             if offset is None:
                 return out
 
-    def build_lexical(self, progress: Any = None) -> int:
+    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Nothing to build: new collections index text on upsert, and an older one cannot gain a sparse
         vector (its lexical and hybrid searches say how to re-index); returns 0."""
         return 0
