@@ -37,7 +37,7 @@ import numpy as np
 
 from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_qdrant
-from omniret.index.fusion import RRF_K, fuse
+from omniret.index.fusion import DEFAULT_ALPHA, RRF_K, fuse
 from omniret.index.lexical import (
     Analyzer,
     AnalyzerConfig,
@@ -280,7 +280,7 @@ class QdrantStore:
         return [[self._hit(p) for p in next(results).points] if sq is not None else [] for sq in sparse]
 
     def hybrid_search(self, vectors: np.ndarray, texts: Sequence[str], k: int, filter: Filter | None = None,  # noqa: A002
-                      *, depth: int | None = None, fusion: str = "rrf", alpha: float = 0.5,
+                      *, depth: int | None = None, fusion: str = "rrf", alpha: float = DEFAULT_ALPHA,
                       funnel: bool | None = None) -> list[list[Hit]]:
         """Dense and lexical lists (``depth`` each, default ``k``) fused into ``k`` hits, in one round trip.
 
