@@ -118,3 +118,7 @@ class CollectionExists(CollectionError):
 
 class CollectionMismatch(CollectionError):
     """A collection is opened with another model, dimension, backend or index than it was built with."""
+
+
+class DistributedError(OmniretError, RuntimeError):
+    """A distributed run lost a rank (killed, hung past the timeout, network gone) or cannot form."""
