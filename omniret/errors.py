@@ -93,3 +93,8 @@ class StoreError(OmniretError, RuntimeError):
 
 class CollectionError(OmniretError, ValueError):
     """A collection is missing, exists already, or is opened with the wrong model or dimension."""
+
+
+class WorkerError(OmniretError, RuntimeError):
+    """A worker process (an embedding device worker, a Ray actor) died, hung or failed a batch; names the
+    worker and its device. Work committed before it stays committed: re-running resumes."""
