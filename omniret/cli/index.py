@@ -11,6 +11,7 @@ from rich.table import Table
 
 from omniret.cli._app import (
     CollectionOpt,
+    DevicesOpt,
     DimOpt,
     InstructionOpt,
     JsonOpt,
@@ -54,25 +55,47 @@ def index_cmd(
     batch_items: Annotated[int, typer.Option("--batch-items", help="Items per embedding call.")] = 64,
     prune: Annotated[bool, typer.Option("--prune", help="Remove items of files no longer on disk.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
+    devices: DevicesOpt = None,
+    recall: Annotated[float | None, typer.Option(
+        "--recall", help="After indexing, pick the index's search setting (HNSW efSearch, IVF nprobe, re-scoring "
+                         "pool) whose recall@10 on a sample of the collection's own vectors reaches this target; "
+                         "recorded and applied on every open.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
+    from omniret.embed.pool import load_embedder_on, parse_devices
     from omniret.index import open_collection
+    from omniret.index.collection import recorded_model
     from omniret.index.ingest import IngestOptions
+    from omniret.index.tuning import check_recall
 
+    devs = parse_devices(devices)  # these checks come before any model loads or file is read
+    check_recall(recall)
+    opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                         segment_seconds=segment_seconds, prune=prune, batch_items=batch_items)
     extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
-    coll = open_collection(collection, root=root, backend=backend, url=qdrant_url, embedder=model, dim=dim,
-                           index=index, funnel_dim=funnel_dim, **extra)
+    embedder: Any = model
+    if devs is not None:
+        from omniret.settings import get_settings
+
+        # the coordinator holds no model: the workers (or the one device) do
+        embedder = load_embedder_on(model or recorded_model(collection, root) or get_settings().embed_model, devs)
     try:
-        opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                             segment_seconds=segment_seconds, prune=prune,
-                             batch_items=batch_items)
+        coll = open_collection(collection, root=root, backend=backend, url=qdrant_url, embedder=embedder,
+                               dim=dim, index=index, funnel_dim=funnel_dim, **extra)
+    except BaseException:
+        _close(embedder)
+        raise
+    try:
         report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console)
         total = coll.count()
+        tuned = coll.tune(recall) if recall is not None else None
     finally:
         coll.close()
+        _close(embedder)
     if json_out:
-        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total}))
+        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total,
+                                       "recall_tuning": tuned.to_dict() if tuned is not None else None}))
     else:
         for src, reason in report.skipped:
             err_console.print(f"[yellow]skipped[/] {src}: {reason}", highlight=False)
@@ -83,8 +106,20 @@ def index_cmd(
                       f"{len(report.skipped)} skipped, {len(report.failed)} failed"
                       + (f", {report.pruned} pruned" if report.pruned else "") + f"; {total} items in total",
                       highlight=False)
+        if tuned is not None:
+            what = (f"{tuned.param}={tuned.value}" if tuned.param else "exact search")
+            console.print(f"recall tuning: {what} gives recall@{tuned.k} {tuned.recall:.3f} on {tuned.sample} "
+                          f"held-out vectors (target {tuned.target:g}" + ("" if tuned.met else ", NOT met") + ")",
+                          highlight=False)
     if strict and report.failed:
         raise typer.Exit(2)
+
+
+def _close(embedder: Any) -> None:
+    """Stop an embedder's worker processes (a pool); in-process models need nothing."""
+    close = getattr(embedder, "close", None)
+    if callable(close):
+        close()
 
 
 @app.command("search")
