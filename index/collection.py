@@ -164,12 +164,16 @@ class Collection:
 
     def add_files(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, recursive: bool = True,
                   progress: bool = True, options: IngestOptions | None = None, console: Any = None,
-                  devices: Sequence[str] | str | None = None, **option_kw: Any) -> IngestReport:
+                  devices: Sequence[str] | str | None = None, ray: bool | str = False, ray_actors: int | None = None,
+                  **option_kw: Any) -> IngestReport:
         """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields.
 
         ``devices`` (``["cuda:0", "cuda:1"]``, ``"cpu,cpu"``, ``"auto"``): embed in one worker process per
         device (an ``EmbedderPool`` of this collection's model, started here and stopped at the end); this
         process keeps reading files and stays the only writer, so resuming and re-indexing work unchanged.
+        ``ray``: run as a Ray Data job instead (``True`` starts a local cluster; ``"auto"`` or
+        ``"ray://host:10001"`` joins one; ``ray_actors`` embedding actors, default one per GPU or CPU - 1);
+        see ``omniret.index.ray_ingest``.
         """
         from omniret.embed.pool import EmbedderPool, parse_devices
 
@@ -182,6 +186,15 @@ class Collection:
                 raise ConfigError(f"unknown ingestion option(s) {sorted(unknown)}; known: "
                                   f"{', '.join(IngestOptions.__dataclass_fields__)}")
             options = IngestOptions(**{**(options or IngestOptions()).__dict__, **option_kw})
+        if ray is not False and ray is not None:
+            if devs is not None:
+                raise ConfigError("devices= and ray= are two ways to scale out: pick one (Ray places its own "
+                                  "actors on the cluster's devices)")
+            from omniret.index.ray_ingest import ray_ingest
+
+            return ray_ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
+                              options=options, recursive=recursive, address=None if ray is True else str(ray),
+                              actors=ray_actors, progress=progress, console=console)
         pool: EmbedderPool | None = None
         embedder = self.embedder
         if devs is not None and not isinstance(embedder, EmbedderPool):

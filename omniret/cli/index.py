@@ -60,6 +60,12 @@ def index_cmd(
         "--recall", help="After indexing, pick the index's search setting (HNSW efSearch, IVF nprobe, re-scoring "
                          "pool) whose recall@10 on a sample of the collection's own vectors reaches this target; "
                          "recorded and applied on every open.")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+        help="Run as a Ray Data job: alone, on a local Ray cluster; with auto or ray://HOST:10001, on that "
+             "cluster (several nodes: use a Qdrant collection, --qdrant-url). Needs pip install 'omniret[ray]'.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", min=1, help="Embedding actors (default: one per GPU, else CPUs - 1).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
@@ -71,6 +77,14 @@ def index_cmd(
 
     devs = parse_devices(devices)  # these checks come before any model loads or file is read
     check_recall(recall)
+    if ray is not None:
+        from omniret.index.ray_ingest import check_address, import_ray
+
+        if devs is not None:
+            fail("--devices and --ray are two ways to scale out: pick one (Ray places its own actors)")
+        import_ray()
+        check_address(ray)
+        devs = ["cpu"]  # the driver loads the model on CPU only for its tokenizer and modalities
     opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                          segment_seconds=segment_seconds, prune=prune, batch_items=batch_items)
     extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
@@ -87,7 +101,8 @@ def index_cmd(
         _close(embedder)
         raise
     try:
-        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console)
+        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console,
+                                ray=ray if ray is not None else False, ray_actors=ray_actors)
         total = coll.count()
         tuned = coll.tune(recall) if recall is not None else None
     finally:
