@@ -87,8 +87,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed runs of each path (best is reported)")
     args = ap.parse_args()
 
+    from omniret.base.batching import padding_ratio, plan_batches
     from omniret.embed import load_embedder
-    from omniret.embed.batching import padding_ratio, plan_batches
 
     n_texts = args.texts if args.texts is not None else (24 if args.tiny else 128)
     n_images = args.images if args.images is not None else (4 if args.tiny else 16)

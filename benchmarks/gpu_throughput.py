@@ -55,10 +55,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def import_omniret_from_checkout() -> None:
-    """Make ``omniret.embed`` / ``omniret.rerank`` importable from this checkout when omniret is not installed.
+    """Make ``omniret.base`` / ``omniret.embed`` / ``omniret.rerank`` importable from this checkout when omniret is not installed.
 
     The GPU machine gets the working tree but no ``pip install -e .``; pyproject maps ``embed/`` to
-    ``omniret.embed`` and ``rerank/`` to ``omniret.rerank``, which a plain ``sys.path`` entry cannot express.
+    ``omniret.embed`` (and ``base/``, ``rerank/`` likewise), which a plain ``sys.path`` entry cannot express.
     """
     try:
         import omniret.embed
@@ -69,7 +69,7 @@ def import_omniret_from_checkout() -> None:
     sys.path.insert(0, str(REPO))
     import omniret
 
-    for sub in ("embed", "rerank"):
+    for sub in ("base", "embed", "rerank"):
         name = f"omniret.{sub}"
         if name in sys.modules:
             continue
@@ -388,8 +388,8 @@ class Reference:
 
     def prepare(self, items: list[Any]) -> list[Any]:
         """``format_model_input`` + ``process_vision_info`` + the processor: item after item, in one thread."""
+        from omniret.base.vl_inputs import TextPart, truncate_right
         from omniret.embed.qwen3_vl import DEFAULT_INSTRUCTION, format_instruction
-        from omniret.embed.vl_inputs import TextPart, truncate_right
         from omniret.types import Item
 
         encs = []
@@ -405,7 +405,7 @@ class Reference:
         """One right-padded forward over the whole list (or fixed-size chunks once it did not fit)."""
         import torch
 
-        from omniret.embed.qwen3_vl import last_token_pool
+        from omniret.base.models import last_token_pool
 
         chunk = self.chunk or len(encs)
         while True:
@@ -460,7 +460,7 @@ class Reference:
 
 
 def _yes_no_rows(reranker: Any) -> tuple[Any, Any, str]:
-    from omniret.rerank._yes_no import yes_no_rows
+    from omniret.rerank.yes_no import yes_no_rows
 
     return yes_no_rows(reranker.path, reranker.yes_id, reranker.no_id)
 
@@ -482,7 +482,7 @@ def spread(v: np.ndarray, limit: int = 256) -> float:
 
 
 def run_embedding(name: str, items: list[Any], ctx: Context) -> dict[str, Any]:
-    from omniret.embed.batching import padding_ratio, plan_batches, summarize_plan
+    from omniret.base.batching import padding_ratio, plan_batches, summarize_plan
 
     emb, ref = ctx.embedder, ctx.reference
     warm = items[: min(4, len(items))]
@@ -559,7 +559,7 @@ def run_compiled(items: list[Any], tokens: int, ref_vecs: np.ndarray, ctx: Conte
 
 
 def run_rerank(query: Any, documents: list[Any], ctx: Context) -> dict[str, Any]:
-    from omniret.embed.batching import padding_ratio, plan_batches, summarize_plan
+    from omniret.base.batching import padding_ratio, plan_batches, summarize_plan
 
     rr, ref = ctx.reranker, ctx.reference
     rr.score(query, documents[:2])
@@ -722,9 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     import_omniret_from_checkout()
     import torch
 
+    from omniret.base.device import resolve_dtype
+    from omniret.base.models import pick_attn_implementation
     from omniret.embed import load_embedder
-    from omniret.embed._torch import resolve_dtype
-    from omniret.embed.qwen3_vl import pick_attn_implementation
     from omniret.rerank import load_reranker
 
     size_name = args.size or ("tiny" if args.tiny else "2b")

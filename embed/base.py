@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from omniret.base.prepare import prepare_each, prepare_item, split_prepared
 from omniret.embed.matryoshka import check_dim, truncate
 from omniret.embed.protocol import EmbedResult, ItemLike
-from omniret.errors import ItemError
 from omniret.types import Item
 
 
@@ -55,38 +55,16 @@ class BaseEmbedder(ABC):
         return check_dim(dim, full=self.dim, supported=self.dims, model=self.name)
 
     # -- shared machinery ----------------------------------------------------------------------
-    def _check_item(self, item: Item, index: int) -> None:
-        missing = item.modalities - set(self.modalities)
-        if missing:
-            raise ItemError.for_item(
-                index, item.id,
-                f"model {self.name} cannot embed {', '.join(sorted(missing))} (it accepts "
-                f"{', '.join(sorted(self.modalities))})")
-
-    def _prepare_checked(self, raw: Any, index: int, instruction: str | None) -> Any:
-        item = Item.coerce(raw, index=index)
-        self._check_item(item, index)
-        try:
-            return self._prepare(item, index, item.instruction if item.instruction is not None else instruction)
-        except ItemError:
-            raise
-        except (OSError, ValueError, TypeError) as e:
-            raise ItemError.for_item(index, item.id, f"{type(e).__name__}: {e}") from e
-
     def prepare_all(self, items: Sequence[ItemLike], instruction: str | None) -> list[Any]:
         """Prepare every item, in order; an ``ItemError`` takes the place of a bad one."""
-        def one(pair: tuple[int, Any]) -> Any:
-            i, raw = pair
-            try:
-                return self._prepare_checked(raw, i, instruction)
-            except ItemError as e:
-                return e
+        def one(index: int, raw: ItemLike) -> Any:
+            return prepare_item(
+                raw, index,
+                lambda item: self._prepare(item, index, item.instruction if item.instruction is not None
+                                           else instruction),
+                model=self.name, accepted=self.modalities, verb="embed")
 
-        pairs = list(enumerate(items))
-        if self.prepare_workers > 1 and len(pairs) > 1:
-            with ThreadPoolExecutor(max_workers=self.prepare_workers) as pool:
-                return list(pool.map(one, pairs))
-        return [one(p) for p in pairs]
+        return prepare_each(items, one, workers=self.prepare_workers)
 
     def embed_chunks(self, chunks: Iterable[Sequence[ItemLike]], *, instruction: str | None = None,
                      dim: int | None = None) -> Iterator[EmbedResult]:
@@ -112,14 +90,9 @@ class BaseEmbedder(ABC):
         return self._finish(self.prepare_all(items, instruction), d, raise_on_error=raise_on_error)
 
     def _finish(self, prepared: list[Any], d: int, *, raise_on_error: bool) -> EmbedResult:
-        errors = [p for p in prepared if isinstance(p, ItemError)]
-        if errors and raise_on_error:
-            raise ItemError.combine(errors)
-        good = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ItemError)]
-        if good:
-            full = self._forward([p for _, p in good])
-            vecs = truncate(full, d)
+        split = split_prepared(prepared, raise_on_error=raise_on_error)
+        if split.inputs:
+            vecs = truncate(self._forward(split.inputs), d)
         else:
             vecs = np.zeros((0, d), dtype=np.float32)
-        return EmbedResult(vectors=vecs, indices=[i for i, _ in good],
-                           failures=[f for e in errors for f in e.failures])
+        return EmbedResult(vectors=vecs, indices=split.indices, failures=split.failures)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from omniret.errors import ItemFailure
-from omniret.types import Item
-
-ItemLike = Item | str | dict[str, Any]
+from omniret.types import ItemLike
 
 
 @runtime_checkable

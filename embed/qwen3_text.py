@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from omniret.base.batching import BatchBudget, run_batched
+from omniret.base.models import last_token_pool, load_quietly, pick_attn_implementation
 from omniret.embed.base import BaseEmbedder
-from omniret.embed.batching import BatchBudget, run_batched
-from omniret.embed.qwen3_vl import last_token_pool, load_quietly, pick_attn_implementation
 from omniret.errors import ItemError
 from omniret.registry import ModelSpec
 from omniret.types import Item
@@ -45,7 +45,7 @@ class Qwen3TextEmbedder(BaseEmbedder):
                  max_batch_items: int = 64, prepare_workers: int = 0, attn_implementation: str | None = None) -> None:
         from transformers import AutoTokenizer, Qwen3Model
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
+        from omniret.base.device import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

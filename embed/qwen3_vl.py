@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from omniret.base.batching import BatchBudget, run_batched
+from omniret.base.models import last_token_pool, load_quietly, pick_attn_implementation, to_device
+from omniret.base.vl_inputs import Encoded, Qwen3VLInputBuilder, TextPart, VLOptions, truncate_right
 from omniret.embed.base import BaseEmbedder
-from omniret.embed.batching import BatchBudget, run_batched
-from omniret.embed.vl_inputs import Encoded, Qwen3VLInputBuilder, TextPart, VLOptions, truncate_right
-from omniret.errors import ItemError, ModelLoadError
+from omniret.errors import ItemError
 from omniret.registry import ModelSpec
 from omniret.types import Item
 
@@ -51,38 +52,6 @@ def _default_dims(full: int) -> tuple[int, ...]:
     return (*[d for d in STANDARD_DIMS if d < full], full)
 
 
-def pick_attn_implementation(device: Any) -> str:
-    """FlashAttention 2 on CUDA when installed, else PyTorch SDPA."""
-    import importlib.util
-
-    if getattr(device, "type", str(device)) == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
-
-
-def load_quietly(cls: Any, source: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained`` without transformers' load report; ``ModelLoadError`` if weights are missing."""
-    from transformers.utils import logging as hf_logging
-
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = cls.from_pretrained(source, output_loading_info=True, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{source}: cannot load as {cls.__name__} ({type(e).__name__}: {e})") from e
-    finally:
-        hf_logging.set_verbosity(previous)
-        if bars:
-            hf_logging.enable_progress_bar()
-    missing = list(info.get("missing_keys") or [])
-    if missing:
-        raise ModelLoadError(f"{source}: {len(missing)} weight(s) missing for {cls.__name__}, e.g. {missing[:3]}; "
-                             "is this the right kind of checkpoint?")
-    return model.eval()
-
-
 class Qwen3VLEmbedder(BaseEmbedder):
     """Qwen3-VL embedding model: ``embed(items, instruction=, dim=)`` -> L2-normalised float32 rows.
 
@@ -103,7 +72,7 @@ class Qwen3VLEmbedder(BaseEmbedder):
                  allow_remote: bool = False, attn_implementation: str | None = None) -> None:
         from transformers import Qwen3VLModel
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
+        from omniret.base.device import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -156,25 +125,3 @@ class Qwen3VLEmbedder(BaseEmbedder):
             pooled = last_token_pool(hidden, inputs["attention_mask"])
             pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=-1)
         return pooled.cpu().numpy().astype(np.float32, copy=False)
-
-
-def to_device(inputs: dict[str, Any], device: Any, dtype: Any) -> dict[str, Any]:
-    """Collated tensors on ``device``, pixels in the model dtype.
-
-    On CUDA the host tensors are pinned and copied without blocking, so the copies queue behind the
-    previous batch's kernels instead of waiting for them.
-    """
-    cuda = getattr(device, "type", str(device)) == "cuda"
-    out = {}
-    for key, value in inputs.items():
-        value = value.pin_memory().to(device, non_blocking=True) if cuda else value.to(device)
-        out[key] = value.to(dtype) if key in ("pixel_values", "pixel_values_videos") else value
-    return out
-
-
-def last_token_pool(hidden: Any, attention_mask: Any) -> Any:
-    """Hidden state at each row's last non-padding position (works for left and right padding)."""
-    import torch
-
-    last = attention_mask.shape[1] - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

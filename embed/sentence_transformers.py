@@ -24,7 +24,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
                  use_instruction: bool | None = None, **_: Any) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
+        from omniret.base.device import resolve_device, resolve_dtype
 
         dev = resolve_device(device)
         kwargs: dict[str, Any] = {}

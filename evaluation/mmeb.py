@@ -12,7 +12,7 @@ Folder layout (one task)::
 An item dict takes ``omniret.Item``'s keys (``text``, ``image``, ``video``, ``fps``, ``max_frames``,
 ``video_start``, ``video_end``, ``instruction``, ``metadata``); media paths are relative to the folder.
 A document page is ``{"image": "doc.pdf", "page": n}`` (1-based): the runner renders that page with
-``omniret.embed.media.pdf_page_items`` (the page image, as MMEB-V2's visual-document tasks embed it;
+``omniret.base.media.pdf_page_items`` (the page image, as MMEB-V2's visual-document tasks embed it;
 its text layer is kept in metadata, not embedded). Pre-rendered page images are plain images.
 
 Scores follow MMEB-V2's reporting: Hit@1 is the main score of image and video tasks, nDCG@5 of
@@ -66,7 +66,7 @@ def _resolve(value: Any, base: Path) -> Any:
 
 def read_items(path: Path) -> tuple[dict[str, Item], bool]:
     """Items of a queries/candidates file by id, and whether any is a PDF page."""
-    from omniret.embed.media import pdf_page_items
+    from omniret.base.media import pdf_page_items
 
     base = path.parent
     items: dict[str, Item] = {}

@@ -242,7 +242,7 @@ class FileReader:
         return [(src.key, Item(image=str(src.path)), {**base, "image": str(src.path)})]
 
     def _pdf(self, src: Source, base: dict[str, Any]) -> list[tuple[str, Item, dict[str, Any]]]:
-        from omniret.embed.media import pdf_page_items
+        from omniret.base.media import pdf_page_items
 
         multimodal = "image" in self.modalities
         if multimodal:
@@ -265,7 +265,7 @@ class FileReader:
     def _video(self, src: Source, base: dict[str, Any]) -> list[tuple[str, Item, dict[str, Any]]]:
         if "video" not in self.modalities:
             raise SkipFile(f"model {self.embedder.name} cannot embed video (text-only)")
-        from omniret.embed.media import probe_video
+        from omniret.base.media import probe_video
 
         info = probe_video(src.path, item_id=src.key)
         if info.duration <= 0 or info.num_frames <= 0:

@@ -24,7 +24,7 @@ def item_from_payload(payload: dict[str, Any], modalities: frozenset[str] | set[
     kind = payload.get("kind")
     path = payload.get("path")
     if kind == "pdf" and path and "image" in modalities:
-        from omniret.embed.media import pdf_page_items
+        from omniret.base.media import pdf_page_items
 
         try:
             return pdf_page_items(path, pages=[int(payload.get("page", 1))])[0]

@@ -144,6 +144,10 @@ def _is_frame_list(v: list[Any] | tuple[Any, ...]) -> bool:
     return False
 
 
+#: what the model APIs accept for one input: an ``Item``, a plain string (text) or an item dict
+ItemLike = Item | str | dict[str, Any]
+
+
 @dataclass
 class Hit:
     """One search result: the stored item's id, its scores and its payload.

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
 import numpy as np
 
+from omniret.base.prepare import prepare_each, prepare_item, split_prepared
 from omniret.errors import ConfigError, ItemError
 from omniret.rerank.protocol import ItemLike, RerankResult, ScoreResult
 from omniret.types import Item
@@ -138,52 +138,28 @@ class BaseReranker(ABC):
         return np.asarray(self._forward(list(prepared)), dtype=np.float32).reshape(-1)
 
     # -- shared machinery ----------------------------------------------------------------------
-    def _unsupported(self, item: Item) -> list[str]:
-        return sorted(item.modalities - set(self.modalities))
-
     def _query(self, raw: ItemLike, instruction: str | None) -> Any:
         try:
-            query = Item.coerce(raw)
+            item = Item.coerce(raw)
         except ItemError as e:
             raise query_error(None, e.reason) from e
-        missing = self._unsupported(query)
-        if missing:
-            raise query_error(query.id, f"model {self.name} cannot read {', '.join(missing)} (it accepts "
-                                        f"{', '.join(sorted(self.modalities))})")
         try:
-            return self._prepare_query(query, query.instruction if query.instruction is not None else instruction)
+            return prepare_item(
+                item, None,
+                lambda query: self._prepare_query(query, query.instruction if query.instruction is not None
+                                                  else instruction),
+                model=self.name, accepted=self.modalities, verb="read")
         except ItemError as e:
-            raise query_error(query.id, e.reason) from e
-        except (OSError, ValueError, TypeError) as e:
-            raise query_error(query.id, f"{type(e).__name__}: {e}") from e
-
-    def _prepare_checked(self, query: Any, raw: ItemLike, index: int) -> Any:
-        item = Item.coerce(raw, index=index)
-        missing = self._unsupported(item)
-        if missing:
-            raise ItemError.for_item(index, item.id, f"model {self.name} cannot read {', '.join(missing)} "
-                                                     f"(it accepts {', '.join(sorted(self.modalities))})")
-        try:
-            return self._prepare(query, item, index)
-        except ItemError:
-            raise
-        except (OSError, ValueError, TypeError) as e:
-            raise ItemError.for_item(index, item.id, f"{type(e).__name__}: {e}") from e
+            # the query has no document index: name it by its id alone
+            raise query_error(item.id, e.reason) from e
 
     def prepare_all(self, query: Any, documents: Sequence[ItemLike]) -> list[Any]:
         """Prepare every pair, in order; an ``ItemError`` takes the place of a bad document."""
-        def one(pair: tuple[int, ItemLike]) -> Any:
-            i, raw = pair
-            try:
-                return self._prepare_checked(query, raw, i)
-            except ItemError as e:
-                return e
+        def one(index: int, raw: ItemLike) -> Any:
+            return prepare_item(raw, index, lambda doc: self._prepare(query, doc, index),
+                                model=self.name, accepted=self.modalities, verb="read")
 
-        pairs = list(enumerate(documents))
-        if self.prepare_workers > 1 and len(pairs) > 1:
-            with ThreadPoolExecutor(max_workers=self.prepare_workers) as pool:
-                return list(pool.map(one, pairs))
-        return [one(p) for p in pairs]
+        return prepare_each(documents, one, workers=self.prepare_workers)
 
     def _run(self, query: ItemLike, documents: Sequence[ItemLike], *, instruction: str | None,
              raise_on_error: bool) -> ScoreResult:
@@ -193,10 +169,6 @@ class BaseReranker(ABC):
         if not documents:
             return ScoreResult(scores=np.zeros((0,), dtype=np.float32), indices=[])
         prepared = self.prepare_pairs(query, documents, instruction=instruction)
-        errors = [p for p in prepared if isinstance(p, ItemError)]
-        if errors and raise_on_error:
-            raise ItemError.combine(errors)
-        good = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ItemError)]
-        scores = self.score_prepared([p for _, p in good])
-        return ScoreResult(scores=scores, indices=[i for i, _ in good],
-                           failures=[f for e in errors for f in e.failures])
+        split = split_prepared(prepared, raise_on_error=raise_on_error)
+        return ScoreResult(scores=self.score_prepared(split.inputs), indices=split.indices,
+                           failures=split.failures)

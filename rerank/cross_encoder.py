@@ -48,8 +48,8 @@ class CrossEncoderReranker(BaseReranker):
                  max_length: int | None = None, batch_size: int = 32, default_instruction: str | None = None) -> None:
         from sentence_transformers import CrossEncoder
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
-        from omniret.rerank._yes_no import quiet_transformers
+        from omniret.base.device import resolve_device, resolve_dtype
+        from omniret.rerank.yes_no import quiet_transformers
 
         check_cross_encoder_dir(name_or_path)
         dev = resolve_device(device)

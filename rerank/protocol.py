@@ -9,9 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from omniret.errors import ItemFailure
-from omniret.types import Item
-
-ItemLike = Item | str | dict[str, Any]
+from omniret.types import ItemLike
 
 
 @runtime_checkable

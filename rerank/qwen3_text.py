@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from omniret.embed.batching import BatchBudget, run_batched
+from omniret.base.batching import BatchBudget, run_batched
 from omniret.registry import TEXT_ONLY, ModelSpec
-from omniret.rerank._yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
 from omniret.rerank.base import BaseReranker, item_text
+from omniret.rerank.yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
 from omniret.types import Item
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -44,7 +44,7 @@ class Qwen3TextReranker(BaseReranker):
         import torch
         from transformers import AutoTokenizer, Qwen3Model
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
+        from omniret.base.device import resolve_device, resolve_dtype
 
         path = checkpoint_dir(str(name_or_path), spec.revision if spec is not None else None)
         self.path = str(path)

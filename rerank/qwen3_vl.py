@@ -3,7 +3,7 @@
 Each (query, document) pair is a chat — the judgement system turn, then one user turn holding
 ``<Instruct>: {instruction}``, ``<Query>:`` and the query's videos, images, texts, ``\\n<Document>:`` and
 the document's — rendered with the generation prompt and the pinned transformers 4.57.3 video layout
-through the embedder's input builder (``omniret.embed.vl_inputs``), so media are read exactly as the
+through the embedder's input builder (``omniret.base.vl_inputs``), so media are read exactly as the
 embedder reads them. The score is sigmoid(h_last · (w_yes − w_no)) in float32, with the two LM-head rows
 read from the safetensors file: only the base ``Qwen3VLModel`` is built.
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from omniret.embed.batching import BatchBudget, run_batched
-from omniret.embed.qwen3_vl import pick_attn_implementation, to_device
-from omniret.embed.vl_inputs import (
+from omniret.base.batching import BatchBudget, run_batched
+from omniret.base.models import pick_attn_implementation, to_device
+from omniret.base.vl_inputs import (
     Encoded,
     Part,
     Qwen3VLInputBuilder,
@@ -29,8 +29,8 @@ from omniret.embed.vl_inputs import (
     truncate_keep_special,
 )
 from omniret.registry import MULTIMODAL, ModelSpec
-from omniret.rerank._yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
 from omniret.rerank.base import BaseReranker
+from omniret.rerank.yes_no import checkpoint_dir, quiet_transformers, token_id, yes_no_rows
 from omniret.types import Item
 
 SYSTEM_PROMPT = ("Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
@@ -66,7 +66,7 @@ class Qwen3VLReranker(BaseReranker):
         import torch
         from transformers import Qwen3VLModel
 
-        from omniret.embed._torch import resolve_device, resolve_dtype
+        from omniret.base.device import resolve_device, resolve_dtype
 
         path = checkpoint_dir(str(name_or_path), spec.revision if spec is not None else None)
         self.path = str(path)

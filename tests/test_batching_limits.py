@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from omniret import Item
+from omniret.base.batching import BatchBudget, plan_batches, run_batched, summarize_plan
 from omniret.embed import load_embedder
-from omniret.embed.batching import BatchBudget, plan_batches, run_batched, summarize_plan
 
 
 def _check_bounded(lengths: list[int], patches: list[int], budget: BatchBudget) -> list[list[int]]:
@@ -51,7 +51,7 @@ def test_oversized_inputs_run_alone_and_are_reported(caplog: pytest.LogCaptureFi
     summary = summarize_plan(lengths, batches, budget, patches)
     assert summary.oversized == (1, 3)
     assert summary.batches == 3
-    with caplog.at_level(logging.INFO, logger="omniret.embed.batching"):
+    with caplog.at_level(logging.INFO, logger="omniret.base.batching"):
         out = run_batched(list(range(5)), lambda xs: np.array(xs, dtype=np.float32)[:, None], lengths=lengths,
                           budget=budget, patches=patches)
     assert out[:, 0].tolist() == [0, 1, 2, 3, 4]

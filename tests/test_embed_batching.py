@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omniret.embed.batching import BatchBudget, padding_ratio, plan_batches, run_batched
+from omniret.base.batching import BatchBudget, padding_ratio, plan_batches, run_batched
 from omniret.errors import ConfigError
 
 

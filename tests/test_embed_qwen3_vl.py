@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from omniret import Item, ItemError
+from omniret.base.media import smart_resize
+from omniret.base.vl_inputs import TextPart
 from omniret.embed import load_embedder
-from omniret.embed.media import smart_resize
 from omniret.embed.qwen3_vl import format_instruction
-from omniret.embed.vl_inputs import TextPart
 
 TOL = 1e-5
 DEFAULT = "Represent the user's input."
@@ -335,7 +335,7 @@ def test_frame_list_thinned_to_max_frames(tiny_vl_embedding):
 
 
 def test_pdf_page_vector_matches_reference(emb, ref_model, tok, tmp_path):
-    from omniret.embed.media import pdf_page_items
+    from omniret.base.media import pdf_page_items
 
     pdf = tmp_path / "doc.pdf"
     pages = [_rand_image(60, 80, seed=7), _rand_image(50, 50, seed=8)]

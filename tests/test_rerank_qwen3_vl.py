@@ -204,7 +204,7 @@ def test_text_image_and_image_text_scores(rr, full, tok, media):
 
 
 def test_text_pdf_page_score(rr, full, tok, media):
-    from omniret.embed.media import pdf_page_items
+    from omniret.base.media import pdf_page_items
 
     (page,) = pdf_page_items(media["pdf"], scale=1.0)
     assert page.image.size == (64, 96)

@@ -151,7 +151,7 @@ class VLEmbedModel(TrainableTower):
 
     def forward(self, prepared: Sequence[Any]) -> Any:
         """Pooled last-token vectors ``(n, dim)`` (float32, not normalised; the losses normalise)."""
-        from omniret.embed.qwen3_vl import last_token_pool
+        from omniret.base.models import last_token_pool
 
         inputs = self.embedder.inputs.collate(list(prepared), padding_side="right")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -169,7 +169,7 @@ class TextEmbedModel(VLEmbedModel):
     def forward(self, prepared: Sequence[Any]) -> Any:
         import torch
 
-        from omniret.embed.qwen3_vl import last_token_pool
+        from omniret.base.models import last_token_pool
 
         length = max(len(ids) for ids in prepared)
         input_ids = torch.full((len(prepared), length), self.embedder.pad_id, dtype=torch.long)
@@ -331,7 +331,7 @@ class VLRerankModel(TrainableTower):
         import torch
 
         from omniret.rerank import load_reranker
-        from omniret.rerank._yes_no import LM_HEAD_KEY, ties_word_embeddings, yes_no_rows
+        from omniret.rerank.yes_no import LM_HEAD_KEY, ties_word_embeddings, yes_no_rows
 
         bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
         self.reranker = load_reranker(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -397,9 +397,9 @@ class VLRerankModel(TrainableTower):
             return {}
         from safetensors import safe_open
 
-        from omniret.rerank._yes_no import LM_HEAD_KEY, _weight_files
+        from omniret.rerank.yes_no import LM_HEAD_KEY, weight_files
 
-        with safe_open(str(_weight_files(Path(self.source))[LM_HEAD_KEY]), framework="pt") as f:
+        with safe_open(str(weight_files(Path(self.source))[LM_HEAD_KEY]), framework="pt") as f:
             head = f.get_tensor(LM_HEAD_KEY).clone()
         head[self.reranker.yes_id] = self.head[0].detach().cpu().to(head.dtype)
         head[self.reranker.no_id] = self.head[1].detach().cpu().to(head.dtype)

@@ -58,8 +58,8 @@ def embed(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from omniret.base.media import pdf_page_items
     from omniret.embed import load_embedder
-    from omniret.embed.media import pdf_page_items
     from omniret.settings import get_settings
 
     items: list[dict[str, Any]] = [{"text": t, "id": f"text:{i}"} for i, t in enumerate(text or [])]

@@ -33,7 +33,7 @@ def _query_item(text: str | None, image: Path | None, video: Path | None) -> dic
         query["text"] = text
     if image is not None:
         if image.suffix.lower() == ".pdf":
-            from omniret.embed.media import pdf_page_items
+            from omniret.base.media import pdf_page_items
 
             query["image"] = pdf_page_items(image, pages=[1])[0].image
         else:

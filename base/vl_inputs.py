@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from omniret.embed.media import (
+from omniret.base.media import (
     clip_max_pixels,
     fetch_image,
     read_video,

@@ -43,7 +43,7 @@ def ties_word_embeddings(config: dict[str, Any]) -> bool:
     return bool(config.get("tie_word_embeddings", False))
 
 
-def _weight_files(path: Path) -> dict[str, Path]:
+def weight_files(path: Path) -> dict[str, Path]:
     """tensor name -> safetensors file, from the shard index or the single file."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
@@ -67,7 +67,7 @@ def yes_no_rows(path: str | Path, yes_id: int, no_id: int) -> tuple[Any, Any, st
 
     path = Path(path)
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    files = _weight_files(path)
+    files = weight_files(path)
     tied = ties_word_embeddings(config)
     if not tied and LM_HEAD_KEY in files:
         key = LM_HEAD_KEY
