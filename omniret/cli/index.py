@@ -60,6 +60,10 @@ def index_cmd(
         "--recall", help="After indexing, pick the index's search setting (HNSW efSearch, IVF nprobe, re-scoring "
                          "pool) whose recall@10 on a sample of the collection's own vectors reaches this target; "
                          "recorded and applied on every open.")] = None,
+    shards: Annotated[int | None, typer.Option(
+        "--shards", min=1, help="Qdrant: shards of a new collection (spread over the cluster's nodes).")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", min=1, help="Qdrant: copies of each shard in a new collection (survives a node loss).")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
         help="Run as a Ray Data job: alone, on a local Ray cluster; with auto or ray://HOST:10001, on that "
@@ -87,7 +91,11 @@ def index_cmd(
         devs = ["cpu"]  # the driver loads the model on CPU only for its tokenizer and modalities
     opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                          segment_seconds=segment_seconds, prune=prune, batch_items=batch_items)
-    extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
+    extra: dict[str, Any] = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
+    if shards is not None or replicas is not None:
+        if backend != "qdrant" and qdrant_url is None:
+            fail("--shards/--replicas are Qdrant collection settings: add --qdrant-url (or --backend qdrant)")
+        extra.update({k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v is not None})
     embedder: Any = model
     if devs is not None:
         from omniret.settings import get_settings
