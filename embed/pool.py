@@ -225,10 +225,13 @@ class EmbedderPool:
                     try:
                         kind, payload = w.results.recv()
                     except (EOFError, OSError):
-                        kind, payload = "failed", f"exited with code {w.proc.exitcode}"
+                        w.proc.join(1)
+                        raise WorkerError(f"{w.label} could not load model {self.model}: exited with code "
+                                          f"{w.proc.exitcode}") from None
                     if kind == "failed":
                         raise WorkerError(f"{w.label} could not load model {self.model}: {payload}")
-                    info = info or payload
+                    if not info:
+                        info = dict(payload)
                     del waiting[w.wid]
                 elif w.proc.sentinel in ready:
                     w.proc.join(1)

@@ -42,7 +42,7 @@ from omniret.index.ingest import (
     sha256_of,
 )
 
-INSTALL_HINT = "--ray needs Ray Data: pip install 'omniret[ray]' (or pip install 'ray[data]>=2.9')"
+INSTALL_HINT = "--ray needs Ray Data: pip install 'omniret[ray]' (or pip install 'ray[data]>=2.10')"
 
 
 def import_ray() -> Any:
@@ -224,11 +224,12 @@ def ray_ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store:
     try:
         if todo:
             ds = ray.data.from_items([{"spec": s} for s in todo], override_num_blocks=max(1, min(len(todo), 64)))
-            ds = ds.map_batches(ReadFiles, fn_constructor_args=(info, opts), batch_size=4, concurrency=readers,
-                                num_cpus=0.5, batch_format="numpy")
+            pool = ray.data.ActorPoolStrategy
+            ds = ds.map_batches(ReadFiles, fn_constructor_args=(info, opts), batch_size=4,
+                                compute=pool(size=readers), num_cpus=0.5, batch_format="numpy")
             ds = ds.map_batches(EmbedItems, fn_constructor_args=(info, "cuda" if gpus else "cpu", embed_dim),
-                                batch_size=opts.batch_items, concurrency=n_actors, num_gpus=1 if gpus else 0,
-                                num_cpus=0 if gpus else 1, batch_format="numpy")
+                                batch_size=opts.batch_items, compute=pool(size=n_actors),
+                                num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, batch_format="numpy")
             _write_stream(_rows(ds, opts.batch_items), store, ledger, report, opts.batch_items,
                           lambda files: bar.update(task, advance=files, items=report.indexed_items)
                           if bar is not None else None)

@@ -93,6 +93,7 @@ def test_killed_ray_driver_rerun_completes(tmp_path: Path, minilm_path: Path) ->
                     break
         except (sqlite3.Error, psutil.NoSuchProcess):
             continue
+    assert proc.poll() is None, "the driver ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _cleanup(children)

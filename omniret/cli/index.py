@@ -65,9 +65,9 @@ def index_cmd(
     replicas: Annotated[int | None, typer.Option(
         "--replicas", min=1, help="Qdrant: copies of each shard in a new collection (survives a node loss).")] = None,
     ray: Annotated[str | None, typer.Option(
-        "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-        help="Run as a Ray Data job: alone, on a local Ray cluster; with auto or ray://HOST:10001, on that "
-             "cluster (several nodes: use a Qdrant collection, --qdrant-url). Needs pip install 'omniret[ray]'.")] = None,
+        "--ray", metavar="[ADDRESS]",
+        help="Run as a Ray Data job: alone (last, or before another option) or 'local', on a local Ray cluster; "
+             "with auto or ray://HOST:10001, on that cluster (several nodes: use a Qdrant collection, --qdrant-url). Needs pip install 'omniret[ray]'.")] = None,
     ray_actors: Annotated[int | None, typer.Option(
         "--ray-actors", min=1, help="Embedding actors (default: one per GPU, else CPUs - 1).")] = None,
     json_out: JsonOpt = False,
@@ -259,6 +259,11 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
         return
     for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "created", "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
+    tuned = info.get("recall_tuning")
+    if tuned:
+        what = f"{tuned['param']}={tuned['value']}" if tuned.get("param") else "exact search"
+        console.print(f"[bold]recall tuning[/]: {what}, recall@{tuned['k']} {tuned['recall']} on {tuned['sample']} "
+                      f"held-out vectors of {tuned.get('count')} (target {tuned['target']})", highlight=False)
 
 
 @collections_app.command("delete")
