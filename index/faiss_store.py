@@ -288,7 +288,9 @@ class FaissStore:
         """A memory-mapped index is read-only (FAISS aborts the process on a write to mapped codes): the
         first change copies it into memory. Mapping is for serving processes that only search."""
         if self._mapped:
-            self._index = self._faiss.clone_index(self._index)
+            # not clone_index: a clone shares the mapped codes; nothing was written since the file was
+            # mapped (every write comes through here first), so reading it whole gives the same index
+            self._index = self._faiss.read_index(str(self._index_file()))
             self._mapped = False
             self._apply_search_params()
 
