@@ -107,6 +107,44 @@ class RerankResponse(BaseModel):
     usage: RerankUsage
 
 
+class RerankV2Request(BaseModel):
+    """Cohere's v2 rerank request (``cohere.ClientV2().rerank``); query and documents may be MediaItems."""
+
+    model: str | None = Field(None, description="The served reranker (see GET /v1/models).")
+    query: Any = Field(..., description="A string or a MediaItem.")
+    documents: list[Any] = Field(..., description="Strings or MediaItem objects.")
+    top_n: int | None = Field(None, ge=1, description="Return only the best n (default: all).")
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="Cut each text document to this many of "
+                                                                   "the reranker's tokens first.")
+    relevant_spans: Any = Field(None, description="Not supported: must be absent or null.")
+    priority: int | None = Field(None, description="Accepted and ignored (one queue serves every request).")
+    instruction: str | None = Field(None, description="Reranking instruction (an extension).")
+
+
+class RerankV2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class RerankV2ApiVersion(BaseModel):
+    version: str = "2"
+
+
+class RerankV2BilledUnits(BaseModel):
+    search_units: int = 1
+
+
+class RerankV2Meta(BaseModel):
+    api_version: RerankV2ApiVersion = RerankV2ApiVersion()
+    billed_units: RerankV2BilledUnits = RerankV2BilledUnits()
+
+
+class RerankV2Response(BaseModel):
+    id: str
+    results: list[RerankV2Result]
+    meta: RerankV2Meta = RerankV2Meta()
+
+
 # ----------------------------------------------------------------------------------- models list
 
 
@@ -164,11 +202,23 @@ class SearchRequest(BaseModel):
     rerank: bool | None = Field(None, description="Rerank the candidates (default: when a reranker is served).")
     candidates: int = Field(100, ge=1, le=10000)
     rerank_top: int | None = Field(None, ge=1)
+    # plain strings, checked by the route, so a bad value is a 400 naming the field like other search errors
+    mode: str = Field("dense", description="First stage: dense (vectors), lexical (BM25 over the items' text) "
+                                           "or hybrid (both, fused).",
+                      json_schema_extra={"enum": ["dense", "lexical", "hybrid"]})
+    fusion: str = Field("rrf", description="Hybrid fusion: rrf (reciprocal rank, k=60) or weighted "
+                                           "(min-max-normalised scores mixed by alpha).",
+                        json_schema_extra={"enum": ["rrf", "weighted"]})
+    alpha: float | None = Field(None, description="Weighted fusion: the dense side's weight in [0, 1] "
+                                                  "(default 0.5).")
 
 
 class HitOut(BaseModel):
     id: str
-    score: float
+    score: float = Field(..., description="The first-stage score the hit was ranked by (dense, lexical or fused).")
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    fused_score: float | None = None
     rerank_score: float | None = None
     payload: dict[str, Any] = {}
     thumbnail: str | None = Field(None, description="URL of a small preview, when the source is servable.")

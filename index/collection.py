@@ -4,6 +4,11 @@ A collection lives in ``<root>/<name>/`` (root defaults to ``$OMNIRET_HOME/colle
 ``collection.json`` (model name, dim, instruction, backend, index type, created time), the FAISS
 folder or Qdrant local-mode folder, and the ingestion ledger. Opening it with another model or dim is a
 ``CollectionError``; opening it without a model loads the recorded one.
+
+Every collection also keeps a lexical (BM25) index of its items' text beside the vectors, with the
+analyser recorded in the manifest (``lexical``), so ``search(mode="lexical" | "hybrid")`` works on it.
+A FAISS collection made before the lexical index gets it built from the stored payload text the first
+time it is opened (resumable, with a progress bar).
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
+from omniret.errors import (
+    CollectionError,
+    CollectionExists,
+    CollectionMismatch,
+    CollectionNotFound,
+    ConfigError,
+    DimensionError,
+    ItemError,
+    ItemFailure,
+)
 from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
@@ -28,17 +42,22 @@ from omniret.index.tuning import TuneResult, check_recall
 from omniret.types import Hit, Item
 
 MANIFEST = "collection.json"
+#: payload keys the collection writes itself (an item's content and where it came from); an item's
+#: ``metadata`` may not use them, so user metadata can never pose as the item or point at another file
+RESERVED_PAYLOAD_KEYS = frozenset({"text", "image", "video", "video_start", "video_end", "kind", "path", "source",
+                                   "sha256"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BACKENDS = ("faiss", "qdrant")
 
 
 def _root(root: str | os.PathLike[str] | None) -> Path:
+    """The collections folder: the caller's (the CLI and the service pass their settings'), else the default
+    ``$OMNIRET_HOME/collections``. A library call reads no settings of its own."""
     if root is not None:
         return Path(root).expanduser()
-    from omniret.settings import get_settings
+    from omniret.settings import default_home
 
-    s = get_settings()
-    return Path(s.collections_root).expanduser() if getattr(s, "collections_root", None) else s.collections_dir
+    return default_home() / "collections"
 
 
 def _check_name(name: str) -> None:
@@ -112,48 +131,63 @@ class Collection:
         """Embed and store items (``Item``, reference dict, or str); each needs an ``id``.
 
         ``on_error="raise"`` stores nothing when any item is bad (``ItemError`` lists them);
-        ``"skip"`` stores the good ones and reports the bad.
+        ``"skip"`` stores the good ones and reports every bad one (unusable, without an id, a repeated id,
+        reserved metadata keys, or refused by the model) with its input index and reason.
         """
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error={on_error!r}: use 'raise' or 'skip'")
-        coerced = [Item.coerce(x, index=i) for i, x in enumerate(items)]
-        for i, it in enumerate(coerced):
-            if not it.id:
-                raise ItemError.for_item(i, None, "an item added to a collection needs an id")
+        checked: list[tuple[int, Item]] = []
+        bad: list[ItemError] = []
         seen: set[str] = set()
-        for i, it in enumerate(coerced):
-            if it.id in seen:
-                raise ItemError.for_item(i, it.id, "the id appears twice in this call")
+        for i, x in enumerate(items):
+            try:
+                it = Item.coerce(x, index=i)
+                if not it.id:
+                    raise ItemError.for_item(i, None, "an item added to a collection needs an id")
+                if it.id in seen:
+                    raise ItemError.for_item(i, it.id, "the id appears twice in this call")
+                reserved = sorted(set(it.metadata) & RESERVED_PAYLOAD_KEYS)
+                if reserved:
+                    raise ItemError.for_item(i, it.id, f"metadata key(s) {reserved} are reserved for the item's own "
+                                             "fields; rename them")
+            except ItemError as e:
+                bad.append(e)
+                continue
             seen.add(str(it.id))
+            checked.append((i, it))
+        if bad and on_error == "raise":
+            raise ItemError.combine(bad)
+        failures: list[ItemFailure] = [f for e in bad for f in e.failures]
         ids: list[str] = []
-        failures: list[ItemFailure] = []
-        batches = [(s, coerced[s:s + batch_size]) for s in range(0, len(coerced), batch_size)]
+        batches = [checked[s:s + batch_size] for s in range(0, len(checked), batch_size)]
         if on_error == "raise":
             # prepare-and-check the whole call first: nothing is stored when any item is bad
-            vec_parts = [self.embedder.embed(b, dim=self._embed_dim()) for _, b in batches]
-            for (_, b), v in zip(batches, vec_parts, strict=True):
-                self._upsert_items(b, v)
-                ids.extend(str(it.id) for it in b)
+            vec_parts = [self.embedder.embed([it for _, it in b], dim=self._embed_dim()) for b in batches]
+            for b, v in zip(batches, vec_parts, strict=True):
+                self._upsert_items([it for _, it in b], v)
+                ids.extend(str(it.id) for _, it in b)
             return AddReport(ids, failures)
-        for start, b in batches:
-            res = self.embedder.embed_partial(b, dim=self._embed_dim())
+        for b in batches:
+            res = self.embedder.embed_partial([it for _, it in b], dim=self._embed_dim())
             for f in res.failures:
-                failures.append(ItemFailure(f.index + start, f.id, f.reason))
-            good = [b[i] for i in res.indices]
+                failures.append(ItemFailure(b[f.index][0], f.id, f.reason))
+            good = [b[i][1] for i in res.indices]
             if good:
                 self._upsert_items(good, res.vectors)
                 ids.extend(str(it.id) for it in good)
+        failures.sort(key=lambda f: f.index)
         return AddReport(ids, failures)
 
     def _upsert_items(self, items: list[Item], vectors: np.ndarray) -> None:
         payloads = []
         for it in items:
+            # the item's own fields are written after its metadata: metadata never overrides them
             p: dict[str, Any] = dict(it.metadata)
             for key in ("text", "image", "video", "video_start", "video_end"):
                 v = getattr(it, key)
                 if isinstance(v, (str, int, float)) and not (isinstance(v, str) and v.startswith("data:")):
-                    p.setdefault(key, v)
-            p.setdefault("kind", "item")
+                    p[key] = v
+            p["kind"] = "item"
             payloads.append(p)
         self.store.upsert([str(it.id) for it in items], vectors, payloads)
 
@@ -222,11 +256,35 @@ class Collection:
         os.replace(tmp, self.path / MANIFEST)
         return res
 
-    def delete(self, ids: Sequence[str]) -> None:
-        self.store.delete(ids)
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove items by id; returns the ids that were there (and are now gone), in input order."""
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        present = [i for i, rec in zip(wanted, self.store.get(wanted), strict=True) if rec is not None]
+        if present:
+            self.store.delete(present)
+        return present
 
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         return self.store.get(ids)
+
+    def build_lexical(self, *, progress: bool = True, console: Any = None) -> int:
+        """Build the lexical index of a collection made before it existed, from the stored payload text.
+
+        Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
+        """
+        if getattr(self.store, "lexical_ready", True) or self.manifest.get("backend") == "qdrant":
+            return 0  # an older Qdrant collection cannot gain a sparse vector; its lexical searches say so
+        if not progress:
+            return int(self.store.build_lexical())
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("building the lexical index of {task.fields[name]}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), console=console or Console(stderr=True),
+                       transient=True)
+        with bar:
+            task = bar.add_task("lexical", total=None, name=self.name)
+            return int(self.store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
 
     # -- reading -----------------------------------------------------------------------------------
     def searcher(self, reranker: Any = None) -> Searcher:
@@ -235,14 +293,18 @@ class Collection:
 
     def search(self, query: Any, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None,
-               funnel: bool | None = None) -> list[Hit]:
+               funnel: bool | None = None, mode: str = "dense", fusion: str = "rrf",
+               alpha: float | None = None) -> list[Hit]:
         """Two-stage search (see ``Searcher``); ``query`` is text, an ``Item`` or a reference dict.
 
-        ``funnel``: None uses the collection's funnel when it was created with ``funnel_dim``; True requires
-        it; False searches at full dim only.
+        ``mode``: ``"dense"`` (default: vectors only, as before), ``"lexical"`` (BM25 over the items' text)
+        or ``"hybrid"`` (both, fused by ``fusion`` = ``"rrf"`` (k=60) or ``"weighted"`` with ``alpha``, the
+        dense side's weight in [0, 1]). ``funnel``: None uses the collection's funnel when it was created
+        with ``funnel_dim``; True requires it; False searches at full dim only.
         """
         return self.searcher().search(query, k, filter=filter, candidates=candidates, rerank_top=rerank_top,
-                                      rerank=rerank, instruction=instruction, funnel=funnel)
+                                      rerank=rerank, instruction=instruction, funnel=funnel, mode=mode,
+                                      fusion=fusion, alpha=alpha)
 
     def close(self) -> None:
         self.store.close()
@@ -267,7 +329,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(f.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise CollectionError(f"{f}: unreadable manifest ({e})") from e
+        raise CollectionError(f"collection {path.name!r}: unreadable {MANIFEST} ({e})") from e
 
 
 def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str | None:
@@ -280,7 +342,9 @@ def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
                     url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
-                    funnel_dim: int | None = None, **store_options: Any) -> Collection:
+                    funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
+                    dtype: str | None = None, lexical: dict[str, Any] | None = None, progress: bool = True,
+                    **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -291,7 +355,15 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     ``funnel_dim``: keep a short Matryoshka prefix of that width beside the full vectors for funnel search
     (one of the model's ``dims``, below ``dim``; fixed at creation, recorded in the manifest);
     ``funnel_candidates`` (a store option, default 10) sets the pool as a multiple of ``k``.
+    ``lexical``: analyser settings of the lexical index (``omniret.index.lexical.AnalyzerConfig`` fields:
+    ``language``, ``stopwords``, ``split_identifiers``, ...; fixed at creation, recorded in the manifest).
+    A FAISS collection made before the lexical index gets it built now (``progress``: draw a bar).
+    ``device`` / ``dtype``: for the models this call loads by name (default: the loaders' own).
+    Errors are typed: ``CollectionNotFound`` (``create=False`` and none there), ``CollectionExists``
+    (``exist_ok=False`` and one is there), ``CollectionMismatch`` (another model, dim, backend or index).
     """
+    from omniret.index.lexical import AnalyzerConfig
+
     _check_name(name)
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: choose 'faiss' or 'qdrant'")
@@ -304,36 +376,41 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     manifest = _read_manifest(path)
     if manifest is None:
         if not create:
-            raise CollectionError(f"no collection {name!r} in {path.parent}",)
+            raise CollectionNotFound(f"no collection {name!r}")
         backend = backend or ("qdrant" if url is not None else "faiss")
         if embedder is None:
-            from omniret.settings import get_settings
-
-            embedder = get_settings().embed_model
+            raise ConfigError(f"collection {name!r} does not exist yet: pass embedder= (an Embedder or a model "
+                              "name) to create it")
     else:
+        if not exist_ok:
+            raise CollectionExists(f"collection {name!r} exists already")
         rec_backend = manifest.get("backend", "faiss")
         if backend is not None and backend != rec_backend:
-            raise CollectionError(f"collection {name!r} uses backend {rec_backend!r}, not {backend!r}")
+            raise CollectionMismatch(f"collection {name!r} uses backend {rec_backend!r}, not {backend!r}")
         backend = rec_backend
         if index is not None and index != manifest.get("index", "flat"):
-            raise CollectionError(f"collection {name!r} uses index {manifest.get('index')!r}, not {index!r}")
+            raise CollectionMismatch(f"collection {name!r} uses index {manifest.get('index')!r}, not {index!r}")
         if url is None:
             url = manifest.get("url")
         if embedder is not None and _model_name(embedder) != manifest["model"]:
-            raise CollectionError(f"collection {name!r} was built with model {manifest['model']!r}; opening it "
+            raise CollectionMismatch(f"collection {name!r} was built with model {manifest['model']!r}; opening it "
                                   f"with {_model_name(embedder)!r} would mix vector spaces (use that model, "
                                   "or a new collection)")
         if dim is not None and dim != manifest["dim"]:
-            raise CollectionError(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
+            raise CollectionMismatch(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
+        if lexical is not None and "lexical" in manifest and \
+                AnalyzerConfig.from_dict(lexical) != AnalyzerConfig.from_dict(manifest["lexical"]):
+            raise CollectionMismatch(f"collection {name!r} was created with lexical analyser {manifest['lexical']}, "
+                                  f"not {lexical} (the analyser is fixed at creation; use a new collection)")
         if funnel_dim is not None and funnel_dim != manifest.get("funnel_dim"):
-            raise CollectionError(f"collection {name!r} was created with funnel_dim "
+            raise CollectionMismatch(f"collection {name!r} was created with funnel_dim "
                                   f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
                                   "at creation; use a new collection)")
         embedder = embedder if embedder is not None else manifest["model"]
     if isinstance(embedder, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        embedder = load_embedder(embedder)
+        embedder = load_embedder(embedder, device=device, dtype=dtype)
     if manifest is None:
         dim = int(dim or embedder.dim)
         dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
@@ -344,6 +421,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                                  f"dims below dim={dim}: {[d for d in dims if d < dim]}")
         manifest = {"name": name, "model": str(embedder.name), "dim": dim, "instruction": instruction,
                     "funnel_dim": funnel_dim,
+                    "lexical": AnalyzerConfig.from_dict(lexical).to_dict(),
                     "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
                     "modalities": sorted(getattr(embedder, "modalities", {"text"})),
                     "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -354,14 +432,26 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     if isinstance(reranker, (str, os.PathLike)):
         from omniret.rerank import load_reranker
 
-        reranker = load_reranker(reranker)
+        reranker = load_reranker(reranker, device=device, dtype=dtype)
+    if "lexical" not in manifest:
+        # made before the lexical index: record the analyser it gets now (the store builds with it)
+        manifest = {**manifest, "lexical": AnalyzerConfig.from_dict(lexical).to_dict()}
+        new_lexical = True
+    else:
+        new_lexical = False
     store = _open_store(path, name, manifest, url, store_options, create=new)
-    if new:
+    if new or new_lexical:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, path / MANIFEST)
-    return Collection(name, path, manifest, store, embedder, reranker)
+    coll = Collection(name, path, manifest, store, embedder, reranker)
+    try:
+        coll.build_lexical(progress=progress)
+    except BaseException:
+        coll.close()
+        raise
+    return coll
 
 
 def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
@@ -372,13 +462,24 @@ def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None
 
         if url is not None:
             return QdrantStore(name, dim=manifest["dim"], url=url, options=opts, create=create,  # type: ignore[arg-type]
-                               funnel_dim=manifest.get("funnel_dim"))
+                               funnel_dim=manifest.get("funnel_dim"), lexical=manifest.get("lexical"))
         return QdrantStore(name, dim=manifest["dim"], path=path / "qdrant", options=opts, create=create,  # type: ignore[arg-type]
-                           funnel_dim=manifest.get("funnel_dim"))
+                           funnel_dim=manifest.get("funnel_dim"), lexical=manifest.get("lexical"))
     from omniret.index.faiss_store import FaissStore
 
     return FaissStore(path / "faiss", dim=manifest["dim"], index=manifest.get("index", "flat"),
-                      options=opts, create=True, funnel_dim=manifest.get("funnel_dim"))  # type: ignore[arg-type]
+                      options=opts, create=True, funnel_dim=manifest.get("funnel_dim"),  # type: ignore[arg-type]
+                      lexical=manifest.get("lexical"))
+
+
+def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
+    """The store of an existing collection, opened without loading its model (admin commands)."""
+    _check_name(name)
+    path = _root(root) / name
+    manifest = _read_manifest(path)
+    if manifest is None:
+        raise CollectionNotFound(f"no collection {name!r} in {path.parent}")
+    return _open_store(path, name, manifest, manifest.get("url"), {}, create=False)
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -400,7 +501,7 @@ def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> 
     path = _root(root) / name
     manifest = _read_manifest(path)
     if manifest is None:
-        raise CollectionError(f"no collection {name!r} in {path.parent}")
+        raise CollectionNotFound(f"no collection {name!r}")
     if manifest.get("backend") == "qdrant" and manifest.get("url"):
         from omniret.index.qdrant_store import QdrantStore
 

@@ -17,6 +17,19 @@ class ConfigError(OmniretError, ValueError):
     """A setting, option or argument is invalid (names the setting and the allowed values)."""
 
 
+class FilterError(ConfigError):
+    """A search filter is malformed (names the filter key and what is allowed)."""
+
+
+class SearchModeError(ConfigError):
+    """A search's first stage cannot run as asked: unknown ``mode`` or ``fusion``, ``alpha`` outside [0, 1], a
+    lexical query without text, or a collection whose items have no text. ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str = "mode") -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ModelLoadError(OmniretError, ValueError):
     """A checkpoint cannot be loaded as the kind of model that was asked for."""
 
@@ -92,9 +105,25 @@ class StoreError(OmniretError, RuntimeError):
 
 
 class CollectionError(OmniretError, ValueError):
-    """A collection is missing, exists already, or is opened with the wrong model or dimension."""
+    """A collection cannot be used: missing, exists already, or opened with the wrong model or dimension."""
 
 
-class WorkerError(OmniretError, RuntimeError):
+class CollectionNotFound(CollectionError, LookupError):
+    """No collection of that name (a ``LookupError`` too, as a missing key is)."""
+
+
+class CollectionExists(CollectionError):
+    """A collection of that name exists already (creating it again would mix two collections)."""
+
+
+class CollectionMismatch(CollectionError):
+    """A collection is opened with another model, dimension, backend or index than it was built with."""
+
+
+class DistributedError(OmniretError, RuntimeError):
+    """A distributed run lost a rank (killed, hung past the timeout, network gone) or cannot form."""
+
+
+class WorkerError(DistributedError):
     """A worker process (an embedding device worker, a Ray actor) died, hung or failed a batch; names the
     worker and its device. Work committed before it stays committed: re-running resumes."""

@@ -17,6 +17,7 @@ from omniret.cli._app import (
     InstructionOpt,
     ModelOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -91,7 +92,6 @@ def embed(
     from omniret.base.media import pdf_page_items
     from omniret.embed import load_embedder
     from omniret.embed.pool import load_embedder_on, parse_devices
-    from omniret.settings import get_settings
 
     devs = parse_devices(devices)
     if devs is not None and device is not None:
@@ -111,9 +111,11 @@ def embed(
     if output.suffix not in {".npy", ".jsonl"}:
         fail(f"--output {output}: use a .npy or .jsonl file name")
 
-    settings = get_settings()
-    embedder: Any = (load_embedder_on(model or settings.embed_model, devs, dtype=dtype) if devs is not None
-                     else load_embedder(model or settings.embed_model, device=device, dtype=dtype))
+    settings = cli_settings()
+    embedder: Any = (load_embedder_on(model or settings.embed_model, devs, dtype=dtype or settings.dtype)
+                     if devs is not None
+                     else load_embedder(model or settings.embed_model, device=device or settings.device,
+                                        dtype=dtype or settings.dtype))
     try:
         matrix, kept, failures = _embed_all(embedder, items, batch_size=batch_size, instruction=instruction, dim=dim,
                                             skip_errors=skip_errors)

@@ -16,6 +16,7 @@ from omniret.cli._app import (
     ModelOpt,
     RerankerOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -38,6 +39,12 @@ KOpt = Annotated[int, typer.Option("--k", help="First-stage depth (and the ranki
 MetricsOpt = Annotated[str | None, typer.Option("--metrics", help="Comma list, e.g. ndcg@10,recall@100,mrr@10,map.")]
 QueryInstrOpt = Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction for the queries.")]
 RerankInstrOpt = Annotated[str | None, typer.Option("--rerank-instruction", help="Instruction for the reranker.")]
+ModesOpt = Annotated[list[str] | None, typer.Option("--mode", help="First-stage modes to sweep: dense, lexical, "
+                                                                 "hybrid (comma list or repeated; default dense).")]
+FusionOpt = Annotated[list[str] | None, typer.Option("--fusion", help="Hybrid fusions to sweep: rrf (k=60), "
+                                                                    "weighted (--alpha); default rrf.")]
+AlphaOpt = Annotated[list[str] | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weights "
+                                                                   "in [0, 1] to sweep (default 0.5).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Items per embedding call.")]
 
 
@@ -55,6 +62,17 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
             except ValueError:
                 fail(f"{option} {part!r}: not an integer", hint=f"{option} 64,128,256")
     return out
+
+
+def _floats(values: list[str] | None, option: str) -> list[float] | None:
+    """``["0.3,0.5", "0.7"]`` -> ``[0.3, 0.5, 0.7]``; a bad value fails naming the option."""
+    out = []
+    for part in _names(values):
+        try:
+            out.append(float(part))
+        except ValueError:
+            fail(f"{option} {part!r}: not a number", hint=f"{option} 0.3,0.5,0.7")
+    return out or None
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -85,9 +103,10 @@ def _progress() -> tuple[Any, Any]:
 
 def _load(model: str | None, reranker: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any]:
     from omniret.embed import load_embedder
-    from omniret.settings import get_settings
 
-    emb = load_embedder(model or get_settings().embed_model, device=device, dtype=dtype)
+    settings = cli_settings()
+    device, dtype = device or settings.device, dtype or settings.dtype
+    emb = load_embedder(model or settings.embed_model, device=device, dtype=dtype)
     rr = None
     if reranker:
         from omniret.rerank import load_reranker
@@ -117,7 +136,9 @@ def _finish(runs: list[Any], out: Path, *, title: str, main_metric: str) -> None
 
 def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker: str | None, k: int,
                   backend: str, index: str, metrics: str | None, instruction: str | None,
-                  rerank_instruction: str | None, batch_size: int, default_metrics: Any) -> Any:
+                  rerank_instruction: str | None, batch_size: int, default_metrics: Any,
+                  modes: list[str] | None = None, fusion: list[str] | None = None,
+                  alpha: list[str] | None = None) -> Any:
     from omniret.errors import ConfigError
     from omniret.evaluation.metrics import check_metrics
     from omniret.evaluation.sweeps import BACKENDS, SweepConfig
@@ -130,7 +151,8 @@ def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker
     chosen = check_metrics(_names([metrics])) if metrics else list(default_metrics)
     return SweepConfig(dims=_ints(dims, "--dims"), rerank_tops=tops, k=k, backend=backend, index=index,
                        metrics=chosen, query_instruction=instruction, rerank_instruction=rerank_instruction,
-                       batch_size=batch_size)
+                       batch_size=batch_size, modes=_names(modes) or ["dense"], fusions=_names(fusion) or ["rrf"],
+                       alphas=_floats(alpha, "--alpha"))
 
 
 @eval_app.command("beir")
@@ -150,15 +172,21 @@ def eval_beir(
     instruction: QueryInstrOpt = None,
     rerank_instruction: RerankInstrOpt = None,
     batch_size: BatchOpt = 32,
+    mode: ModesOpt = None,
+    fusion: FusionOpt = None,
+    alpha: AlphaOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
 ) -> None:
-    """Score a model on a local BEIR-format dataset: first stage, optional rerank, dims sweep."""
+    """Score a model on a local BEIR-format dataset: first stage (dense, lexical, hybrid), optional rerank,
+    dims sweep."""
     from omniret.evaluation.beir import load_beir, run_beir
     from omniret.evaluation.metrics import DEFAULT_METRICS
+    from omniret.evaluation.sweeps import check_modes
 
     config = _sweep_config(dims, rerank_top, reranker, k, backend, index, metrics, instruction,
-                           rerank_instruction, batch_size, DEFAULT_METRICS)
+                           rerank_instruction, batch_size, DEFAULT_METRICS, modes=mode, fusion=fusion, alpha=alpha)
+    check_modes(config)  # a bad --mode, --fusion or --alpha fails before the models load
     load_beir(path, split)  # a bad folder fails before the models load
     emb, rr = _load(model, reranker, device, dtype)
     bars, update = _progress()

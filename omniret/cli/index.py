@@ -19,6 +19,7 @@ from omniret.cli._app import (
     RerankerOpt,
     RootOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -26,6 +27,12 @@ from omniret.cli._app import (
 )
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="faiss (embedded, default) or qdrant.")]
+ModeOpt = Annotated[str, typer.Option("--mode", help="First stage: dense (vectors), lexical (BM25 over the "
+                                                     "text) or hybrid (both, fused).")]
+FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf (reciprocal rank, k=60) or weighted "
+                                                         "(min-max-normalised scores, --alpha).")]
+AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weight in [0, 1] "
+                                                                "(default 0.5).")]
 QdrantUrlOpt = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL (implies "
                                                                         "--backend qdrant).")]
 
@@ -74,6 +81,7 @@ def index_cmd(
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
     from omniret.embed.pool import load_embedder_on, parse_devices
+    from omniret.errors import CollectionNotFound
     from omniret.index import open_collection
     from omniret.index.collection import recorded_model
     from omniret.index.ingest import IngestOptions
@@ -89,6 +97,7 @@ def index_cmd(
         import_ray()
         check_address(ray)
         devs = ["cpu"]  # the driver loads the model on CPU only for its tokenizer and modalities
+    settings = cli_settings()
     opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                          segment_seconds=segment_seconds, prune=prune, batch_items=batch_items)
     extra: dict[str, Any] = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
@@ -96,15 +105,22 @@ def index_cmd(
         if backend != "qdrant" and qdrant_url is None:
             fail("--shards/--replicas are Qdrant collection settings: add --qdrant-url (or --backend qdrant)")
         extra.update({k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v is not None})
+    root = root or settings.collections_path
+    kw: dict[str, Any] = dict(root=root, backend=backend, url=qdrant_url, dim=dim, index=index, funnel_dim=funnel_dim,
+                              device=settings.device, dtype=settings.dtype, **extra)
     embedder: Any = model
     if devs is not None:
-        from omniret.settings import get_settings
-
         # the coordinator holds no model: the workers (or the one device) do
-        embedder = load_embedder_on(model or recorded_model(collection, root) or get_settings().embed_model, devs)
+        embedder = load_embedder_on(model or recorded_model(collection, root) or settings.embed_model, devs,
+                                    dtype=settings.dtype)
     try:
-        coll = open_collection(collection, root=root, backend=backend, url=qdrant_url, embedder=embedder,
-                               dim=dim, index=index, funnel_dim=funnel_dim, **extra)
+        if embedder is None:  # an existing collection loads its recorded model; a new one the configured default
+            try:
+                coll = open_collection(collection, create=False, **kw)
+            except CollectionNotFound:
+                coll = open_collection(collection, embedder=settings.embed_model, **kw)
+        else:
+            coll = open_collection(collection, embedder=embedder, **kw)
     except BaseException:
         _close(embedder)
         raise
@@ -162,29 +178,36 @@ def search_cmd(
     funnel: Annotated[bool | None, typer.Option(
         "--funnel/--no-funnel", help="Funnel search (short prefix, then full dim); default: on when the "
                                      "collection has a funnel index.")] = None,
+    mode: ModeOpt = "dense",
+    fusion: FusionOpt = "rrf",
+    alpha: AlphaOpt = None,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search a collection: dense retrieval, then reranking (unless --no-rerank)."""
+    """Search a collection: dense, lexical or hybrid first stage, then reranking (unless --no-rerank)."""
     from omniret.index import open_collection
     from omniret.index.filters import parse_filter_args
+    from omniret.index.fusion import check_fusion, check_mode
     from omniret.types import Item
 
+    check_mode(mode, field="--mode")
+    check_fusion(fusion, alpha, field="--fusion")
     if not text and image is None:
         fail("give a query text and/or --image", hint='omniret search "a question" --collection docs')
     if image is not None and not image.is_file():
         fail(f"--image {image}: no such file")
     flt = parse_filter_args(filter) or None
+    settings = cli_settings()
     rr: Any = None
     if not no_rerank:
-        from omniret.settings import get_settings
-
-        rr = reranker or get_settings().rerank_model or None
-    coll = open_collection(collection, root=root, create=False, reranker=rr)
+        rr = reranker or settings.rerank_model or None
+    coll = open_collection(collection, root=root or settings.collections_path, create=False, reranker=rr,
+                           device=settings.device, dtype=settings.dtype)
     try:
         query = Item(text=text or None, image=str(image) if image is not None else None)
         hits = coll.search(query, k=k, filter=flt, rerank=not no_rerank and rr is not None,
-                           candidates=candidates, rerank_top=rerank_top, instruction=instruction, funnel=funnel)
+                           candidates=candidates, rerank_top=rerank_top, instruction=instruction, funnel=funnel,
+                           mode=mode, fusion=fusion, alpha=alpha)
     finally:
         coll.close()
     if json_out:
@@ -193,14 +216,19 @@ def search_cmd(
     if not hits:
         console.print("no results")
         return
-    table = Table(title=f"{collection}: {len(hits)} results")
-    for col in ("#", "score", "rerank", "id", "snippet"):
+    table = Table(title=f"{collection}: {len(hits)} results ({mode})")
+    sides = ("dense", "lexical") if mode == "hybrid" else ()
+    for col in ("#", "score", *sides, "rerank", "id", "snippet"):
         table.add_column(col, overflow="fold")
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
     for i, h in enumerate(hits, 1):
         snippet = str(h.payload.get("text") or h.payload.get("path") or "")
         snippet = " ".join(snippet.split())[:100]
-        table.add_row(str(i), f"{h.score:.3f}", "-" if h.rerank_score is None else f"{h.rerank_score:.3f}",
-                      h.id, snippet)
+        side_cols = (num(h.dense_score), num(h.lexical_score)) if sides else ()
+        table.add_row(str(i), f"{h.score:.3f}", *side_cols, num(h.rerank_score), h.id, snippet)
     console.print(table)
 
 
@@ -210,7 +238,7 @@ def collections_list(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     """List the collections under the root."""
     from omniret.index import list_collections
 
-    rows = list_collections(root)
+    rows = list_collections(root or cli_settings().collections_path)
     if json_out:
         console.print_json(json.dumps(rows))
         return
@@ -229,12 +257,12 @@ def collections_list(root: RootOpt = None, json_out: JsonOpt = False) -> None:
 def _manifest(name: str, root: Path | None) -> dict[str, Any]:
     from omniret.index import list_collections
 
-    for r in list_collections(root):
+    for r in list_collections(root or cli_settings().collections_path):
         if r["name"] == name:
             return r
-    from omniret.errors import CollectionError
+    from omniret.errors import CollectionNotFound
 
-    raise CollectionError(f"no collection {name!r}; see `omniret collections list`")
+    raise CollectionNotFound(f"no collection {name!r}; see `omniret collections list`")
 
 
 @collections_app.command("info")
@@ -257,13 +285,43 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
     if json_out:
         console.print_json(json.dumps(info))
         return
-    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "created", "path"):
+    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "lexical", "created",
+                "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
     tuned = info.get("recall_tuning")
     if tuned:
         what = f"{tuned['param']}={tuned['value']}" if tuned.get("param") else "exact search"
         console.print(f"[bold]recall tuning[/]: {what}, recall@{tuned['k']} {tuned['recall']} on {tuned['sample']} "
                       f"held-out vectors of {tuned.get('count')} (target {tuned['target']})", highlight=False)
+
+
+@collections_app.command("build-lexical")
+@handles_errors
+def collections_build_lexical(name: Annotated[str, typer.Argument(help="Collection name.")],
+                              root: RootOpt = None) -> None:
+    """Build the lexical (BM25) index of a collection made before it existed (resumable; no model loaded)."""
+    from omniret.index.collection import collection_store
+
+    m = _manifest(name, root)
+    if m.get("backend") == "qdrant":
+        from omniret.errors import ConfigError
+
+        raise ConfigError(f"collection {name!r} is a Qdrant collection: new ones carry the lexical index from "
+                          "creation, and an older one cannot gain a sparse vector; re-index it into a new collection")
+    store = collection_store(name, root)
+    try:
+        if store.lexical_ready:
+            console.print(f"{name}: the lexical index is complete ({store.lexical_count()} items with text)")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn(f"lexical index of {name}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("lexical", total=None)
+            added = store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total))
+        console.print(f"{name}: lexical index built ({added} items with text)")
+    finally:
+        store.close()
 
 
 @collections_app.command("delete")
@@ -276,5 +334,5 @@ def collections_delete(name: Annotated[str, typer.Argument(help="Collection name
     m = _manifest(name, root)
     if not yes and not typer.confirm(f"delete collection {name!r} ({m.get('model')}, {m['path']})?"):
         raise typer.Exit(1)
-    delete_collection(name, root)
+    delete_collection(name, root or cli_settings().collections_path)
     console.print(f"deleted {name}")
