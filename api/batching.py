@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from omniret.api.metrics import Metrics
 from omniret.embed.matryoshka import truncate
 from omniret.embed.protocol import Embedder, EmbedResult, SubmitsBatches
 from omniret.errors import ItemFailure
@@ -77,7 +78,7 @@ class MicroBatcher:
     """Gathers embedding jobs into model batches in one worker thread (see module docstring)."""
 
     def __init__(self, embedder: Embedder, *, max_batch_items: int = 64, max_batch_tokens: int = 16384,
-                 max_wait_ms: float = 5.0, enabled: bool = True, metrics: object | None = None) -> None:
+                 max_wait_ms: float = 5.0, enabled: bool = True, metrics: Metrics | None = None) -> None:
         self.embedder = embedder
         self.max_batch_items = max_batch_items
         self.max_batch_tokens = max_batch_tokens

@@ -181,7 +181,10 @@ class CreateCollection(BaseModel):
 class AddItems(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[Any] = Field(..., description="Strings or MediaItem objects (with an optional id and metadata).")
+    items: list[Any] = Field(..., description="Strings or MediaItem objects with optional metadata; an item "
+                                              "without an id gets one from its content (the same content "
+                                              "twice is one item). Reserved metadata keys: text, image, "
+                                              "video, video_start, video_end, kind, path, source, sha256.")
     on_error: Literal["raise", "skip"] = "raise"
 
 

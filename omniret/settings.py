@@ -126,16 +126,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OMNIRET_", extra="ignore", validate_default=True)
 
     home: Path = Field(default_factory=default_home, description="Where collections and caches live.")
-    embed_model: str = Field("Qwen/Qwen3-VL-Embedding-2B", description="Default embedding model (name or path).")
-    rerank_model: str | None = Field("Qwen/Qwen3-VL-Reranker-2B", description="Default reranker; empty for none.")
-    device: str | None = Field(None, description="torch device; default cuda when available, else cpu.")
-    dtype: str | None = Field(None, description="torch dtype; default bfloat16 on GPU, float32 on CPU.")
-    devices: str | None = Field(None, description="Serve one embedding model replica per device (auto, "
-                                                  "cuda:0,cuda:1, cpu,cpu) behind the micro-batcher.")
-    max_batch_tokens: int = Field(16384, gt=0, description="Token budget of one model batch.")
-    max_batch_items: int = Field(64, gt=0, description="Most items in one model batch.")
-    allow_remote_urls: bool = Field(False, description="Fetch http(s) media URLs (off: SSRF safety).")
-    debug: bool = Field(False, description="Show tracebacks in the CLI (OMNIRET_DEBUG=1).")
+    embed_model: str = Field(default="Qwen/Qwen3-VL-Embedding-2B", description="Default embedding model (name or path).")
+    rerank_model: str | None = Field(default="Qwen/Qwen3-VL-Reranker-2B", description="Default reranker; empty for none.")
+    device: str | None = Field(default=None, description="torch device; default cuda when available, else cpu.")
+    dtype: str | None = Field(default=None, description="torch dtype; default bfloat16 on GPU, float32 on CPU.")
+    devices: str | None = Field(default=None, description="Serve one embedding model replica per device (auto, "
+                                                          "cuda:0,cuda:1, cpu,cpu) behind the micro-batcher.")
+    max_batch_tokens: int = Field(default=16384, gt=0, description="Token budget of one model batch.")
+    max_batch_items: int = Field(default=64, gt=0, description="Most items in one model batch.")
+    allow_remote_urls: bool = Field(default=False, description="Fetch http(s) media URLs (off: SSRF safety).")
+    debug: bool = Field(default=False, description="Show tracebacks in the CLI (OMNIRET_DEBUG=1).")
 
     # Service (omniret serve)
     host: str = "127.0.0.1"
@@ -145,18 +145,18 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to call the API "
                                                                       "(CORS, e.g. [\"https://app.example\"]); "
                                                                       "empty: off.")
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    max_items_per_request: int = Field(256, gt=0)
-    max_image_pixels: int = Field(64 * 1024 * 1024, gt=0, description="Refuse larger images (decompression bombs).")
-    max_video_seconds: float = Field(600.0, gt=0)
-    max_text_chars: int = Field(100_000, gt=0, description="Longest text per item, in characters (413 above "
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_items_per_request: int = Field(default=256, gt=0)
+    max_image_pixels: int = Field(default=64 * 1024 * 1024, gt=0, description="Refuse larger images (decompression bombs).")
+    max_video_seconds: float = Field(default=600.0, gt=0)
+    max_text_chars: int = Field(default=100_000, gt=0, description="Longest text per item, in characters (400 above "
                                                            "it; text is cut to what the model reads first).")
-    allow_local_paths: bool = Field(False, description="Let API requests name server-side files.")
-    batch_wait_ms: float = Field(5.0, ge=0, description="Micro-batching: longest wait to fill a batch.")
+    allow_local_paths: bool = Field(default=False, description="Let API requests name server-side files.")
+    batch_wait_ms: float = Field(default=5.0, ge=0, description="Micro-batching: longest wait to fill a batch.")
     micro_batching: bool = True
-    collections_root: Path | None = Field(None, description="Collections folder served by the API "
+    collections_root: Path | None = Field(default=None, description="Collections folder served by the API "
                                                             "(default: home/collections).")
-    qdrant_url: str | None = Field(None, description="Qdrant server for collections the API creates with "
+    qdrant_url: str | None = Field(default=None, description="Qdrant server for collections the API creates with "
                                                      "backend 'qdrant' (default: embedded local mode).")
 
     @classmethod

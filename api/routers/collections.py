@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ def _public(obj: Any) -> Any:
 
 def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> dict[str, Any]:
     """A hit's payload as a client sees it: no server paths. Media stored in the collection are named
-    relative to it (``files/3f2a-logo.png``); media elsewhere on the server by their source name, if any."""
+    relative to it (``files/3f2a-logo.png``); media elsewhere on the server (an indexed folder) by their
+    source key when that is the file (``photos/cat.png``), else by the file's own name."""
     out = {k: v for k, v in payload.items() if k != "path"}
     base = (state.root / name).resolve()
     for key in ("image", "video"):
@@ -128,10 +130,8 @@ def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> d
             rel = Path(v).resolve().relative_to(base)
         except (ValueError, OSError):
             src = payload.get("source")
-            if isinstance(src, str) and src:
-                out[key] = src
-            else:
-                out.pop(key)
+            name = Path(v).name
+            out[key] = src if isinstance(src, str) and src.endswith(name) else name
             continue
         out[key] = rel.as_posix()
     return out
@@ -285,7 +285,7 @@ def _reindex(e: ItemError, good: list[tuple[int, Item]]) -> ItemError:
     return ItemError.combine(fails) if fails else e
 
 
-def _remove(paths: Any) -> None:
+def _remove(paths: Iterable[str | Path]) -> None:
     for p in paths:
         Path(p).unlink(missing_ok=True)
 
