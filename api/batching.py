@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from omniret.embed.matryoshka import truncate
 from omniret.embed.protocol import Embedder, EmbedResult
 from omniret.errors import ItemFailure
 from omniret.types import Item
+
+if TYPE_CHECKING:  # prometheus_client is only needed when the service records metrics
+    from omniret.api.metrics import Metrics
 
 log = logging.getLogger("omniret.api")
 
@@ -77,7 +80,7 @@ class MicroBatcher:
     """Gathers embedding jobs into model batches in one worker thread (see module docstring)."""
 
     def __init__(self, embedder: Embedder, *, max_batch_items: int = 64, max_batch_tokens: int = 16384,
-                 max_wait_ms: float = 5.0, enabled: bool = True, metrics: object | None = None) -> None:
+                 max_wait_ms: float = 5.0, enabled: bool = True, metrics: Metrics | None = None) -> None:
         self.embedder = embedder
         self.max_batch_items = max_batch_items
         self.max_batch_tokens = max_batch_tokens

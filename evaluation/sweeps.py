@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError, DimensionError
 from omniret.evaluation.metrics import DEFAULT_METRICS, check_metrics, evaluate_run, run_from_rankings
 from omniret.evaluation.reports import RunResult
+from omniret.rerank.protocol import Reranker
 from omniret.types import Item
 
 #: ``progress(stage, done, total)``: the CLI draws bars from it
@@ -57,7 +59,7 @@ class SweepConfig:
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
-def check_config(config: SweepConfig, *, full_dim: int, reranker: Any) -> tuple[list[int], list[int], list[str]]:
+def check_config(config: SweepConfig, *, full_dim: int, reranker: Reranker | None) -> tuple[list[int], list[int], list[str]]:
     """Validate the sweep before any model work; returns (dims, rerank depths, metrics)."""
     dims = sorted({int(d) for d in (config.dims or [full_dim])})
     bad = [d for d in dims if d < 1 or d > full_dim]
@@ -92,7 +94,7 @@ def open_store(backend: str, path: Path, dim: int, index: str) -> Any:
 
 
 def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], corpus: Mapping[str, Item],
-                       qrels: Mapping[str, Mapping[str, int]], embedder: Any, reranker: Any = None,
+                       qrels: Mapping[str, Mapping[str, int]], embedder: Embedder, reranker: Reranker | None = None,
                        config: SweepConfig | None = None, *, progress: Progress | None = None) -> list[RunResult]:
     """Score every (dim, rerank depth) setting; one ``RunResult`` each, dims ascending then depths."""
     config = config or SweepConfig()
@@ -142,7 +144,7 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
                 scores = evaluate_run(qrels, run_from_rankings(rankings), metrics)
                 settings = {"dim": dim, "rerank_top": top, "backend": config.backend, "index": config.index,
                             "k": k, "num_queries": len(qids), "num_docs": len(doc_ids),
-                            "matryoshka_dim": dim in tuple(getattr(embedder, "dims", ())) or dim == embedder.dim,
+                            "matryoshka_dim": dim in embedder.dims or dim == embedder.dim,
                             "query_instruction": config.query_instruction, **config.extra_settings}
                 if top:
                     settings["rerank_instruction"] = config.rerank_instruction
@@ -158,7 +160,7 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
     return results
 
 
-def _embed(embedder: Any, items: list[Item], instruction: str | None, batch_size: int, stage: str,
+def _embed(embedder: Embedder, items: list[Item], instruction: str | None, batch_size: int, stage: str,
            progress: Progress | None) -> np.ndarray:
     parts = []
     for start in range(0, len(items), batch_size):
@@ -168,7 +170,7 @@ def _embed(embedder: Any, items: list[Item], instruction: str | None, batch_size
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def _rerank_depths(reranker: Any, queries: Mapping[str, Item], corpus: Mapping[str, Item],
+def _rerank_depths(reranker: Reranker, queries: Mapping[str, Item], corpus: Mapping[str, Item],
                    first: dict[str, list[str]], tops: list[int], instruction: str | None,
                    progress: Progress | None, dim: int) -> dict[int, tuple[dict[str, list[str]], float]]:
     """For each depth: the rankings (reranked head + first-stage tail) and rerank ms per query."""

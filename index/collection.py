@@ -19,14 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
+from omniret.index.protocol import VectorStore
 from omniret.index.searcher import Searcher
+from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item
 
 MANIFEST = "collection.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: a collection name: letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit (it is a
+#: folder name and a Qdrant collection name); the API validates with the same pattern
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_NAME = re.compile(COLLECTION_NAME)
 BACKENDS = ("faiss", "qdrant")
 
 
@@ -36,7 +42,7 @@ def _root(root: str | os.PathLike[str] | None) -> Path:
     from omniret.settings import get_settings
 
     s = get_settings()
-    return Path(s.collections_root).expanduser() if getattr(s, "collections_root", None) else s.collections_dir
+    return s.collections_root.expanduser() if s.collections_root is not None else s.collections_dir
 
 
 def _check_name(name: str) -> None:
@@ -45,11 +51,11 @@ def _check_name(name: str) -> None:
                           "starting with a letter or digit)")
 
 
-def _model_name(embedder: Any) -> str:
+def _model_name(embedder: Embedder | str | os.PathLike[str]) -> str:
     if isinstance(embedder, (str, os.PathLike)):
         from omniret.registry import resolve
 
-        source, spec = resolve(embedder)
+        source, spec = resolve(os.fspath(embedder))
         return spec.name if spec is not None else source
     return str(embedder.name)
 
@@ -72,8 +78,8 @@ class AddReport:
 class Collection:
     """A named, persistent set of items with the model that embeds them. Use ``open_collection``."""
 
-    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: Any, embedder: Any,
-                 reranker: Any = None) -> None:
+    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: VectorStore, embedder: Embedder,
+                 reranker: Reranker | None = None) -> None:
         self.name = name
         self.path = path
         self.manifest = manifest
@@ -100,10 +106,10 @@ class Collection:
 
     @property
     def modalities(self) -> frozenset[str]:
-        return frozenset(getattr(self.embedder, "modalities", {"text"}))
+        return frozenset(self.embedder.modalities)
 
     def _embed_dim(self) -> int | None:
-        return self.dim if self.dim != getattr(self.embedder, "dim", self.dim) else None
+        return self.dim if self.dim != self.embedder.dim else None
 
     # -- writing -----------------------------------------------------------------------------------
     def add(self, items: Sequence[Any], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
@@ -182,7 +188,7 @@ class Collection:
         return self.store.get(ids)
 
     # -- reading -----------------------------------------------------------------------------------
-    def searcher(self, reranker: Any = None) -> Searcher:
+    def searcher(self, reranker: Reranker | None = None) -> Searcher:
         return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
                         instruction=self.manifest.get("instruction"), dim=self.dim)
 
@@ -224,7 +230,8 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
-                    url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
+                    url: str | None = None, embedder: Embedder | str | os.PathLike[str] | None = None,
+                    dim: int | None = None, reranker: Reranker | str | os.PathLike[str] | None = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
                     funnel_dim: int | None = None, **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
@@ -256,6 +263,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
             from omniret.settings import get_settings
 
             embedder = get_settings().embed_model
+        wanted = embedder
     else:
         rec_backend = manifest.get("backend", "faiss")
         if backend is not None and backend != rec_backend:
@@ -275,14 +283,17 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
             raise CollectionError(f"collection {name!r} was created with funnel_dim "
                                   f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
                                   "at creation; use a new collection)")
-        embedder = embedder if embedder is not None else manifest["model"]
-    if isinstance(embedder, (str, os.PathLike)):
+        wanted = embedder if embedder is not None else str(manifest["model"])
+    if isinstance(wanted, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        embedder = load_embedder(embedder)
+        model = load_embedder(os.fspath(wanted))
+    else:
+        model = wanted
+    embedder = model
     if manifest is None:
         dim = int(dim or embedder.dim)
-        dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
+        dims = tuple(embedder.dims or (embedder.dim,))
         if dim not in dims:
             raise DimensionError(f"dim={dim} is not one of model {embedder.name}'s dims {list(dims)}")
         if funnel_dim is not None and (funnel_dim not in dims or funnel_dim >= dim):
@@ -291,7 +302,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         manifest = {"name": name, "model": str(embedder.name), "dim": dim, "instruction": instruction,
                     "funnel_dim": funnel_dim,
                     "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
-                    "modalities": sorted(getattr(embedder, "modalities", {"text"})),
+                    "modalities": sorted(embedder.modalities),
                     "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "store_options": {k: v for k, v in store_options.items() if k != "api_key"}}
         new = True
@@ -301,17 +312,18 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         from omniret.rerank import load_reranker
 
         reranker = load_reranker(reranker)
-    store = _open_store(path, name, manifest, url, store_options, create=new)
+    store = open_store(path, name, manifest, url, store_options, create=new)
     if new:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, path / MANIFEST)
-    return Collection(name, path, manifest, store, embedder, reranker)
+    return Collection(name, path, manifest, store, model, reranker)
 
 
-def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
-                *, create: bool) -> Any:
+def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
+               *, create: bool) -> VectorStore:
+    """The store a manifest describes (FAISS in the folder, or Qdrant local/server); no model is loaded."""
     opts = {**manifest.get("store_options", {}), **options}
     if manifest["backend"] == "qdrant":
         from omniret.index.qdrant_store import QdrantStore

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ItemError
 from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
+from omniret.index.protocol import VectorStore
 from omniret.jsonl import iter_jsonl, resolve_media
-from omniret.types import Item
+from omniret.types import IMAGE_SUFFIXES, Item
 
 TEXT_SUFFIXES = frozenset({
     ".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".xml", ".yaml",
@@ -35,7 +37,6 @@ TEXT_SUFFIXES = frozenset({
     ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala", ".go", ".rs", ".c", ".h", ".cc", ".cpp",
     ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".bash", ".sql", ".r", ".lua", ".pl", ".css", ".vue",
 })
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 PDF_SUFFIXES = frozenset({".pdf"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
@@ -182,9 +183,9 @@ def sha256_of(path: Path) -> str:
 class FileReader:
     """Turns one source into ``(id, Item, payload)`` triples for a given embedder."""
 
-    def __init__(self, embedder: Any, options: IngestOptions) -> None:
+    def __init__(self, embedder: Embedder, options: IngestOptions) -> None:
         self.embedder = embedder
-        self.modalities = frozenset(getattr(embedder, "modalities", {"text"}))
+        self.modalities = frozenset(embedder.modalities)
         self.options = options
         self.chunker = Chunker(options.chunk_tokens, options.chunk_overlap, find_tokenizer(embedder))
 
@@ -311,7 +312,7 @@ class _Pending:
     entries: list[tuple[str, Item, dict[str, Any]]]
 
 
-def ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store: Any, ledger: Ledger,
+def ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Embedder, store: VectorStore, ledger: Ledger,
            dim: int | None = None, options: IngestOptions | None = None, recursive: bool = True,
            progress: bool = True, console: Any = None) -> IngestReport:
     """Index files into ``store`` (see module docstring); returns what happened, never raises for one file."""
@@ -322,7 +323,7 @@ def ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store: Any
     t0 = time.perf_counter()
     pending: list[_Pending] = []
     n_pending = 0
-    embed_dim = dim if dim is not None and dim != getattr(embedder, "dim", dim) else None
+    embed_dim = dim if dim is not None and dim != embedder.dim else None
 
     def flush() -> None:
         nonlocal n_pending

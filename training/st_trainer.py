@@ -200,8 +200,11 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     model = SentenceTransformer(source, device=cfg.device)
     if cfg.max_length:
         model.max_seq_length = cfg.max_length
-    full = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-               else model.get_sentence_embedding_dimension())
+    declared = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                else model.get_sentence_embedding_dimension())
+    if declared is None:
+        raise ConfigError(f"{cfg.model}: the sentence-transformers model declares no embedding dimension")
+    full = int(declared)
     dims = loss_dims(cfg.matryoshka_dims, full)
     distill = cfg.stage == "distill"
     k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))

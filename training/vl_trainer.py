@@ -61,6 +61,10 @@ class TrainableTower:
                 self.model.enable_input_require_grads()
         self.model.train()
 
+    def forward(self, prepared: Sequence[Any]) -> Any:
+        """The differentiable output for prepared inputs (pooled vectors, or yes-no logits)."""
+        raise NotImplementedError
+
     def parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -131,7 +135,8 @@ class VLEmbedModel(TrainableTower):
         from omniret.embed import load_embedder
 
         bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
-        self.embedder = load_embedder(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
+        # a concrete Qwen backend (its model, input builder, pad id), not just the Embedder protocol
+        self.embedder: Any = load_embedder(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
                                       **({"max_length": cfg.max_length} if cfg.max_length else {}))
         self.source = self.embedder.path
         self.model = self.embedder.model
@@ -188,7 +193,7 @@ def _batches(n: int, size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, n, size)]
 
 
-def _embed(model: VLEmbedModel, prepared: list[Any], loss_of: Callable[[Any], Any], chunk: int | None) -> float:
+def _embed(model: TrainableTower, prepared: list[Any], loss_of: Callable[[Any], Any], chunk: int | None) -> float:
     """Forward + backward of one batch; with ``chunk``, GradCache-style so memory holds one chunk."""
     import torch
 
@@ -203,6 +208,7 @@ def _embed(model: VLEmbedModel, prepared: list[Any], loss_of: Callable[[Any], An
     loss = loss_of(reps)
     loss.backward()
     grads = reps.grad
+    assert grads is not None  # reps requires grad and the loss depends on it
     for i in range(0, len(prepared), chunk):
         out = model.forward(prepared[i:i + chunk])
         out.backward(grads[i:i + out.shape[0]])
@@ -334,7 +340,8 @@ class VLRerankModel(TrainableTower):
         from omniret.rerank.yes_no import LM_HEAD_KEY, ties_word_embeddings, yes_no_rows
 
         bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
-        self.reranker = load_reranker(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
+        # a concrete Qwen backend (its model, input builder, yes/no ids), not just the Reranker protocol
+        self.reranker: Any = load_reranker(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
                                       **({"max_length": cfg.max_length} if cfg.max_length else {}))
         self.source = self.reranker.path
         self.model = self.reranker.model

@@ -87,6 +87,5 @@ async def list_models(request: Request) -> ModelList:
                                modalities=sorted(e.modalities)))
     if state.reranker is not None:
         r = state.reranker
-        cards.append(ModelCard(id=state.rerank_id or str(getattr(r, "name", "reranker")), kind="reranker",
-                               modalities=sorted(getattr(r, "modalities", ()) or ())))
+        cards.append(ModelCard(id=state.rerank_id or r.name, kind="reranker", modalities=sorted(r.modalities)))
     return ModelList(data=cards)
