@@ -35,15 +35,15 @@ from omniret.api.schemas import (
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, ConfigError, ItemError
-from omniret.types import Item
+from omniret.index.collection import COLLECTION_NAME
+from omniret.types import IMAGE_SUFFIXES, Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
                    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
                               409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(COLLECTION_NAME)
 _THUMB_PX = 320
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -359,7 +359,7 @@ def _source(payload: dict[str, Any]) -> tuple[str | None, str | None]:
             suffix = Path(v).suffix.lower()
             if suffix == ".pdf":
                 return v, "pdf"
-            if suffix in _IMAGE_SUFFIXES or (key == "image" and kind == "image"):
+            if suffix in IMAGE_SUFFIXES or (key == "image" and kind == "image"):
                 return v, "image"
     return None, None
 
@@ -437,7 +437,7 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0) -> bytes:
         try:
             n = len(pdf)
             pg = pdf[min(max(page, 1), n) - 1]
-            im = pg.render(scale=1.0).to_pil()
+            im = pg.render().to_pil()  # scale 1: 72 dpi, the thumbnail is shrunk below anyway
         finally:
             pdf.close()
     else:
