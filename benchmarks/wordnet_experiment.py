@@ -117,7 +117,7 @@ def main() -> None:
     results["(b) contrastive + mined hard negatives"] = scores(str(w / "contrastive"), d)
     times["matryoshka"] = sh(f"{omniret} train embed --model minilm --data {w}/mined.jsonl --out {w}/matryoshka "
                              f"{common} --lr 5e-5 --hard-negatives 1 "
-                             f"--matryoshka-dims 256,128,64,32", w / "matryoshka" / "omniret.json")
+                             f"--dims 256,128,64,32", w / "matryoshka" / "omniret.json")
     results["(b') contrastive + Matryoshka loss"] = scores(str(w / "matryoshka"), d)
     suffix = ("" if a.rerank_loss == "pointwise" else f"-{a.rerank_loss}") \
         + ("" if a.rerank_epochs == 1 else f"-{a.rerank_epochs}ep")

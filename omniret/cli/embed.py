@@ -20,6 +20,7 @@ from omniret.cli._app import (
     err_console,
     fail,
     handles_errors,
+    renamed,
 )
 
 
@@ -45,7 +46,8 @@ def embed(
     image: Annotated[list[Path] | None, typer.Option("--image", help="Image or PDF file(s), one item each.")] = None,
     video: Annotated[list[Path] | None, typer.Option("--video", help="Video file(s), one item each.")] = None,
     input: Annotated[Path | None, typer.Option("--input", "-f", help="JSONL file of items.")] = None,  # noqa: A002
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .npy or .jsonl.")] = Path("embeddings.npy"),
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write: .npy or .jsonl.")] = Path("embeddings.npy"),
+    old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
     model: ModelOpt = None,
     instruction: InstructionOpt = None,
     dim: DimOpt = None,
@@ -60,6 +62,7 @@ def embed(
 
     from omniret.base.media import pdf_page_items
     from omniret.embed import load_embedder
+    from omniret.errors import ItemFailure
     from omniret.settings import get_settings
 
     items: list[dict[str, Any]] = [{"text": t, "id": f"text:{i}"} for i, t in enumerate(text or [])]
@@ -73,14 +76,15 @@ def embed(
         items.extend(read_items_jsonl(input))
     if not items:
         fail("nothing to embed", hint='omniret embed "some text"  or  omniret embed --input items.jsonl')
+    output = renamed(output, old_output, new="--out", old="--output", default=Path("embeddings.npy"))
     if output.suffix not in {".npy", ".jsonl"}:
-        fail(f"--output {output}: use a .npy or .jsonl file name")
+        fail(f"--out {output}: use a .npy or .jsonl file name")
 
     settings = get_settings()
     embedder = load_embedder(model or settings.embed_model, device=device, dtype=dtype)
     vectors: list[Any] = []
     kept: list[dict[str, Any]] = []
-    failures = []
+    failures: list[ItemFailure] = []
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("embed", total=len(items))
