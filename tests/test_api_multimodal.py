@@ -12,18 +12,13 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from media_files import make_pdf, make_video, picture
+from PIL import Image
 
 from omniret import Item
 from omniret.api import create_app
 from omniret.api.server import BackgroundServer
 from omniret.settings import Settings
-
-
-def _picture(color: str, label: str, size: tuple[int, int] = (96, 64)) -> Image.Image:
-    im = Image.new("RGB", size, color)
-    ImageDraw.Draw(im).text((6, 20), label, fill="white")
-    return im
 
 
 def _png_bytes(im: Image.Image) -> bytes:
@@ -34,26 +29,6 @@ def _png_bytes(im: Image.Image) -> bytes:
 
 def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-def make_pdf(path: Path) -> Path:
-    pages = [_picture("navy", "page one: invoices"), _picture("darkgreen", "page two: gardens")]
-    pages[0].save(path, save_all=True, append_images=pages[1:])
-    return path
-
-
-def make_video(path: Path, seconds: float = 2.0, fps: int = 8) -> Path:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for i in range(int(seconds * fps)):
-            rgb = np.zeros((64, 64, 3), np.uint8)
-            rgb[:, : 4 * (i + 1) % 64] = (200, 40, 40)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        out.mux(stream.encode())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +55,7 @@ def client(server: BackgroundServer) -> Iterator[httpx.Client]:
 
 def test_image_text_and_video_items(client: httpx.Client, models, tmp_path: Path) -> None:
     emb, _ = models
-    png = _png_bytes(_picture("purple", "cat"))
+    png = _png_bytes(picture("purple", "cat"))
     video = make_video(tmp_path / "clip.mp4")
     r = client.post("/v1/embeddings", json={"input": [
         {"image": _data_uri(png, "image/png")},
@@ -102,7 +77,7 @@ def test_image_text_and_video_items(client: httpx.Client, models, tmp_path: Path
 
 def test_rerank_cohere_shape(client: httpx.Client, models) -> None:
     _, rr = models
-    png = _png_bytes(_picture("orange", "fox"))
+    png = _png_bytes(picture("orange", "fox"))
     docs = ["a fox in the snow", {"image": _data_uri(png, "image/png")}, "tax forms"]
     r = client.post("/v1/rerank", json={"query": "fox", "documents": docs, "top_n": 2, "return_documents": True})
     assert r.status_code == 200, r.text
@@ -125,7 +100,7 @@ def test_upload_pdf_video_image_then_search(client: httpx.Client, tmp_path: Path
     assert client.post("/v1/collections", json={"name": "media"}).status_code == 201
     pdf = make_pdf(tmp_path / "report.pdf")
     video = make_video(tmp_path / "clip.mp4")
-    png = _png_bytes(_picture("maroon", "logo"))
+    png = _png_bytes(picture("maroon", "logo"))
     files = [("files", ("report.pdf", pdf.read_bytes(), "application/pdf")),
              ("files", ("clip.mp4", video.read_bytes(), "video/mp4")),
              ("files", ("logo.png", png, "image/png"))]
@@ -163,7 +138,7 @@ def test_upload_pdf_video_image_then_search(client: httpx.Client, tmp_path: Path
 
 def test_json_items_with_media_are_kept_and_previewed(client: httpx.Client) -> None:
     assert client.post("/v1/collections", json={"name": "json-media"}).status_code == 201
-    png = _png_bytes(_picture("teal", "chart"))
+    png = _png_bytes(picture("teal", "chart"))
     r = client.post("/v1/collections/json-media/items", json={"items": [
         {"id": "chart", "image": _data_uri(png, "image/png"), "metadata": {"team": "sales"}},
         {"id": "memo", "text": "quarterly memo"}]})
