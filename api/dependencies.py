@@ -1,7 +1,9 @@
 """Auth and limits: the Bearer-key check, the body-size limit, and access to the app's models.
 
-Routes declare what they need (``Depends(embedder)``, ``Depends(require_api_key)``); the body-size limit
-is ASGI middleware because it must count bytes as they arrive, before anything buffers them.
+Routes declare what they need (``Depends(embedder)``, ``Depends(require_api_key)``, which also puts the
+scheme in the OpenAPI schema). The key is checked first by ``ApiKeyMiddleware``, before anything reads
+the body: a keyless request gets 401 whatever it sends. The body-size limit is ASGI middleware too,
+because it must count bytes as they arrive, before anything buffers them.
 """
 
 from __future__ import annotations
@@ -24,19 +26,53 @@ def get_state(request: Request) -> ServiceState:
     return request.app.state.omniret
 
 
+def check_key(authorization: str | None, keys: list[str]) -> None:
+    """401 unless ``authorization`` is ``Bearer <one of keys>`` (no keys configured: open)."""
+    if not keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if not authorization or scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
+                       field="Authorization", headers={"WWW-Authenticate": "Bearer"})
+    given = token.strip().encode()
+    if not any(hmac.compare_digest(given, k.encode()) for k in keys):
+        raise ApiError(401, "unauthorized", "invalid API key", field="Authorization",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 async def require_api_key(request: Request) -> None:
     """401 unless the request carries one of ``settings.api_keys`` as a Bearer token (no keys: open)."""
     keys = get_state(request).settings.api_keys
     if not keys:
         return
     creds: HTTPAuthorizationCredentials | None = await _bearer(request)
-    if creds is None:
-        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
-                       field="Authorization", headers={"WWW-Authenticate": "Bearer"})
-    given = creds.credentials.encode()
-    if not any(hmac.compare_digest(given, k.encode()) for k in keys):
-        raise ApiError(401, "unauthorized", "invalid API key", field="Authorization",
-                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    check_key(f"Bearer {creds.credentials}" if creds is not None else None, keys)
+
+
+#: paths behind the key; the rest (health, the search page, the docs) stay open
+PROTECTED_PREFIXES = ("/v1/", "/v2/", "/metrics")
+
+
+class ApiKeyMiddleware:
+    """The key check, before routing and before the body is read (a 401 is never a 422 or a 413)."""
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = list(keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if (scope["type"] != "http" or not self.keys or scope.get("method") == "OPTIONS"
+                or not (path + "/").startswith(PROTECTED_PREFIXES)):
+            await self.app(scope, receive, send)
+            return
+        auth = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        try:
+            check_key(auth, self.keys)
+        except ApiError as e:
+            await error_response(e)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _not_ready(state: ServiceState) -> ApiError:

@@ -8,6 +8,7 @@ internals (the traceback goes to the log).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,8 +18,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omniret.errors import (
     CollectionError,
+    CollectionExists,
+    CollectionNotFound,
     ConfigError,
     DimensionError,
+    FilterError,
     ItemError,
     ModelLoadError,
     OmniretError,
@@ -52,8 +56,31 @@ class ApiError(StarletteHTTPException):
         return {"error": err}
 
 
-def error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
+def error_response(err: ApiError, private: Sequence[tuple[str, str]] = ()) -> JSONResponse:
+    """The JSON error; ``private``: (server path, public name) pairs replaced in the message, so an error
+    never shows where the server keeps its models and collections."""
+    body = err.body()
+    if private:
+        body = _scrub(body, private)
+    return JSONResponse(body, status_code=err.status_code, headers=err.headers)
+
+
+def _scrub(obj: Any, private: Sequence[tuple[str, str]]) -> Any:
+    if isinstance(obj, str):
+        for path, name in private:
+            if path and path in obj:
+                obj = obj.replace(path, name)
+        return obj
+    if isinstance(obj, dict):
+        return {k: _scrub(v, private) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub(v, private) for v in obj]
+    return obj
+
+
+def _private(request: Request) -> Sequence[tuple[str, str]]:
+    state = getattr(request.app.state, "omniret", None)
+    return getattr(state, "private_paths", ()) if state is not None else ()
 
 
 def item_error(e: ItemError, *, field: str = "input") -> ApiError:
@@ -67,18 +94,19 @@ def item_error(e: ItemError, *, field: str = "input") -> ApiError:
 
 
 def from_omniret(e: OmniretError) -> ApiError:
-    """Map omniret's error hierarchy to status codes (one table, here)."""
+    """Map omniret's error hierarchy to status codes (one table, by type: never by message text)."""
     if isinstance(e, ItemError):
         return item_error(e)
     if isinstance(e, DimensionError):
         return ApiError(400, "invalid_dimensions", str(e), field="dimensions")
+    if isinstance(e, CollectionNotFound):
+        return ApiError(404, "not_found", str(e), field="name")
+    if isinstance(e, CollectionExists):
+        return ApiError(409, "conflict", str(e), field="name")
     if isinstance(e, CollectionError):
-        text = str(e).lower()
-        if "exist" in text and ("already" in text or " exists" in text) and "not exist" not in text:
-            return ApiError(409, "conflict", str(e), field="name")
-        if "no such" in text or "not found" in text or "does not exist" in text or "missing" in text:
-            return ApiError(404, "not_found", str(e), field="name")
         return ApiError(400, "invalid_collection", str(e), field="name")
+    if isinstance(e, FilterError):
+        return ApiError(400, "invalid_request", str(e), field="filter")
     if isinstance(e, ConfigError):
         return ApiError(400, "invalid_request", str(e))
     if isinstance(e, ModelLoadError):
@@ -98,12 +126,12 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: ``ApiError``, omniret errors, validation errors, HTTP errors, bugs."""
 
     @app.exception_handler(ApiError)
-    async def _api(_: Request, e: ApiError) -> JSONResponse:
-        return error_response(e)
+    async def _api(request: Request, e: ApiError) -> JSONResponse:
+        return error_response(e, _private(request))
 
     @app.exception_handler(OmniretError)
-    async def _omniret(_: Request, e: OmniretError) -> JSONResponse:
-        return error_response(from_omniret(e))
+    async def _omniret(request: Request, e: OmniretError) -> JSONResponse:
+        return error_response(from_omniret(e), _private(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:

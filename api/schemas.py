@@ -109,6 +109,44 @@ class RerankResponse(BaseModel):
     usage: RerankUsage
 
 
+class RerankV2Request(BaseModel):
+    """Cohere's v2 rerank request (``cohere.ClientV2().rerank``); query and documents may be MediaItems."""
+
+    model: str | None = Field(None, description="The served reranker (see GET /v1/models).")
+    query: Any = Field(..., description="A string or a MediaItem.")
+    documents: list[Any] = Field(..., description="Strings or MediaItem objects.")
+    top_n: int | None = Field(None, ge=1, description="Return only the best n (default: all).")
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="Cut each text document to this many of "
+                                                                   "the reranker's tokens first.")
+    relevant_spans: Any = Field(None, description="Not supported: must be absent or null.")
+    priority: int | None = Field(None, description="Accepted and ignored (one queue serves every request).")
+    instruction: str | None = Field(None, description="Reranking instruction (an extension).")
+
+
+class RerankV2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class RerankV2ApiVersion(BaseModel):
+    version: str = "2"
+
+
+class RerankV2BilledUnits(BaseModel):
+    search_units: int = 1
+
+
+class RerankV2Meta(BaseModel):
+    api_version: RerankV2ApiVersion = RerankV2ApiVersion()
+    billed_units: RerankV2BilledUnits = RerankV2BilledUnits()
+
+
+class RerankV2Response(BaseModel):
+    id: str
+    results: list[RerankV2Result]
+    meta: RerankV2Meta = RerankV2Meta()
+
+
 # ----------------------------------------------------------------------------------- models list
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from omniret.api.batching import MicroBatcher
 from omniret.api.metrics import Metrics
+from omniret.api.tokens import TokenCounter
 from omniret.embed.protocol import Embedder
 from omniret.settings import Settings
 
@@ -31,6 +32,11 @@ class ServiceState:
     rerank_names: set[str] = field(default_factory=set)
     #: open collections by name; touched only on the model worker thread
     collections: dict[str, Any] = field(default_factory=dict)
+    #: (server path, public name) pairs scrubbed from error messages (models' folders, the collections root)
+    private_paths: list[tuple[str, str]] = field(default_factory=list)
+    #: count model tokens for ``usage`` (a tokenizer per thread): the embedder's and the reranker's
+    tokens: TokenCounter | None = None
+    rerank_tokens: TokenCounter | None = None
 
     @property
     def ready(self) -> bool:

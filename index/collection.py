@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from omniret.embed.protocol import Embedder
-from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError, ItemFailure
+from omniret.errors import (
+    CollectionError,
+    CollectionExists,
+    CollectionMismatch,
+    CollectionNotFound,
+    ConfigError,
+    DimensionError,
+    ItemError,
+    ItemFailure,
+)
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
 from omniret.index.protocol import VectorStore
@@ -32,17 +41,22 @@ MANIFEST = "collection.json"
 #: a collection name: letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit (it is a
 #: folder name and a Qdrant collection name); the API validates with the same pattern
 COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+#: payload keys the collection writes itself (an item's content and where it came from); an item's
+#: ``metadata`` may not use them, so user metadata can never pose as the item or point at another file
+RESERVED_PAYLOAD_KEYS = frozenset({"text", "image", "video", "video_start", "video_end", "kind", "path", "source",
+                                   "sha256"})
 _NAME = re.compile(COLLECTION_NAME)
 BACKENDS = ("faiss", "qdrant")
 
 
 def _root(root: str | os.PathLike[str] | None) -> Path:
+    """The collections folder: the caller's (the CLI and the service pass their settings'), else the default
+    ``$OMNIRET_HOME/collections``. A library call reads no settings of its own."""
     if root is not None:
         return Path(root).expanduser()
-    from omniret.settings import get_settings
+    from omniret.settings import default_home
 
-    s = get_settings()
-    return s.collections_root.expanduser() if s.collections_root is not None else s.collections_dir
+    return default_home() / "collections"
 
 
 def _check_name(name: str) -> None:
@@ -116,48 +130,63 @@ class Collection:
         """Embed and store items (``Item``, reference dict, or str); each needs an ``id``.
 
         ``on_error="raise"`` stores nothing when any item is bad (``ItemError`` lists them);
-        ``"skip"`` stores the good ones and reports the bad.
+        ``"skip"`` stores the good ones and reports every bad one (unusable, without an id, a repeated id,
+        reserved metadata keys, or refused by the model) with its input index and reason.
         """
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error={on_error!r}: use 'raise' or 'skip'")
-        coerced = [Item.coerce(x, index=i) for i, x in enumerate(items)]
-        for i, it in enumerate(coerced):
-            if not it.id:
-                raise ItemError.for_item(i, None, "an item added to a collection needs an id")
+        checked: list[tuple[int, Item]] = []
+        bad: list[ItemError] = []
         seen: set[str] = set()
-        for i, it in enumerate(coerced):
-            if it.id in seen:
-                raise ItemError.for_item(i, it.id, "the id appears twice in this call")
+        for i, x in enumerate(items):
+            try:
+                it = Item.coerce(x, index=i)
+                if not it.id:
+                    raise ItemError.for_item(i, None, "an item added to a collection needs an id")
+                if it.id in seen:
+                    raise ItemError.for_item(i, it.id, "the id appears twice in this call")
+                reserved = sorted(set(it.metadata) & RESERVED_PAYLOAD_KEYS)
+                if reserved:
+                    raise ItemError.for_item(i, it.id, f"metadata key(s) {reserved} are reserved for the item's own "
+                                             "fields; rename them")
+            except ItemError as e:
+                bad.append(e)
+                continue
             seen.add(str(it.id))
+            checked.append((i, it))
+        if bad and on_error == "raise":
+            raise ItemError.combine(bad)
+        failures: list[ItemFailure] = [f for e in bad for f in e.failures]
         ids: list[str] = []
-        failures: list[ItemFailure] = []
-        batches = [(s, coerced[s:s + batch_size]) for s in range(0, len(coerced), batch_size)]
+        batches = [checked[s:s + batch_size] for s in range(0, len(checked), batch_size)]
         if on_error == "raise":
             # prepare-and-check the whole call first: nothing is stored when any item is bad
-            vec_parts = [self.embedder.embed(b, dim=self._embed_dim()) for _, b in batches]
-            for (_, b), v in zip(batches, vec_parts, strict=True):
-                self._upsert_items(b, v)
-                ids.extend(str(it.id) for it in b)
+            vec_parts = [self.embedder.embed([it for _, it in b], dim=self._embed_dim()) for b in batches]
+            for b, v in zip(batches, vec_parts, strict=True):
+                self._upsert_items([it for _, it in b], v)
+                ids.extend(str(it.id) for _, it in b)
             return AddReport(ids, failures)
-        for start, b in batches:
-            res = self.embedder.embed_partial(b, dim=self._embed_dim())
+        for b in batches:
+            res = self.embedder.embed_partial([it for _, it in b], dim=self._embed_dim())
             for f in res.failures:
-                failures.append(ItemFailure(f.index + start, f.id, f.reason))
-            good = [b[i] for i in res.indices]
+                failures.append(ItemFailure(b[f.index][0], f.id, f.reason))
+            good = [b[i][1] for i in res.indices]
             if good:
                 self._upsert_items(good, res.vectors)
                 ids.extend(str(it.id) for it in good)
+        failures.sort(key=lambda f: f.index)
         return AddReport(ids, failures)
 
     def _upsert_items(self, items: list[Item], vectors: np.ndarray) -> None:
         payloads = []
         for it in items:
+            # the item's own fields are written after its metadata: metadata never overrides them
             p: dict[str, Any] = dict(it.metadata)
             for key in ("text", "image", "video", "video_start", "video_end"):
                 v = getattr(it, key)
                 if isinstance(v, (str, int, float)) and not (isinstance(v, str) and v.startswith("data:")):
-                    p.setdefault(key, v)
-            p.setdefault("kind", "item")
+                    p[key] = v
+            p["kind"] = "item"
             payloads.append(p)
         self.store.upsert([str(it.id) for it in items], vectors, payloads)
 
@@ -181,8 +210,13 @@ class Collection:
         return ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
                       options=options, recursive=recursive, progress=progress, console=console)
 
-    def delete(self, ids: Sequence[str]) -> None:
-        self.store.delete(ids)
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove items by id; returns the ids that were there (and are now gone), in input order."""
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        present = [i for i, rec in zip(wanted, self.store.get(wanted), strict=True) if rec is not None]
+        if present:
+            self.store.delete(present)
+        return present
 
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         return self.store.get(ids)
@@ -226,14 +260,15 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(f.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise CollectionError(f"{f}: unreadable manifest ({e})") from e
+        raise CollectionError(f"collection {path.name!r}: unreadable {MANIFEST} ({e})") from e
 
 
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
                     url: str | None = None, embedder: Embedder | str | os.PathLike[str] | None = None,
                     dim: int | None = None, reranker: Reranker | str | os.PathLike[str] | None = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
-                    funnel_dim: int | None = None, **store_options: Any) -> Collection:
+                    funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
+                    dtype: str | None = None, **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -244,6 +279,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     ``funnel_dim``: keep a short Matryoshka prefix of that width beside the full vectors for funnel search
     (one of the model's ``dims``, below ``dim``; fixed at creation, recorded in the manifest);
     ``funnel_candidates`` (a store option, default 10) sets the pool as a multiple of ``k``.
+    ``device`` / ``dtype``: for the models this call loads by name (default: the loaders' own).
+    Errors are typed: ``CollectionNotFound`` (``create=False`` and none there), ``CollectionExists``
+    (``exist_ok=False`` and one is there), ``CollectionMismatch`` (another model, dim, backend or index).
     """
     _check_name(name)
     if backend is not None and backend not in BACKENDS:
@@ -257,37 +295,38 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     manifest = _read_manifest(path)
     if manifest is None:
         if not create:
-            raise CollectionError(f"no collection {name!r} in {path.parent}",)
+            raise CollectionNotFound(f"no collection {name!r}")
         backend = backend or ("qdrant" if url is not None else "faiss")
         if embedder is None:
-            from omniret.settings import get_settings
-
-            embedder = get_settings().embed_model
+            raise ConfigError(f"collection {name!r} does not exist yet: pass embedder= (an Embedder or a model "
+                              "name) to create it")
         wanted = embedder
     else:
+        if not exist_ok:
+            raise CollectionExists(f"collection {name!r} exists already")
         rec_backend = manifest.get("backend", "faiss")
         if backend is not None and backend != rec_backend:
-            raise CollectionError(f"collection {name!r} uses backend {rec_backend!r}, not {backend!r}")
+            raise CollectionMismatch(f"collection {name!r} uses backend {rec_backend!r}, not {backend!r}")
         backend = rec_backend
         if index is not None and index != manifest.get("index", "flat"):
-            raise CollectionError(f"collection {name!r} uses index {manifest.get('index')!r}, not {index!r}")
+            raise CollectionMismatch(f"collection {name!r} uses index {manifest.get('index')!r}, not {index!r}")
         if url is None:
             url = manifest.get("url")
         if embedder is not None and _model_name(embedder) != manifest["model"]:
-            raise CollectionError(f"collection {name!r} was built with model {manifest['model']!r}; opening it "
+            raise CollectionMismatch(f"collection {name!r} was built with model {manifest['model']!r}; opening it "
                                   f"with {_model_name(embedder)!r} would mix vector spaces (use that model, "
                                   "or a new collection)")
         if dim is not None and dim != manifest["dim"]:
-            raise CollectionError(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
+            raise CollectionMismatch(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
         if funnel_dim is not None and funnel_dim != manifest.get("funnel_dim"):
-            raise CollectionError(f"collection {name!r} was created with funnel_dim "
+            raise CollectionMismatch(f"collection {name!r} was created with funnel_dim "
                                   f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
                                   "at creation; use a new collection)")
         wanted = embedder if embedder is not None else str(manifest["model"])
     if isinstance(wanted, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        model = load_embedder(os.fspath(wanted))
+        model = load_embedder(os.fspath(wanted), device=device, dtype=dtype)
     else:
         model = wanted
     embedder = model
@@ -311,7 +350,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     if isinstance(reranker, (str, os.PathLike)):
         from omniret.rerank import load_reranker
 
-        reranker = load_reranker(reranker)
+        reranker = load_reranker(reranker, device=device, dtype=dtype)
     store = open_store(path, name, manifest, url, store_options, create=new)
     if new:
         path.mkdir(parents=True, exist_ok=True)
@@ -358,7 +397,7 @@ def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> 
     path = _root(root) / name
     manifest = _read_manifest(path)
     if manifest is None:
-        raise CollectionError(f"no collection {name!r} in {path.parent}")
+        raise CollectionNotFound(f"no collection {name!r}")
     if manifest.get("backend") == "qdrant" and manifest.get("url"):
         from omniret.index.qdrant_store import QdrantStore
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, cast
 
-from omniret.errors import ConfigError
+from omniret.errors import FilterError
 
 Filter = dict[str, Any]
 
@@ -36,7 +36,7 @@ class Condition:
 def _scalar(key: str, v: Any) -> Any:
     if isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v)):
         return v
-    raise ConfigError(f"filter {key!r}: values must be str, int, float or bool, got {v!r}")
+    raise FilterError(f"filter {key!r}: values must be str, int, float or bool, got {v!r}")
 
 
 def parse_filter(flt: Filter | None) -> list[Condition]:
@@ -44,17 +44,17 @@ def parse_filter(flt: Filter | None) -> list[Condition]:
     if flt is None:
         return []
     if not isinstance(flt, dict):
-        raise ConfigError(f"a filter is a dict of conditions, got {type(flt).__name__}")
+        raise FilterError(f"a filter is a dict of conditions, got {type(flt).__name__}")
     out: list[Condition] = []
     for key, spec in flt.items():
         if not isinstance(key, str) or not key:
-            raise ConfigError(f"filter keys are non-empty strings, got {key!r}")
+            raise FilterError(f"filter keys are non-empty strings, got {key!r}")
         if isinstance(spec, dict):
             ops = set(spec)
             if ops == {"any"}:
                 vals = spec["any"]
                 if not isinstance(vals, (list, tuple)) or not vals:
-                    raise ConfigError(f"filter {key!r}: 'any' takes a non-empty list, got {vals!r}")
+                    raise FilterError(f"filter {key!r}: 'any' takes a non-empty list, got {vals!r}")
                 out.append(Condition(key, "any", tuple(_scalar(key, v) for v in vals)))
             elif ops and ops <= set(RANGE_OPS):
                 bounds = {}
@@ -62,16 +62,16 @@ def parse_filter(flt: Filter | None) -> list[Condition]:
                     if op in spec:
                         b = spec[op]
                         if isinstance(b, bool) or not isinstance(b, (int, float)):
-                            raise ConfigError(f"filter {key!r}: {op} takes a number, got {b!r}")
+                            raise FilterError(f"filter {key!r}: {op} takes a number, got {b!r}")
                         bounds[op] = b
                 out.append(Condition(key, "range", bounds))
             elif ops == {"eq"}:
                 out.append(Condition(key, "eq", _scalar(key, spec["eq"])))
             else:
-                raise ConfigError(f"filter {key!r}: unknown operator(s) {sorted(ops)}; use eq, any, "
+                raise FilterError(f"filter {key!r}: unknown operator(s) {sorted(ops)}; use eq, any, "
                                   f"or a range of {', '.join(RANGE_OPS)}")
         elif isinstance(spec, (list, tuple)):
-            raise ConfigError(f"filter {key!r}: for any-of write {{'any': {list(spec)!r}}}")
+            raise FilterError(f"filter {key!r}: for any-of write {{'any': {list(spec)!r}}}")
         else:
             out.append(Condition(key, "eq", _scalar(key, spec)))
     return out
@@ -181,20 +181,20 @@ def parse_filter_args(args: list[str] | None) -> Filter:
                 key, _, val = raw.partition(sym)
                 key = key.strip()
                 if not key or not val:
-                    raise ConfigError(f"--filter {raw!r}: write key=value, key=v1,v2, key>=n or key<n")
+                    raise FilterError(f"--filter {raw!r}: write key=value, key=v1,v2, key>=n or key<n")
                 if op is None:
                     vals = [_cli_value(v) for v in val.split(",")]
                     flt[key] = vals[0] if len(vals) == 1 else {"any": vals}
                 else:
                     num = _cli_value(val)
                     if isinstance(num, bool) or not isinstance(num, (int, float)):
-                        raise ConfigError(f"--filter {raw!r}: {sym} takes a number")
+                        raise FilterError(f"--filter {raw!r}: {sym} takes a number")
                     prior = flt.get(key)
                     existing: dict[str, Any] = cast(dict[str, Any], prior) if isinstance(prior, dict) else {}
                     flt[key] = {**existing, op: num}
                 break
         else:
-            raise ConfigError(f"--filter {raw!r}: write key=value, key=v1,v2, key>=n or key<n")
+            raise FilterError(f"--filter {raw!r}: write key=value, key=v1,v2, key>=n or key<n")
     return flt
 
 

@@ -102,6 +102,7 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, root TEXT NOT NULL, "
                          "path TEXT NOT NULL, sha256 TEXT NOT NULL, ids TEXT NOT NULL, indexed_at REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS sources_sha256 ON sources (sha256)")
 
     def get(self, key: str) -> tuple[str, list[str]] | None:
         row = self._db.execute("SELECT sha256, ids FROM sources WHERE source = ?", (key,)).fetchone()
@@ -113,6 +114,12 @@ class Ledger:
                              [(s.key, str(s.root), str(s.path), sha, json.dumps(ids), time.time())
                               for s, sha, ids in rows])
         self._db.execute("COMMIT")
+
+    def source_with(self, sha256: str) -> str | None:
+        """A source already indexed with exactly this content (sha256), if any: uploads use it to dedupe."""
+        row = self._db.execute("SELECT source FROM sources WHERE sha256 = ? ORDER BY source LIMIT 1",
+                               (sha256,)).fetchone()
+        return str(row[0]) if row else None
 
     def under(self, root: Path) -> dict[str, list[str]]:
         """Sources indexed from ``root``, with their ids."""

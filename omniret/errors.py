@@ -17,6 +17,10 @@ class ConfigError(OmniretError, ValueError):
     """A setting, option or argument is invalid (names the setting and the allowed values)."""
 
 
+class FilterError(ConfigError):
+    """A search filter is malformed (names the filter key and what is allowed)."""
+
+
 class ModelLoadError(OmniretError, ValueError):
     """A checkpoint cannot be loaded as the kind of model that was asked for."""
 
@@ -92,4 +96,16 @@ class StoreError(OmniretError, RuntimeError):
 
 
 class CollectionError(OmniretError, ValueError):
-    """A collection is missing, exists already, or is opened with the wrong model or dimension."""
+    """A collection cannot be used: missing, exists already, or opened with the wrong model or dimension."""
+
+
+class CollectionNotFound(CollectionError, LookupError):
+    """No collection of that name (a ``LookupError`` too, as a missing key is)."""
+
+
+class CollectionExists(CollectionError):
+    """A collection of that name exists already (creating it again would mix two collections)."""
+
+
+class CollectionMismatch(CollectionError):
+    """A collection is opened with another model, dimension, backend or index than it was built with."""

@@ -109,7 +109,8 @@ def test_collection_lifecycle(client: httpx.Client) -> None:
     ("POST", "/v1/collections/samples/search", {"text": "q", "k": 0}, 422, "k", "greater than"),
     ("POST", "/v1/collections/samples/search", {"text": "q", "filter": {"page": {"near": 3}}}, 400, "filter",
      "filter"),
-    ("POST", "/v1/collections/samples/items", {"items": [{"text": "no id"}]}, 400, None, "needs an id"),
+    ("POST", "/v1/collections/samples/items", {"items": [{"id": "x", "text": "real", "metadata": {"text": "spoof"}}]},
+     400, None, "metadata key(s) ['text'] are reserved"),
     ("GET", "/v1/collections/samples/items/..%2F..%2Fetc%2Fpasswd/thumbnail", None, 404, "id", "no item"),
 ])
 def test_collection_errors(client: httpx.Client, method: str, path: str, body: dict | None, status: int,

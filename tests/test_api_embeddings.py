@@ -64,7 +64,8 @@ def test_response_shape_and_base64_bytes(client: httpx.Client, minilm) -> None:
     body = r.json()
     assert body["object"] == "list" and body["model"] == MINILM
     assert [d["index"] for d in body["data"]] == [0, 1] and body["data"][0]["object"] == "embedding"
-    assert body["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    tokens = sum(len(minilm.model.tokenizer(t)["input_ids"]) for t in ("one", "two"))  # [CLS] one [SEP]: 3 each
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens} and tokens == 6
     vec = np.frombuffer(base64.b64decode(body["data"][1]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(vec, minilm.embed(["two"])[0], atol=1e-6)
 

@@ -40,9 +40,14 @@ def models(tiny_vl_embedding: Path, tiny_vl_reranker: Path):
 
 
 @pytest.fixture(scope="module")
-def server(models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+def server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media-root")
+
+
+@pytest.fixture(scope="module")
+def server(models, server_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
     emb, rr = models
-    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    settings = Settings(home=tmp_path_factory.mktemp("home"), collections_root=server_root)
     with BackgroundServer(create_app(settings, embedder=emb, reranker=rr)) as srv:
         yield srv
 
@@ -147,7 +152,46 @@ def test_json_items_with_media_are_kept_and_previewed(client: httpx.Client) -> N
                                                                 "filter": {"team": "sales"}})
     hit = r.json()["hits"][0]
     assert hit["id"] == "chart" and hit["rerank_score"] is not None and "data:" not in str(hit["payload"])
+    # the stored image is named relative to the collection, never by its server path
+    assert hit["payload"]["image"].startswith("files/") and "path" not in hit["payload"]
     t = client.get(hit["thumbnail"])
     assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg"
     r = client.post("/v1/collections/json-media/items", json={"items": [{"id": "x", "image": "/etc/hosts"}]})
     assert r.status_code == 400 and r.json()["error"]["item"]["field"] == "items"
+
+
+def _stored(server_root: Path, name: str) -> list[Path]:
+    return sorted(p for p in (server_root / name).rglob("*") if p.is_file() and "files" in p.parts)
+
+
+def test_refused_json_adds_keep_no_media(client: httpx.Client, server_root: Path) -> None:
+    assert client.post("/v1/collections", json={"name": "refused"}).status_code == 201
+    png = _data_uri(_png_bytes(picture("olive", "kept?")), "image/png")
+    # raise: one bad item refuses the request, and the good item's image is not kept
+    r = client.post("/v1/collections/refused/items", json={"items": [{"id": "a", "image": png},
+                                                                      {"id": "b", "text": ""}]})
+    assert r.status_code == 400 and r.json()["error"]["item"]["index"] == 1
+    assert _stored(server_root, "refused") == []
+    # skip: the failed item's media are removed, the stored item's stay
+    other = _data_uri(_png_bytes(picture("navy", "stays")), "image/png")
+    r = client.post("/v1/collections/refused/items", json={"on_error": "skip", "items": [
+        {"id": "ok", "image": other}, {"id": "bad", "image": png, "metadata": {"path": "/etc/passwd"}}]})
+    assert r.status_code == 200 and r.json()["added"] == 1, r.text
+    assert [f["id"] for f in r.json()["failures"]] == ["bad"]
+    assert len(_stored(server_root, "refused")) == 1
+
+
+def test_thumbnails_obey_the_image_limits(models, client: httpx.Client, server_root: Path,
+                                          tmp_path: Path) -> None:
+    emb, rr = models
+    assert client.post("/v1/collections", json={"name": "big"}).status_code == 201
+    big = _data_uri(_png_bytes(picture("gray", "big", size=(400, 300))), "image/png")
+    assert client.post("/v1/collections/big/items", json={"items": [{"id": "big", "image": big}]}).status_code == 200
+    assert client.get("/v1/collections/big/items/big/thumbnail").status_code == 200
+    # the same storage served with a lower limit: the stored image is measured, not decoded
+    settings = Settings(home=tmp_path, collections_root=server_root, max_image_pixels=100 * 100)
+    with BackgroundServer(create_app(settings, embedder=emb, reranker=rr)) as srv:
+        r = httpx.get(srv.url + "/v1/collections/big/items/big/thumbnail", timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"] == ("the stored image is 400x300 = 120000 pixels, over the limit of "
+                                            "10000 (max_image_pixels)")

@@ -8,10 +8,13 @@ point at them and thumbnails can be served; a thumbnail is only ever rendered fr
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
+import shutil
+import tempfile
 import time
-import uuid
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from fastapi.responses import Response
 
 from omniret.api.dependencies import check_model, embedder, get_state, require_api_key
 from omniret.api.errors import ApiError, item_error
-from omniret.api.inputs import InputConverter
+from omniret.api.inputs import InputConverter, check_body, image_size, model_max_tokens
 from omniret.api.routers.embeddings import check_dimensions
 from omniret.api.schemas import (
     AddItems,
@@ -34,8 +37,8 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-from omniret.errors import CollectionError, ConfigError, ItemError
-from omniret.index.collection import COLLECTION_NAME
+from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError
+from omniret.index.collection import COLLECTION_NAME, RESERVED_PAYLOAD_KEYS
 from omniret.types import IMAGE_SUFFIXES, Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
@@ -44,6 +47,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=
 
 _NAME = re.compile(COLLECTION_NAME)
 _THUMB_PX = 320
+#: longest stored upload name (bytes of the name part, before the content-hash prefix): file systems
+#: refuse names over 255 bytes
+_MAX_NAME_BYTES = 120
 
 
 def _jsonable(obj: Any) -> Any:
@@ -84,26 +90,57 @@ def _open(state: ServiceState, name: str) -> Any:
     cached = state.collections.get(name)
     if cached is not None:
         return cached
-    if name not in _names(state):
-        raise ApiError(404, "not_found", f"no collection named {name!r} (see GET /v1/collections)", field="name")
-    col = open_collection(name, root=state.root, embedder=state.embedder, reranker=state.reranker, create=False)
+    try:
+        col = open_collection(name, root=state.root, embedder=state.embedder, reranker=state.reranker,
+                              create=False)
+    except CollectionNotFound:
+        raise ApiError(404, "not_found", f"no collection named {name!r} (see GET /v1/collections)",
+                       field="name") from None
     state.collections[name] = col
     return col
+
+
+#: keys that only ever hold where the server keeps something (files, servers)
+_PRIVATE_KEYS = frozenset({"path", "url", "location"})
 
 
 def _public(obj: Any) -> Any:
     """Without server-side paths: a client needs names, not where the server keeps them."""
     if isinstance(obj, dict):
-        return {k: _public(v) for k, v in obj.items() if k not in ("path", "url")}
+        return {k: _public(v) for k, v in obj.items() if k not in _PRIVATE_KEYS}
     if isinstance(obj, list):
         return [_public(v) for v in obj]
     return obj
 
 
-def _info(col: Any) -> dict[str, Any]:
+def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A hit's payload as a client sees it: no server paths. Media stored in the collection are named
+    relative to it (``files/3f2a-logo.png``); media elsewhere on the server by their source name, if any."""
+    out = {k: v for k, v in payload.items() if k != "path"}
+    base = (state.root / name).resolve()
+    for key in ("image", "video"):
+        v = out.get(key)
+        if not isinstance(v, str) or not os.path.isabs(v):
+            continue
+        try:
+            rel = Path(v).resolve().relative_to(base)
+        except (ValueError, OSError):
+            src = payload.get("source")
+            if isinstance(src, str) and src:
+                out[key] = src
+            else:
+                out.pop(key)
+            continue
+        out[key] = rel.as_posix()
+    return out
+
+
+def _info(state: ServiceState, col: Any) -> dict[str, Any]:
     info = dict(_public(_jsonable(col.info())))
     info.setdefault("name", getattr(col, "name", None))
     info.setdefault("count", col.count())
+    if state.embedder is not None and info.get("model") == str(state.embedder.name):
+        info["model"] = state.embed_id  # the served model's id, not the folder it was loaded from
     return info
 
 
@@ -127,7 +164,7 @@ async def create_collection(body: CreateCollection, request: Request,
     state = get_state(request)
     check_model(body.model, state.embed_names, state.embed_id)
     if body.dim is not None:
-        check_dimensions(model, body.dim)
+        check_dimensions(model, body.dim, state.embed_id)
         dim_field = body.dim
     else:
         dim_field = None
@@ -142,13 +179,12 @@ async def create_collection(body: CreateCollection, request: Request,
     def create() -> dict[str, Any]:
         from omniret.index import open_collection
 
-        if body.name in _names(state):
-            raise ApiError(409, "conflict", f"collection {body.name!r} exists already", field="name")
+        # CollectionExists -> 409 (api/errors.py)
         col = open_collection(body.name, root=state.root, backend=body.backend, url=url, embedder=model,
-                              dim=dim_field, reranker=state.reranker, create=True,
+                              dim=dim_field, reranker=state.reranker, create=True, exist_ok=False,
                               index=body.index if body.backend == "faiss" else None)
         state.collections[body.name] = col
-        return _info(col)
+        return _info(state, col)
 
     return await _worker(state, create)
 
@@ -162,7 +198,7 @@ async def list_all(request: Request) -> dict[str, Any]:
         out = []
         for n in _names(state):
             try:
-                out.append(_info(_open(state, n)))
+                out.append(_info(state, _open(state, n)))
             except (CollectionError, ApiError) as e:  # listed, but not openable with the served model
                 out.append({"name": n, "count": None, "error": str(getattr(e, "message", e))})
         return out
@@ -173,7 +209,7 @@ async def list_all(request: Request) -> dict[str, Any]:
 @router.get("/{name}")
 async def info(name: str, request: Request) -> dict[str, Any]:
     state = get_state(request)
-    return await _worker(state, lambda: _info(_open(state, name)))
+    return await _worker(state, lambda: _info(state, _open(state, name)))
 
 
 @router.delete("/{name}")
@@ -198,57 +234,103 @@ async def delete(name: str, request: Request) -> dict[str, Any]:
 
 @router.post("/{name}/items")
 async def add_items(name: str, body: AddItems, request: Request) -> dict[str, Any]:
-    """Add JSON items (strings or media objects with id/metadata); all or nothing unless on_error=skip."""
+    """Add JSON items (strings or media objects, with an optional id and metadata).
+
+    An item without an id gets one from its content (the same content twice is one item). All or nothing
+    unless ``on_error=skip``: then the good items are added and every bad one is listed under
+    ``failures`` with its index and reason. Media are kept in the collection's storage only for items
+    that were stored: nothing refused stays on disk.
+    """
     state = get_state(request)
-    with InputConverter(state.settings) as conv:
-        items = conv.items(body.items, field="items")
+    check_body(body)
+    skip = body.on_error == "skip"
+    with InputConverter(state.settings, max_tokens=model_max_tokens(state.embedder), with_ids=True,
+                        reserved_metadata=RESERVED_PAYLOAD_KEYS) as conv:
+        good, bad = conv.partition(body.items, field="items")
+        if bad and not skip:
+            raise item_error(ItemError.combine(bad), field="items")
         await _worker(state, _open, state, name)  # 404 before anything is written
-        _persist_media(items, _files_dir(state, name), temp=conv.temp_dir)
+        items = [it for _, it in good]
+        created = _persist_media(items, _files_dir(state, name), temp=conv.temp_dir)
 
         def run() -> Any:
             col = _open(state, name)
             try:
                 return col.add(items, on_error=body.on_error)
             except ItemError as e:
-                raise item_error(e, field="items") from None
+                raise item_error(_reindex(e, good), field="items") from None
 
-        result = await _worker(state, run)
-    out = _report(result, len(items))
-    state.metrics.items_indexed.labels(name).inc(out["added"])
-    return out
+        try:
+            result = await _worker(state, run)
+        except BaseException:
+            _remove(f for files in created for f in files)
+            raise
+    stored = set(result.ids)
+    _remove(f for it, files in zip(items, created, strict=True) if str(it.id) not in stored for f in files)
+    failures = [x.to_dict() for e in bad for x in e.failures]
+    failures += [{**f.to_dict(), "index": good[f.index][0]} for f in result.failures]
+    failures.sort(key=lambda f: f["index"])
+    state.metrics.items_indexed.labels(name).inc(result.added)
+    return {"added": result.added, "ids": result.ids, "failures": failures}
 
 
-def _persist_media(items: list[Item], folder: Path, *, temp: Path | None) -> None:
+def _reindex(e: ItemError, good: list[tuple[int, Item]]) -> ItemError:
+    """An error about the converted items, renumbered to the request's own item indices."""
+    fails = []
+    for f in e.failures:
+        idx = good[f.index][0] if 0 <= f.index < len(good) else f.index
+        fails.append(ItemError.for_item(idx, f.id, f.reason))
+    return ItemError.combine(fails) if fails else e
+
+
+def _remove(paths: Any) -> None:
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
+
+
+def _persist_media(items: list[Item], folder: Path, *, temp: Path | None) -> list[list[Path]]:
     """Keep a request's media in the collection's storage, so payloads point at files that stay
-    (thumbnails, and the reranker rebuilds documents from them)."""
-    import shutil
+    (thumbnails, and the reranker rebuilds documents from them). Files are named by their content, so the
+    same image is stored once; returns, per item, the files this call created (to remove if it fails)."""
+    created: list[list[Path]] = []
 
-    def keep(v: Any) -> Any:
+    def store(data: bytes, kind: str, suffix: str, mine: list[Path]) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{hashlib.sha256(data).hexdigest()[:24]}-{kind}{suffix}"
+        if not dest.exists():
+            tmp = folder / f".{dest.name}.{os.getpid()}.partial"
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            mine.append(dest)
+        return str(dest)
+
+    def keep(v: Any, mine: list[Path]) -> Any:
         if isinstance(v, (bytes, bytearray)):
             from PIL import Image
 
             with Image.open(io.BytesIO(v)) as im:
                 suffix = "." + (im.format or "png").lower().replace("jpeg", "jpg")
-            folder.mkdir(parents=True, exist_ok=True)
-            dest = folder / f"{uuid.uuid4().hex[:8]}-image{suffix}"
-            dest.write_bytes(bytes(v))
-            return str(dest)
+            return store(bytes(v), "image", suffix, mine)
         if isinstance(v, str) and temp is not None and Path(v).parent == temp:
-            folder.mkdir(parents=True, exist_ok=True)
-            dest = folder / f"{uuid.uuid4().hex[:8]}-video{Path(v).suffix}"
-            shutil.copyfile(v, dest)
-            return str(dest)
+            return store(Path(v).read_bytes(), "video", Path(v).suffix, mine)
         if isinstance(v, list):
-            return [keep(x) for x in v]
+            return [keep(x, mine) for x in v]
         return v
 
-    for it in items:
-        it.image = keep(it.image) if it.image is not None else None
-        it.video = keep(it.video) if it.video is not None else None
+    try:
+        for it in items:
+            mine: list[Path] = []
+            created.append(mine)
+            it.image = keep(it.image, mine) if it.image is not None else None
+            it.video = keep(it.video, mine) if it.video is not None else None
+    except BaseException:
+        _remove(f for files in created for f in files)
+        raise
+    return created
 
 
 def _report(result: Any, n: int) -> dict[str, Any]:
-    """A JSON report from what ``add`` / ``add_files`` returned (a report object, ids or nothing)."""
+    """A JSON report from what ``add_files`` returned."""
     data = _jsonable(result)
     if isinstance(data, dict):
         data = dict(data)
@@ -262,12 +344,25 @@ def _report(result: Any, n: int) -> dict[str, Any]:
     return {"added": n}
 
 
+def _stored_name(filename: str | None) -> str:
+    """A safe, bounded file name from a client's: no directories, no odd characters, at most
+    ``_MAX_NAME_BYTES`` (the suffix is kept: ingestion picks the reader by it)."""
+    base = Path(filename or "upload").name
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "upload"
+    if len(safe) > _MAX_NAME_BYTES:
+        suffix = Path(safe).suffix[:16]
+        safe = safe[: _MAX_NAME_BYTES - len(suffix)] + suffix
+    return safe
+
+
 @router.post("/{name}/files")
 async def add_files(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
     """Upload files (images, PDFs, videos, text) and ingest them; they are kept in the collection's storage.
 
     Ingestion is the index's: a PDF becomes one item per page, a video one per time segment, text is
-    chunked. Files that cannot be read are reported under ``failed`` / ``skipped``; the rest are indexed.
+    chunked. Files that cannot be read are reported under ``failed`` / ``skipped`` and not kept; a file
+    whose content is already in the collection (same sha256) is reported under ``duplicates`` and not
+    indexed again. Uploads are written to a temporary area first and moved in only when indexed.
     """
     state = get_state(request)
     _check_name(name)
@@ -277,34 +372,66 @@ async def add_files(name: str, request: Request, files: list[UploadFile] = File(
     await _worker(state, _open, state, name)  # 404 before anything is written
     folder = _files_dir(state, name)
     folder.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    for up in files:
-        base = Path(up.filename or "upload").name  # never a client-chosen directory
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "upload"
-        dest = folder / f"{uuid.uuid4().hex[:8]}-{safe}"
-        with dest.open("wb") as f:
-            while chunk := await up.read(1 << 20):
-                f.write(chunk)
-        paths.append(dest)
+    # the temporary area is beside the final folder (same file system: the move is a rename)
+    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder.parent))
+    try:
+        uploads: list[tuple[str, str, Path]] = []  # (client name, sha256, staged path)
+        for up in files:
+            h = hashlib.sha256()
+            safe = _stored_name(up.filename)
+            tmp = staging / f"{len(uploads)}-{safe}"
+            with tmp.open("wb") as f:
+                while chunk := await up.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+            uploads.append((up.filename or safe, h.hexdigest(), tmp))
 
-    def run() -> Any:
-        return _open(state, name).add_files(paths, progress=False)
+        def run() -> dict[str, Any]:
+            col = _open(state, name)
+            duplicates: list[dict[str, str]] = []
+            todo: dict[str, Path] = {}
+            seen: dict[str, str] = {}
+            for client_name, sha, tmp in uploads:
+                final = folder / f"{sha[:16]}-{_stored_name(client_name)}"
+                prior = seen.get(sha) or col.ledger.source_with(sha)
+                if prior is not None:
+                    duplicates.append({"file": client_name, "duplicate_of": prior})
+                    continue
+                seen[sha] = final.name
+                os.replace(tmp, final)  # in place for ingestion: payloads record where the file stays
+                todo[final.name] = final
+            try:
+                report = col.add_files(list(todo.values()), progress=False)
+            except BaseException:
+                _remove(todo.values())
+                raise
+            refused = {src for src, _ in (*report.skipped, *report.failed)}
+            for key, path in todo.items():
+                if key in refused:
+                    path.unlink(missing_ok=True)
+            out = _public(_report(report, len(todo)))
+            out["files"] = [k for k in todo if k not in refused]
+            out["duplicates"] = duplicates
+            return out
 
-    result = await _worker(state, run)
-    out = _public(_report(result, len(paths)))
-    out["files"] = [p.name for p in paths]
+        out = await _worker(state, run)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     state.metrics.items_indexed.labels(name).inc(out["added"])
     return out
 
 
 @router.delete("/{name}/items")
 async def delete_items(name: str, body: DeleteItems, request: Request) -> dict[str, Any]:
+    """Delete items by id: ``deleted`` counts the ids that were there, ``not_found`` lists the others."""
     state = get_state(request)
+    check_body(body)
 
     def run() -> dict[str, Any]:
         col = _open(state, name)
-        col.delete(body.ids)
-        return {"deleted": len(body.ids), "count": col.count()}
+        gone = col.delete(body.ids)
+        missing = [i for i in dict.fromkeys(body.ids) if i not in set(gone)]
+        return {"deleted": len(gone), "ids": gone, "not_found": missing, "count": col.count()}
 
     return await _worker(state, run)
 
@@ -313,6 +440,7 @@ async def delete_items(name: str, body: DeleteItems, request: Request) -> dict[s
 async def search(name: str, body: SearchRequest, request: Request) -> SearchResponse:
     """Text and/or image query; dense candidates, then (optionally) reranked; both scores per hit."""
     state = get_state(request)
+    check_body(body)
     if body.text is None and body.image is None:
         raise ApiError(400, "invalid_request", "give text and/or image", field="text")
     if body.rerank and state.reranker is None:
@@ -322,7 +450,7 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
         raw["text"] = body.text
     if body.image is not None:
         raw["image"] = body.image
-    with InputConverter(state.settings) as conv:
+    with InputConverter(state.settings, max_tokens=model_max_tokens(state.embedder)) as conv:
         query: Item = conv.one(raw, field="query", instruction=body.instruction)
         start = time.perf_counter()
 
@@ -331,15 +459,14 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
             try:
                 return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
                                   candidates=max(body.candidates, body.k), rerank_top=body.rerank_top)
-            except ConfigError as e:
-                field = "filter" if str(e).startswith(("filter", "a filter")) else None
-                raise ApiError(400, "invalid_request", str(e), field=field) from None
+            except FilterError as e:
+                raise ApiError(400, "invalid_request", str(e), field="filter") from None
             except ItemError as e:
                 raise item_error(e, field="query") from None
 
         hits = await _worker(state, run)
     took = (time.perf_counter() - start) * 1000
-    out = [HitOut(id=h.id, score=float(h.score), payload=_jsonable(h.payload),
+    out = [HitOut(id=h.id, score=float(h.score), payload=public_payload(state, name, _jsonable(h.payload or {})),
                   rerank_score=None if h.rerank_score is None else float(h.rerank_score),
                   thumbnail=_thumb_url(state, name, h)) for h in hits]
     return SearchResponse(hits=out, reranked=any(h.rerank_score is not None for h in out), took_ms=took)
@@ -401,7 +528,7 @@ async def thumbnail(name: str, item_id: str, request: Request) -> Response:
             raise ApiError(404, "not_found", f"item {item_id!r} has no stored image or PDF page to preview",
                            field="id")
         return _render(file, kind or "image", int(payload.get("page") or 1),
-                       float(payload.get("video_start") or 0.0))
+                       float(payload.get("video_start") or 0.0), max_pixels=state.settings.max_image_pixels)
 
     return Response(await _worker(state, run), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=300"})
@@ -425,7 +552,9 @@ def _video_frame(path: Path, at: float) -> Any:
         return first.to_image()
 
 
-def _render(path: Path, kind: str, page: int, at: float = 0.0) -> bytes:
+def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: int) -> bytes:
+    """A JPEG preview; the stored file is measured before it is decoded (``max_image_pixels``), and a PDF
+    page is rendered at thumbnail scale, whatever size the page claims."""
     from PIL import Image
 
     if kind == "video":
@@ -433,17 +562,36 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0) -> bytes:
     elif kind == "pdf":
         import pypdfium2 as pdfium
 
-        pdf = pdfium.PdfDocument(str(path))
+        try:
+            pdf = pdfium.PdfDocument(str(path))
+        except pdfium.PdfiumError as e:
+            raise ApiError(422, "unrenderable", f"the stored PDF cannot be opened ({e})", field="id") from None
         try:
             n = len(pdf)
             pg = pdf[min(max(page, 1), n) - 1]
-            im = pg.render().to_pil()  # scale 1: 72 dpi, the thumbnail is shrunk below anyway
+            w, h = pg.get_size()
+            scale = min(1.0, 2 * _THUMB_PX / max(w, h, 1.0))
+            render: Any = pg.render  # pypdfium2 annotates scale as int; it takes any float
+            im = render(scale=scale).to_pil()
         finally:
             pdf.close()
     else:
-        with Image.open(path) as src:
-            src.draft("RGB", (_THUMB_PX, _THUMB_PX))
-            im = src.convert("RGB")
+        from omniret.api.inputs import InputRefused
+
+        try:
+            w, h = image_size(path.read_bytes())
+        except InputRefused as e:
+            raise ApiError(422, "unrenderable", f"the stored image cannot be previewed: {e}", field="id") from None
+        if w * h > max_pixels:
+            raise ApiError(422, "unrenderable", f"the stored image is {w}x{h} = {w * h} pixels, over the limit "
+                           f"of {max_pixels} (max_image_pixels)", field="id")
+        try:
+            with Image.open(path) as src:
+                src.draft("RGB", (_THUMB_PX, _THUMB_PX))
+                im = src.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ApiError(422, "unrenderable", f"the stored image cannot be decoded ({type(e).__name__})",
+                           field="id") from None
     im.thumbnail((_THUMB_PX, _THUMB_PX))
     buf = io.BytesIO()
     im.convert("RGB").save(buf, format="JPEG", quality=80)

@@ -6,10 +6,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from omniret.settings import Settings
 
 app = typer.Typer(
     name="omniret",
@@ -28,8 +31,10 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_W
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Embedding model: registry name, hub id or path "
                                                                   "(default: OMNIRET_EMBED_MODEL).")]
 RerankerOpt = Annotated[str | None, typer.Option("--reranker", help="Reranker: registry name, hub id or path.")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available).")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: OMNIRET_DEVICE, else cuda "
+                                                                "if available).")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: "
+                                                              "OMNIRET_DTYPE).")]
 InstructionOpt = Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction (queries).")]
 DimOpt = Annotated[int | None, typer.Option("--dim", help="Matryoshka dimension (a prefix, re-normalised).")]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Collections folder (default: $OMNIRET_HOME/collections).")]
@@ -39,6 +44,26 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+def cli_settings() -> Settings:
+    """The settings for this command, built once at the edge (``OMNIRET_*`` environment, config file) and
+    passed down: library code reads none of its own."""
+    from omniret.settings import get_settings
+
+    return get_settings()
+
+
+def debug_enabled() -> bool:
+    """The ``debug`` setting (``OMNIRET_DEBUG=1`` or ``debug = true`` in the config file). The variable is
+    read first and directly: it must work when building the settings is what failed."""
+    raw = os.environ.get("OMNIRET_DEBUG")
+    if raw is not None:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        return cli_settings().debug
+    except Exception:  # noqa: BLE001 - broken settings are the error being reported, not a second one
+        return False
 
 
 def fail(message: str, hint: str | None = None) -> NoReturn:
@@ -64,7 +89,7 @@ def run() -> None:
     """Run the app; omniret's own errors print one line unless OMNIRET_DEBUG=1."""
     from omniret.errors import OmniretError
 
-    debug = os.environ.get("OMNIRET_DEBUG", "").lower() in {"1", "true", "yes"}
+    debug = debug_enabled()
     try:
         app()
     except (OmniretError, FileNotFoundError) as e:
@@ -86,7 +111,7 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except (OmniretError, FileNotFoundError) as e:
-            if os.environ.get("OMNIRET_DEBUG", "").lower() in {"1", "true", "yes"}:
+            if debug_enabled():
                 raise
             fail(str(e), hint="set OMNIRET_DEBUG=1 for the traceback")
 

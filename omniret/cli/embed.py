@@ -16,6 +16,7 @@ from omniret.cli._app import (
     InstructionOpt,
     ModelOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -63,7 +64,6 @@ def embed(
     from omniret.base.media import pdf_page_items
     from omniret.embed import load_embedder
     from omniret.errors import ItemFailure
-    from omniret.settings import get_settings
 
     items: list[dict[str, Any]] = [{"text": t, "id": f"text:{i}"} for i, t in enumerate(text or [])]
     for p in image or []:
@@ -80,8 +80,9 @@ def embed(
     if output.suffix not in {".npy", ".jsonl"}:
         fail(f"--out {output}: use a .npy or .jsonl file name")
 
-    settings = get_settings()
-    embedder = load_embedder(model or settings.embed_model, device=device, dtype=dtype)
+    settings = cli_settings()
+    embedder = load_embedder(model or settings.embed_model, device=device or settings.device,
+                             dtype=dtype or settings.dtype)
     vectors: list[Any] = []
     kept: list[dict[str, Any]] = []
     failures: list[ItemFailure] = []

@@ -17,6 +17,7 @@ from omniret.cli._app import (
     ModelOpt,
     RerankerOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -86,9 +87,10 @@ def _progress() -> tuple[Any, Any]:
 
 def _load(model: str | None, reranker: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any]:
     from omniret.embed import load_embedder
-    from omniret.settings import get_settings
 
-    emb = load_embedder(model or get_settings().embed_model, device=device, dtype=dtype)
+    settings = cli_settings()
+    device, dtype = device or settings.device, dtype or settings.dtype
+    emb = load_embedder(model or settings.embed_model, device=device, dtype=dtype)
     rr = None
     if reranker:
         from omniret.rerank import load_reranker

@@ -18,6 +18,7 @@ from omniret.cli._app import (
     RerankerOpt,
     RootOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -59,12 +60,21 @@ def index_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
+    from omniret.errors import CollectionNotFound
     from omniret.index import open_collection
     from omniret.index.ingest import IngestOptions
 
+    settings = cli_settings()
     extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
-    coll = open_collection(collection, root=root, backend=backend, url=qdrant_url, embedder=model, dim=dim,
-                           index=index, funnel_dim=funnel_dim, **extra)
+    kw = dict(root=root or settings.collections_path, backend=backend, url=qdrant_url, dim=dim, index=index,
+              funnel_dim=funnel_dim, device=settings.device, dtype=settings.dtype, **extra)
+    if model is None:  # an existing collection loads its recorded model; a new one the configured default
+        try:
+            coll = open_collection(collection, create=False, **kw)
+        except CollectionNotFound:
+            coll = open_collection(collection, embedder=settings.embed_model, **kw)
+    else:
+        coll = open_collection(collection, embedder=model, **kw)
     try:
         opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                              segment_seconds=segment_seconds, prune=prune,
@@ -120,12 +130,12 @@ def search_cmd(
     if image is not None and not image.is_file():
         fail(f"--image {image}: no such file")
     flt = parse_filter_args(filter) or None
+    settings = cli_settings()
     rr: Any = None
     if not no_rerank:
-        from omniret.settings import get_settings
-
-        rr = reranker or get_settings().rerank_model or None
-    coll = open_collection(collection, root=root, create=False, reranker=rr)
+        rr = reranker or settings.rerank_model or None
+    coll = open_collection(collection, root=root or settings.collections_path, create=False, reranker=rr,
+                           device=settings.device, dtype=settings.dtype)
     try:
         query = Item(text=text or None, image=str(image) if image is not None else None)
         hits = coll.search(query, k=k, filter=flt, rerank=not no_rerank and rr is not None,
@@ -155,7 +165,7 @@ def collections_list(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     """List the collections under the root."""
     from omniret.index import list_collections
 
-    rows = list_collections(root)
+    rows = list_collections(root or cli_settings().collections_path)
     if json_out:
         console.print_json(json.dumps(rows))
         return
@@ -174,12 +184,12 @@ def collections_list(root: RootOpt = None, json_out: JsonOpt = False) -> None:
 def _manifest(name: str, root: Path | None) -> dict[str, Any]:
     from omniret.index import list_collections
 
-    for r in list_collections(root):
+    for r in list_collections(root or cli_settings().collections_path):
         if r["name"] == name:
             return r
-    from omniret.errors import CollectionError
+    from omniret.errors import CollectionNotFound
 
-    raise CollectionError(f"no collection {name!r}; see `omniret collections list`")
+    raise CollectionNotFound(f"no collection {name!r}; see `omniret collections list`")
 
 
 @collections_app.command("info")
@@ -216,5 +226,5 @@ def collections_delete(name: Annotated[str, typer.Argument(help="Collection name
     m = _manifest(name, root)
     if not yes and not typer.confirm(f"delete collection {name!r} ({m.get('model')}, {m['path']})?"):
         raise typer.Exit(1)
-    delete_collection(name, root)
+    delete_collection(name, root or cli_settings().collections_path)
     console.print(f"deleted {name}")

@@ -17,6 +17,7 @@ from omniret.cli._app import (
     InstructionOpt,
     JsonOpt,
     app,
+    cli_settings,
     console,
     err_console,
     fail,
@@ -83,7 +84,6 @@ def rerank(
     """Rerank candidates (a JSONL file of items: text, image, video, any mix) against a query."""
     from omniret.cli.embed import read_items_jsonl
     from omniret.rerank import load_reranker
-    from omniret.settings import get_settings
 
     if query is None and query_image is None and query_video is None:
         fail("no query", hint='omniret rerank --query "a cat" --docs docs.jsonl')
@@ -92,7 +92,7 @@ def rerank(
     model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     items = read_items_jsonl(docs)
     q = _query_item(query, query_image, query_video)
-    settings = get_settings()
+    settings = cli_settings()
     name = model or settings.rerank_model
     if not name:
         fail("no reranker configured", hint="omniret rerank --reranker Qwen/Qwen3-VL-Reranker-2B ...")

@@ -16,6 +16,7 @@ from omniret.cli._app import (
     RootOpt,
     app,
     console,
+    err_console,
     fail,
     handles_errors,
 )
@@ -23,7 +24,8 @@ from omniret.cli._app import (
 
 def settings_env(*, host: str | None, port: int | None, model: str | None, reranker: str | None,
                  no_reranker: bool, root: str | None, api_keys: list[str] | None, device: str | None,
-                 dtype: str | None, micro_batching: bool | None, qdrant_url: str | None = None) -> dict[str, str]:
+                 dtype: str | None, micro_batching: bool | None, qdrant_url: str | None = None,
+                 cors_origins: list[str] | None = None) -> dict[str, str]:
     """``OMNIRET_*`` variables for the given options: the app (and every uvicorn worker) reads them."""
     env: dict[str, str] = {}
     pairs = {"HOST": host, "PORT": port, "EMBED_MODEL": model, "COLLECTIONS_ROOT": root, "DEVICE": device,
@@ -39,7 +41,24 @@ def settings_env(*, host: str | None, port: int | None, model: str | None, reran
         env["OMNIRET_API_KEYS"] = json.dumps(api_keys)
     if micro_batching is not None:
         env["OMNIRET_MICRO_BATCHING"] = "true" if micro_batching else "false"
+    if cors_origins:
+        env["OMNIRET_CORS_ORIGINS"] = json.dumps(cors_origins)
     return env
+
+
+def cors_origins_or_none(origins: list[str] | None) -> list[str] | None:
+    """The ``--cors-origin`` values, each checked to be an origin (scheme://host[:port], or ``*``)."""
+    if not origins:
+        return None
+    import re
+
+    from omniret.errors import ConfigError
+
+    for o in origins:
+        if o != "*" and not re.fullmatch(r"https?://[^/\s]+", o):
+            raise ConfigError(f"--cors-origin {o!r}: give an origin like https://app.example.com (scheme and "
+                              "host, no path) or *")
+    return list(origins)
 
 
 @app.command()
@@ -56,6 +75,9 @@ def serve(
                                                                         "with backend 'qdrant'.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Require this Bearer key (repeatable; "
                                                                         "default: OMNIRET_API_KEYS).")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Let a browser app on this origin "
+                                                                             "call the API (repeatable; default: "
+                                                                             "OMNIRET_CORS_ORIGINS, none).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes; each loads its own models.")] = 1,
     micro_batching: Annotated[bool | None, typer.Option("--micro-batching/--no-micro-batching",
                                                         help="Merge concurrent requests into model batches.")] = None,
@@ -71,11 +93,13 @@ def serve(
     os.environ.update(settings_env(host=host, port=port, model=model, reranker=reranker, no_reranker=no_reranker,
                                    root=str(root) if root is not None else None, api_keys=api_key,
                                    device=device, dtype=dtype, micro_batching=micro_batching,
-                                   qdrant_url=qdrant_url))
+                                   qdrant_url=qdrant_url, cors_origins=cors_origins_or_none(cors_origin)))
     settings = get_settings()  # validates the options before any model loads
-    if settings.host not in {"127.0.0.1", "localhost", "::1"} and not settings.api_keys:
-        console.print(f"[yellow]warning:[/] serving on {settings.host} without API keys; anyone who can reach "
-                      "the port can use it (add --api-key)", highlight=False)
+    warning = settings.exposure_warning()
+    if warning:
+        err_console.rule("[bold red]WARNING", style="red")
+        err_console.print(f"[bold red]{warning}[/]", highlight=False)
+        err_console.rule(style="red")
     if workers > 1 and not settings.embed_model:
         fail("--workers needs a model name or path every worker can load", hint="omniret serve --model minilm")
     console.print(f"omniret serving {settings.embed_model} on http://{settings.host}:{settings.port} "

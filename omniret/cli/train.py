@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from omniret.cli._app import DeviceOpt, RerankerOpt, app, console, err_console, handles_errors, renamed
+from omniret.cli._app import (
+    DeviceOpt,
+    RerankerOpt,
+    app,
+    cli_settings,
+    console,
+    err_console,
+    handles_errors,
+    renamed,
+)
 
 train_app = typer.Typer(help="Fine-tune embedders and rerankers: contrastive, reranker, distillation stages.",
                         no_args_is_help=True)
@@ -52,6 +61,8 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
 
     flags["matryoshka_dims"] = _dims(flags.pop("matryoshka_dims"))
     cfg = load_config(config, stage=stage, **flags)
+    if cfg.device is None and (device := cli_settings().device):  # flag > config file > OMNIRET_DEVICE
+        cfg = cfg.model_copy(update={"device": device})
     summary = train(cfg)
     summary.pop("history", None)
     console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
@@ -140,6 +151,7 @@ def mine(
 
     examples = load_examples(data)
     items = load_corpus(corpus)
+    device = device or cli_settings().device
     embedder = load_embedder(model, device=device)
     rr = None
     if reranker is not None:
