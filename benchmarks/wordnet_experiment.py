@@ -123,7 +123,7 @@ def main() -> None:
         + ("" if a.rerank_epochs == 1 else f"-{a.rerank_epochs}ep")
     rerank_common = common.replace("--epochs 1", f"--epochs {a.rerank_epochs}")
     rr, dist = w / f"reranker{suffix}", w / f"distilled{suffix}"
-    times["rerank"] = sh(f"{omniret} train rerank --model minilm --data {w}/mined.jsonl --out {rr} "
+    times["rerank"] = sh(f"{omniret} train rerank --reranker minilm --data {w}/mined.jsonl --out {rr} "
                          f"{rerank_common} --lr {a.rerank_lr} --hard-negatives 1 --loss {a.rerank_loss}", rr / "omniret.json")
     tag = f"{a.rerank_loss}, {a.rerank_epochs} epoch{'s' if a.rerank_epochs > 1 else ''}"
     results[f"(r) pretrained top-20 reranked by the trained cross-encoder ({tag})"] = scores(

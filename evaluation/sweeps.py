@@ -170,7 +170,7 @@ def _embed(embedder: Embedder, items: list[Item], instruction: str | None, batch
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def _rerank_depths(reranker: Reranker, queries: Mapping[str, Item], corpus: Mapping[str, Item],
+def _rerank_depths(reranker: Reranker | None, queries: Mapping[str, Item], corpus: Mapping[str, Item],
                    first: dict[str, list[str]], tops: list[int], instruction: str | None,
                    progress: Progress | None, dim: int) -> dict[int, tuple[dict[str, list[str]], float]]:
     """For each depth: the rankings (reranked head + first-stage tail) and rerank ms per query."""
@@ -180,6 +180,8 @@ def _rerank_depths(reranker: Reranker, queries: Mapping[str, Item], corpus: Mapp
     done_depth = 0
     for top in tops:
         if top > done_depth:
+            if reranker is None:  # check_config refuses this first
+                raise ConfigError(f"rerank depth {top} needs a reranker")
             for i, (q, ids) in enumerate(first.items()):
                 todo = ids[done_depth:top]
                 if todo:

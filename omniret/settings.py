@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -52,10 +52,10 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             raise ConfigError(f"config file {path}: cannot parse ({e})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: expected a table of settings, got {type(data).__name__}")
-        data = data.get("omniret", data)
-        if not isinstance(data, dict):
+        table: Any = cast(dict[str, Any], data).get("omniret", data)
+        if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: [omniret] must be a table of settings")
-        out = {str(k).lower(): v for k, v in data.items()}
+        out = {str(k).lower(): v for k, v in cast(dict[Any, Any], table).items()}
         known = set(self.settings_cls.model_fields)
         unknown = sorted(set(out) - known)
         if unknown:
@@ -68,11 +68,12 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 
 def _toml_loads(text: str) -> dict[str, Any]:
     """TOML with the standard library on Python 3.11+, the ``tomli`` backport (a dependency there) on 3.10."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
-    return tomllib.loads(text)
+    import importlib
+
+    # imported by name: a type check on 3.10 rules need not have the backport installed to read this
+    toml: Any = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    data: dict[str, Any] = toml.loads(text)
+    return data
 
 
 class _ApiKeyAliasSource(PydanticBaseSettingsSource):
@@ -104,9 +105,12 @@ def _key_list(raw: str, name: str) -> list[str]:
             value = json.loads(text)
         except ValueError as e:
             raise ConfigError(f"{name}: not a JSON list of keys ({e})") from e
-        if not isinstance(value, list) or not all(isinstance(k, str) and k for k in value):
+        if not isinstance(value, list):
             raise ConfigError(f"{name}: expected a JSON list of non-empty strings")
-        return value
+        keys = cast(list[Any], value)
+        if not all(isinstance(k, str) and k for k in keys):
+            raise ConfigError(f"{name}: expected a JSON list of non-empty strings")
+        return [str(k) for k in keys]
     return [text]
 
 
@@ -126,14 +130,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OMNIRET_", extra="ignore", validate_default=True)
 
     home: Path = Field(default_factory=default_home, description="Where collections and caches live.")
-    embed_model: str = Field("Qwen/Qwen3-VL-Embedding-2B", description="Default embedding model (name or path).")
-    rerank_model: str | None = Field("Qwen/Qwen3-VL-Reranker-2B", description="Default reranker; empty for none.")
-    device: str | None = Field(None, description="torch device; default cuda when available, else cpu.")
-    dtype: str | None = Field(None, description="torch dtype; default bfloat16 on GPU, float32 on CPU.")
-    max_batch_tokens: int = Field(16384, gt=0, description="Token budget of one model batch.")
-    max_batch_items: int = Field(64, gt=0, description="Most items in one model batch.")
-    allow_remote_urls: bool = Field(False, description="Fetch http(s) media URLs (off: SSRF safety).")
-    debug: bool = Field(False, description="Show tracebacks in the CLI (OMNIRET_DEBUG=1).")
+    embed_model: str = Field(default="Qwen/Qwen3-VL-Embedding-2B", description="Default embedding model (name or path).")
+    rerank_model: str | None = Field(default="Qwen/Qwen3-VL-Reranker-2B", description="Default reranker; empty for none.")
+    device: str | None = Field(default=None, description="torch device; default cuda when available, else cpu.")
+    dtype: str | None = Field(default=None, description="torch dtype; default bfloat16 on GPU, float32 on CPU.")
+    max_batch_tokens: int = Field(default=16384, gt=0, description="Token budget of one model batch.")
+    max_batch_items: int = Field(default=64, gt=0, description="Most items in one model batch.")
+    allow_remote_urls: bool = Field(default=False, description="Fetch http(s) media URLs (off: SSRF safety).")
+    debug: bool = Field(default=False, description="Show tracebacks in the CLI (OMNIRET_DEBUG=1).")
 
     # Service (omniret serve)
     host: str = "127.0.0.1"
@@ -143,14 +147,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to call the API "
                                                                       "(CORS, e.g. [\"https://app.example\"]); "
                                                                       "empty: off.")
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    max_items_per_request: int = Field(256, gt=0)
-    max_image_pixels: int = Field(64 * 1024 * 1024, gt=0, description="Refuse larger images (decompression bombs).")
-    max_video_seconds: float = Field(600.0, gt=0)
-    max_text_chars: int = Field(100_000, gt=0, description="Longest text per item, in characters (413 above "
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_items_per_request: int = Field(default=256, gt=0)
+    max_image_pixels: int = Field(default=64 * 1024 * 1024, gt=0, description="Refuse larger images (decompression bombs).")
+    max_video_seconds: float = Field(default=600.0, gt=0)
+    max_text_chars: int = Field(default=100_000, gt=0, description="Longest text per item, in characters (413 above "
                                                            "it; text is cut to what the model reads first).")
-    allow_local_paths: bool = Field(False, description="Let API requests name server-side files.")
-    batch_wait_ms: float = Field(5.0, ge=0, description="Micro-batching: longest wait to fill a batch.")
+    allow_local_paths: bool = Field(default=False, description="Let API requests name server-side files.")
+    batch_wait_ms: float = Field(default=5.0, ge=0, description="Micro-batching: longest wait to fill a batch.")
     micro_batching: bool = True
     collections_root: Path | None = Field(default=None, description="Collections folder served by the API "
                                                             "(default: home/collections).")

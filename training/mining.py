@@ -73,7 +73,7 @@ def mine_hard_negatives(examples: Sequence[TrainExample], corpus: Sequence[Item]
     return out
 
 
-def _filter(reranker: Reranker | None, ex: TrainExample, cands: list[Item], max_score: float | None,
+def _filter(reranker: Reranker, ex: TrainExample, cands: list[Item], max_score: float | None,
             ratio: float | None) -> list[Item]:
     if not cands:
         return cands

@@ -96,7 +96,11 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
 
 @train_app.command("rerank")
 @handles_errors
-def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
+def train_rerank(config: ConfigOpt = None,
+                 model: Annotated[str | None, typer.Option("--reranker", help="Reranker checkpoint dir or registry "
+                                                                             "name to train.")] = None,
+                 old_model: Annotated[str | None, typer.Option("--model", "-m", hidden=True)] = None,
+                 data: DataOpt = None, out: OutOpt = None,
                  epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                  lr: LrOpt = None, hard_negatives: HardNegOpt = None, lora: LoraOpt = None,
                  resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
@@ -104,6 +108,8 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  loss: Annotated[str | None, typer.Option("--loss", help="pointwise, listwise or both.")] = None,
                  ) -> None:
     """Reranker stage: yes/no loss (Qwen3-VL, Qwen3-Reranker) or a sentence-transformers CrossEncoder."""
+    # -m is the embedding model in every command; this one used to take the reranker under --model/-m
+    model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length)
     _run("rerank", kw.pop("config"), rerank_loss=loss, **kw)
