@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omniret.api.metrics import Metrics
 from omniret.embed.matryoshka import truncate
 from omniret.embed.protocol import Embedder, EmbedResult
 from omniret.errors import ItemFailure

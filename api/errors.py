@@ -26,6 +26,7 @@ from omniret.errors import (
     ItemError,
     ModelLoadError,
     OmniretError,
+    SearchModeError,
     StoreError,
 )
 
@@ -107,6 +108,8 @@ def from_omniret(e: OmniretError) -> ApiError:
         return ApiError(400, "invalid_collection", str(e), field="name")
     if isinstance(e, FilterError):
         return ApiError(400, "invalid_request", str(e), field="filter")
+    if isinstance(e, SearchModeError):
+        return ApiError(400, "invalid_request", str(e), field=e.field)
     if isinstance(e, ConfigError):
         return ApiError(400, "invalid_request", str(e))
     if isinstance(e, ModelLoadError):

@@ -183,7 +183,10 @@ class CreateCollection(BaseModel):
 class AddItems(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[Any] = Field(..., description="Strings or MediaItem objects (with an optional id and metadata).")
+    items: list[Any] = Field(..., description="Strings or MediaItem objects with optional metadata; an item "
+                                              "without an id gets one from its content (the same content "
+                                              "twice is one item). Reserved metadata keys: text, image, "
+                                              "video, video_start, video_end, kind, path, source, sha256.")
     on_error: Literal["raise", "skip"] = "raise"
 
 
@@ -204,11 +207,23 @@ class SearchRequest(BaseModel):
     rerank: bool | None = Field(None, description="Rerank the candidates (default: when a reranker is served).")
     candidates: int = Field(100, ge=1, le=10000)
     rerank_top: int | None = Field(None, ge=1)
+    # plain strings, checked by the route, so a bad value is a 400 naming the field like other search errors
+    mode: str = Field("dense", description="First stage: dense (vectors), lexical (BM25 over the items' text) "
+                                           "or hybrid (both, fused).",
+                      json_schema_extra={"enum": ["dense", "lexical", "hybrid"]})
+    fusion: str = Field("rrf", description="Hybrid fusion: rrf (reciprocal rank, k=60) or weighted "
+                                           "(min-max-normalised scores mixed by alpha).",
+                        json_schema_extra={"enum": ["rrf", "weighted"]})
+    alpha: float | None = Field(None, description="Weighted fusion: the dense side's weight in [0, 1] "
+                                                  "(default 0.5).")
 
 
 class HitOut(BaseModel):
     id: str
-    score: float
+    score: float = Field(..., description="The first-stage score the hit was ranked by (dense, lexical or fused).")
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    fused_score: float | None = None
     rerank_score: float | None = None
     payload: dict[str, Any] = {}
     thumbnail: str | None = Field(None, description="URL of a small preview, when the source is servable.")

@@ -53,7 +53,7 @@ class TokenCounter:
         else:
             tok = self._tokenizer()
             texts = [t for it in items for t in it.texts]
-            lengths = iter([len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]] if texts else [])
+            lengths = iter([len(ids) for ids in tok(texts, add_special_tokens=True, verbose=False)["input_ids"]] if texts else [])
             per_item = [sum(next(lengths) for _ in it.texts) for it in items]
         if self.max_tokens is not None:
             per_item = [min(n, self.max_tokens) for n in per_item]
@@ -65,7 +65,7 @@ class TokenCounter:
         if self._proto is None:
             words = text.split()
             return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
-        enc = self._tokenizer()(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self._tokenizer()(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= max_tokens:
             return text

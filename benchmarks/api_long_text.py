@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from omniret.embed.protocol import Embedder
+
 
 def _rss_mb() -> float:
     with open("/proc/self/status", encoding="ascii") as f:
@@ -29,7 +31,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def run_once(emb: object, text: str, cut: bool) -> tuple[float, float, float, np.ndarray]:
+def run_once(emb: Embedder, text: str, cut: bool) -> tuple[float, float, float, np.ndarray]:
     """(long request s, one-word request s during it, RSS growth MB, vector) for one fresh app."""
     import omniret.api.inputs as inputs
     from omniret.api import create_app
@@ -45,13 +47,14 @@ def run_once(emb: object, text: str, cut: bool) -> tuple[float, float, float, np
         with BackgroundServer(create_app(settings, embedder=emb)) as srv:
             rss0 = _rss_mb()
             peak = [rss0]
-            out: dict[str, object] = {}
+            long_s: list[float] = []
+            vec: list[np.ndarray] = []
 
             def long_request() -> None:
                 t = time.perf_counter()
                 r = httpx.post(srv.url + "/v1/embeddings", json={"input": text}, timeout=600)
-                out["long_s"] = time.perf_counter() - t
-                out["vec"] = np.array(r.json()["data"][0]["embedding"], dtype=np.float32)
+                long_s.append(time.perf_counter() - t)
+                vec.append(np.array(r.json()["data"][0]["embedding"], dtype=np.float32))
 
             th = threading.Thread(target=long_request)
             th.start()
@@ -62,7 +65,7 @@ def run_once(emb: object, text: str, cut: bool) -> tuple[float, float, float, np
             while th.is_alive():
                 peak.append(_rss_mb())
                 th.join(0.02)
-            return float(out["long_s"]), short_s, max(peak) - rss0, out["vec"]  # type: ignore[return-value]
+            return long_s[0], short_s, max(peak) - rss0, vec[0]
     finally:
         inputs.CHARS_PER_TOKEN_BOUND = bound
 

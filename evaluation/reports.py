@@ -89,7 +89,7 @@ def timing_columns(runs: Sequence[RunResult]) -> list[str]:
 
 
 #: settings shown as table columns, in this order, when any run has them
-SETTING_COLUMNS = ("task", "dim", "rerank_top", "backend", "index")
+SETTING_COLUMNS = ("task", "dim", "mode", "fusion", "alpha", "rerank_top", "backend", "index")
 
 
 def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
@@ -127,21 +127,24 @@ def markdown_report(runs: Sequence[RunResult], *, title: str | None = None, comm
 
 
 def plot_dims(runs: Sequence[RunResult], path: str | Path, *, metric: str, title: str | None = None) -> Path:
-    """Score against Matryoshka dim, one line per rerank depth (Agg backend: no display needed)."""
+    """Score against Matryoshka dim, one line per first-stage mode and rerank depth (Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[int, list[tuple[int, float]]] = {}
+    series: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for r in runs:
         if "dim" in r.settings and metric in r.metrics:
-            series.setdefault(int(r.settings.get("rerank_top", 0)), []).append(
-                (int(r.settings["dim"]), float(r.metrics[metric])))
+            key = (str(r.settings.get("mode", "")), int(r.settings.get("rerank_top", 0)))
+            series.setdefault(key, []).append((int(r.settings["dim"]), float(r.metrics[metric])))
+    several_modes = len({m for m, _ in series}) > 1
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for top, pts in sorted(series.items()):
+    for (mode, top), pts in sorted(series.items()):
         pts.sort()
         label = "first stage" if top == 0 else f"+ rerank top {top}"
+        if several_modes:
+            label = f"{mode}: {label}"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     dims = sorted({p[0] for pts in series.values() for p in pts})
     if len(dims) > 1 and dims[-1] / max(dims[0], 1) >= 4:

@@ -1,7 +1,7 @@
 """Vector stores (FAISS, Qdrant), ingestion, collections and two-stage search.
 
 ``open_collection`` is the entry point: it picks the store from its arguments, records the model, and
-returns a ``Collection`` that adds files or items and searches them. Heavy modules (faiss, qdrant-client,
+returns a ``Collection`` that adds files or items and searches them (dense, lexical or hybrid). Heavy modules (faiss, qdrant-client,
 torch) load on first use, so importing ``omniret.index`` is cheap.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from omniret.index.protocol import VectorStore
+from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
 
 _LAZY = {
     "FaissStore": "omniret.index.faiss_store",
@@ -22,9 +22,11 @@ _LAZY = {
     "Searcher": "omniret.index.searcher",
     "IngestReport": "omniret.index.ingest",
     "Filter": "omniret.index.filters",
+    "Analyzer": "omniret.index.lexical",
+    "first_stage": "omniret.index.searcher",
 }
 
-__all__ = ["VectorStore", *_LAZY]
+__all__ = ["VectorStore", "LexicalStore", "HybridStore", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

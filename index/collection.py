@@ -4,6 +4,11 @@ A collection lives in ``<root>/<name>/`` (root defaults to ``$OMNIRET_HOME/colle
 ``collection.json`` (model name, dim, instruction, backend, index type, created time), the FAISS
 folder or Qdrant local-mode folder, and the ingestion ledger. Opening it with another model or dim is a
 ``CollectionError``; opening it without a model loads the recorded one.
+
+Every collection also keeps a lexical (BM25) index of its items' text beside the vectors, with the
+analyser recorded in the manifest (``lexical``), so ``search(mode="lexical" | "hybrid")`` works on it.
+A FAISS collection made before the lexical index gets it built from the stored payload text the first
+time it is opened (resumable, with a progress bar).
 """
 
 from __future__ import annotations
@@ -221,6 +226,25 @@ class Collection:
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         return self.store.get(ids)
 
+    def build_lexical(self, *, progress: bool = True, console: Any = None) -> int:
+        """Build the lexical index of a collection made before it existed, from the stored payload text.
+
+        Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
+        """
+        if getattr(self.store, "lexical_ready", True) or self.manifest.get("backend") == "qdrant":
+            return 0  # an older Qdrant collection cannot gain a sparse vector; its lexical searches say so
+        if not progress:
+            return int(self.store.build_lexical())
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("building the lexical index of {task.fields[name]}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), console=console or Console(stderr=True),
+                       transient=True)
+        with bar:
+            task = bar.add_task("lexical", total=None, name=self.name)
+            return int(self.store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
+
     # -- reading -----------------------------------------------------------------------------------
     def searcher(self, reranker: Reranker | None = None) -> Searcher:
         return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
@@ -228,14 +252,18 @@ class Collection:
 
     def search(self, query: Any, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None,
-               funnel: bool | None = None) -> list[Hit]:
+               funnel: bool | None = None, mode: str = "dense", fusion: str = "rrf",
+               alpha: float | None = None) -> list[Hit]:
         """Two-stage search (see ``Searcher``); ``query`` is text, an ``Item`` or a reference dict.
 
-        ``funnel``: None uses the collection's funnel when it was created with ``funnel_dim``; True requires
-        it; False searches at full dim only.
+        ``mode``: ``"dense"`` (default: vectors only, as before), ``"lexical"`` (BM25 over the items' text)
+        or ``"hybrid"`` (both, fused by ``fusion`` = ``"rrf"`` (k=60) or ``"weighted"`` with ``alpha``, the
+        dense side's weight in [0, 1]). ``funnel``: None uses the collection's funnel when it was created
+        with ``funnel_dim``; True requires it; False searches at full dim only.
         """
         return self.searcher().search(query, k, filter=filter, candidates=candidates, rerank_top=rerank_top,
-                                      rerank=rerank, instruction=instruction, funnel=funnel)
+                                      rerank=rerank, instruction=instruction, funnel=funnel, mode=mode,
+                                      fusion=fusion, alpha=alpha)
 
     def close(self) -> None:
         self.store.close()
@@ -268,7 +296,8 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                     dim: int | None = None, reranker: Reranker | str | os.PathLike[str] | None = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
                     funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
-                    dtype: str | None = None, **store_options: Any) -> Collection:
+                    dtype: str | None = None, lexical: dict[str, Any] | None = None, progress: bool = True,
+                    **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -279,10 +308,15 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     ``funnel_dim``: keep a short Matryoshka prefix of that width beside the full vectors for funnel search
     (one of the model's ``dims``, below ``dim``; fixed at creation, recorded in the manifest);
     ``funnel_candidates`` (a store option, default 10) sets the pool as a multiple of ``k``.
+    ``lexical``: analyser settings of the lexical index (``omniret.index.lexical.AnalyzerConfig`` fields:
+    ``language``, ``stopwords``, ``split_identifiers``, ...; fixed at creation, recorded in the manifest).
+    A FAISS collection made before the lexical index gets it built now (``progress``: draw a bar).
     ``device`` / ``dtype``: for the models this call loads by name (default: the loaders' own).
     Errors are typed: ``CollectionNotFound`` (``create=False`` and none there), ``CollectionExists``
     (``exist_ok=False`` and one is there), ``CollectionMismatch`` (another model, dim, backend or index).
     """
+    from omniret.index.lexical import AnalyzerConfig
+
     _check_name(name)
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: choose 'faiss' or 'qdrant'")
@@ -318,6 +352,10 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                                   "or a new collection)")
         if dim is not None and dim != manifest["dim"]:
             raise CollectionMismatch(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
+        if lexical is not None and "lexical" in manifest and \
+                AnalyzerConfig.from_dict(lexical) != AnalyzerConfig.from_dict(manifest["lexical"]):
+            raise CollectionMismatch(f"collection {name!r} was created with lexical analyser {manifest['lexical']}, "
+                                  f"not {lexical} (the analyser is fixed at creation; use a new collection)")
         if funnel_dim is not None and funnel_dim != manifest.get("funnel_dim"):
             raise CollectionMismatch(f"collection {name!r} was created with funnel_dim "
                                   f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
@@ -340,6 +378,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                                  f"dims below dim={dim}: {[d for d in dims if d < dim]}")
         manifest = {"name": name, "model": str(embedder.name), "dim": dim, "instruction": instruction,
                     "funnel_dim": funnel_dim,
+                    "lexical": AnalyzerConfig.from_dict(lexical).to_dict(),
                     "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
                     "modalities": sorted(embedder.modalities),
                     "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -351,13 +390,25 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         from omniret.rerank import load_reranker
 
         reranker = load_reranker(reranker, device=device, dtype=dtype)
+    if "lexical" not in manifest:
+        # made before the lexical index: record the analyser it gets now (the store builds with it)
+        manifest = {**manifest, "lexical": AnalyzerConfig.from_dict(lexical).to_dict()}
+        new_lexical = True
+    else:
+        new_lexical = False
     store = open_store(path, name, manifest, url, store_options, create=new)
-    if new:
+    if new or new_lexical:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, path / MANIFEST)
-    return Collection(name, path, manifest, store, model, reranker)
+    coll = Collection(name, path, manifest, store, model, reranker)
+    try:
+        coll.build_lexical(progress=progress)
+    except BaseException:
+        coll.close()
+        raise
+    return coll
 
 
 def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
@@ -369,13 +420,24 @@ def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None,
 
         if url is not None:
             return QdrantStore(name, dim=manifest["dim"], url=url, options=opts, create=create,  # type: ignore[arg-type]
-                               funnel_dim=manifest.get("funnel_dim"))
+                               funnel_dim=manifest.get("funnel_dim"), lexical=manifest.get("lexical"))
         return QdrantStore(name, dim=manifest["dim"], path=path / "qdrant", options=opts, create=create,  # type: ignore[arg-type]
-                           funnel_dim=manifest.get("funnel_dim"))
+                           funnel_dim=manifest.get("funnel_dim"), lexical=manifest.get("lexical"))
     from omniret.index.faiss_store import FaissStore
 
     return FaissStore(path / "faiss", dim=manifest["dim"], index=manifest.get("index", "flat"),
-                      options=opts, create=True, funnel_dim=manifest.get("funnel_dim"))  # type: ignore[arg-type]
+                      options=opts, create=True, funnel_dim=manifest.get("funnel_dim"),  # type: ignore[arg-type]
+                      lexical=manifest.get("lexical"))
+
+
+def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
+    """The store of an existing collection, opened without loading its model (admin commands)."""
+    _check_name(name)
+    path = _root(root) / name
+    manifest = _read_manifest(path)
+    if manifest is None:
+        raise CollectionNotFound(f"no collection {name!r} in {path.parent}")
+    return open_store(path, name, manifest, manifest.get("url"), {}, create=False)
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

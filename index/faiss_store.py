@@ -15,6 +15,12 @@ index over each vector's first ``funnel_dim`` components, re-normalised (``funne
 SQLite like the main file). A funnel search scans that short index for ``k * funnel_candidates``
 candidates (filters applied there, so ``k`` is honoured) and re-scores them at full dim from the float32
 vectors SQLite already holds: one batched read per query batch, scores are exact full-dim inner products.
+
+Lexical index: an FTS5 table ``lex`` in the same database, one row per item that has text (rowid = the
+item's fid), holding the analysed terms (``omniret.index.lexical``) and ranked by FTS5's ``bm25()``. It is
+written in the same transaction as the item rows, so ``kill -9`` can never leave the two out of step.
+A store made before the lexical index existed gets it from the stored payload text by
+``build_lexical`` (resumable: each batch commits, and a rerun picks up the items still missing).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
@@ -34,12 +40,15 @@ import numpy as np
 from omniret.embed.matryoshka import truncate
 from omniret.errors import ConfigError, DimensionError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_sql
+from omniret.index.lexical import Analyzer, AnalyzerConfig, fts_match, payload_text
 from omniret.index.protocol import check_funnel_dim, check_search, check_upsert, funnel_pool
 from omniret.types import Hit
 
 IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]
 INDEX_KINDS = ("flat", "hnsw", "ivfpq", "sq8")
 _SQL_CHUNK = 900
+#: items per committed batch when ``build_lexical`` fills the FTS5 table of an older store
+LEXICAL_BUILD_BATCH = 2000
 #: filtered searches over at most this many allowed rows are answered exactly from the stored vectors
 EXACT_FILTER_ROWS = 4096
 
@@ -80,7 +89,8 @@ class FaissStore:
     """A FAISS index plus a SQLite payload/vector store in one folder (see module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, index: IndexKind = "flat",
-                 options: FaissOptions | None = None, create: bool = True, funnel_dim: int | None = None) -> None:
+                 options: FaissOptions | None = None, create: bool = True, funnel_dim: int | None = None,
+                 lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
         import faiss
 
         # faiss's SWIG stubs do not describe its Python API (downcast_index, SearchParameters*): use it untyped
@@ -104,6 +114,9 @@ class FaissStore:
             self._db.execute("CREATE TABLE IF NOT EXISTS items (fid INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "id TEXT NOT NULL UNIQUE, vector BLOB NOT NULL, payload TEXT NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            # analysed terms only: the analyser already split and folded them, unicode61 keeps them whole
+            self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS lex USING fts5(terms, "
+                             "tokenize='unicode61 remove_diacritics 0')")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the SQLite store {db_path}: {e}") from e
         self._closed = False
@@ -132,7 +145,11 @@ class FaissStore:
             self.options = {**_DEFAULTS, **(options or {})}
             self._set_meta({"dim": str(self.dim), "index": self.kind,
                             "options": json.dumps({k: v for k, v in (options or {}).items()}),
-                            "generation": "0", "funnel_dim": str(self.funnel_dim or "")})
+                            "generation": "0", "funnel_dim": str(self.funnel_dim or ""),
+                            "lexical": json.dumps(AnalyzerConfig.from_dict(lexical).to_dict()),
+                            "lexical_ready": "1"})
+            meta = self._meta()
+        self._init_lexical(meta, lexical)
         if self.kind == "ivfpq":
             self._check_pq()
         gpu = self.options.get("gpu")
@@ -145,6 +162,113 @@ class FaissStore:
         self._funnel: Any = None
         self._index = self._load_or_rebuild()
         self._funnel = self._load_or_rebuild_funnel() if self.funnel_dim else None
+
+    # -- lexical (FTS5) index ---------------------------------------------------------------------
+    def _init_lexical(self, meta: dict[str, str], lexical: Mapping[str, Any] | AnalyzerConfig | None) -> None:
+        """Load the recorded analyser; a store from before the lexical index records one, to be built."""
+        where = f"FAISS store {self.path}: lexical"
+        if "lexical" in meta:
+            config = AnalyzerConfig.from_dict(json.loads(meta["lexical"]), where=where)
+            if lexical is not None and AnalyzerConfig.from_dict(lexical, where=where) != config:
+                raise ConfigError(f"{where}: the store was created with analyser {config.to_dict()}; the "
+                                  "analyser is fixed at creation (use a new collection to change it)")
+            self.lexical_ready = meta.get("lexical_ready") == "1"
+        else:
+            config = AnalyzerConfig.from_dict(lexical, where=where)
+            has_items = self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+            self.lexical_ready = not has_items
+            self._set_meta({"lexical": json.dumps(config.to_dict()), "lexical_ready": "1" if not has_items else "0"})
+        self.analyzer = Analyzer(config)
+
+    def _terms(self, payloads: Sequence[dict[str, Any]]) -> list[str]:
+        """Each payload's analysed terms as one space-separated string ("" when it has no text)."""
+        return [" ".join(self.analyzer.tokens(payload_text(p))) for p in payloads]
+
+    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Fill the lexical index from the stored payload text (stores made before it existed).
+
+        Resumable: each batch of ``LEXICAL_BUILD_BATCH`` items commits with the position reached, so a
+        killed build continues where it stopped. ``progress(done, total)`` is called after each batch.
+        Returns how many items got a lexical entry.
+        """
+        with self._lock:
+            self._check_open()
+            if self.lexical_ready:
+                return 0
+            meta = self._meta()
+            upto = int(meta.get("lexical_upto") or 0)
+            total = int(self._db.execute("SELECT COUNT(*) FROM items WHERE fid > ?", (upto,)).fetchone()[0])
+            done = added = 0
+            while True:
+                rows = self._db.execute("SELECT fid, payload FROM items WHERE fid > ? ORDER BY fid LIMIT ?",
+                                        (upto, LEXICAL_BUILD_BATCH)).fetchall()
+                if not rows:
+                    break
+                terms = self._terms([json.loads(r[1]) for r in rows])
+                fids = [r[0] for r in rows]
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany("DELETE FROM lex WHERE rowid = ?", [(f,) for f in fids])
+                    new = [(f, t) for f, t in zip(fids, terms, strict=True) if t]
+                    self._db.executemany("INSERT INTO lex (rowid, terms) VALUES (?, ?)", new)
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('lexical_upto', ?)", (str(fids[-1]),))
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as e:
+                    self._rollback()
+                    raise StoreError(f"building the lexical index of {self.path} failed: {e}") from e
+                upto, done, added = fids[-1], done + len(rows), added + len(new)
+                if progress is not None:
+                    progress(done, total)
+            self._set_meta({"lexical_ready": "1"})
+            self.lexical_ready = True
+            return added
+
+    def lexical_search(self, texts: Sequence[str], k: int, filter: Filter | None = None,  # noqa: A002
+                       ) -> list[list[Hit]]:
+        """Best ``k`` items per query text by BM25 over the analysed terms (FTS5 ``bm25()``, negated so
+        that higher is better); ``filter`` as in ``search``. A query without index terms finds nothing."""
+        if k <= 0:
+            raise ConfigError(f"k must be > 0, got {k}")
+        conds = parse_filter(filter)
+        where, params = to_sql(conds) if conds else ("1", [])
+        out: list[list[Hit]] = []
+        with self._lock:
+            self._check_open()
+            if not self.lexical_ready:
+                raise StoreError(f"the lexical index of {self.path} is not built yet (the store predates it); "
+                                 "open the collection with open_collection(...) or run `omniret collections "
+                                 "build-lexical NAME` to build it")
+            for text in texts:
+                terms = self.analyzer.query_terms(text)
+                if not terms:
+                    out.append([])
+                    continue
+                sql = "SELECT rowid, bm25(lex) FROM lex WHERE lex MATCH ?"
+                args: list[Any] = [fts_match(terms)]
+                if conds:
+                    sql += f" AND rowid IN (SELECT fid FROM items WHERE {where})"
+                    args += params
+                try:
+                    rows = self._db.execute(sql + " ORDER BY bm25(lex) LIMIT ?", [*args, k]).fetchall()
+                except sqlite3.Error as e:
+                    raise StoreError(f"lexical search in {self.path} failed: {e}") from e
+                scores = np.asarray([[-r[1] for r in rows]], dtype=np.float64)
+                fids = np.asarray([[r[0] for r in rows]], dtype=np.int64)
+                out.append(self._hits(scores, fids, k)[0] if rows else [])
+        return out
+
+    def lexical_count(self) -> int:
+        """How many items have a lexical entry (items without text have none)."""
+        with self._lock:
+            self._check_open()
+            return int(self._db.execute("SELECT COUNT(*) FROM lex").fetchone()[0])
+
+    def lexical_ids(self) -> list[str]:
+        """The ids of the items that have a lexical entry."""
+        with self._lock:
+            self._check_open()
+            return [r[0] for r in self._db.execute(
+                "SELECT items.id FROM lex JOIN items ON items.fid = lex.rowid ORDER BY items.fid")]
 
     # -- SQLite helpers --------------------------------------------------------------------------
     def _meta(self) -> dict[str, str]:
@@ -367,14 +491,18 @@ class FaissStore:
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
         if not ids:
             return
+        terms = self._terms(pls)
         with self._lock:
             self._check_open()
             with self._write(f"upsert of {len(ids)} items"):
                 old = self._fids_of(ids)
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
+                self._db.executemany("DELETE FROM lex WHERE rowid = ?", [(f,) for f in old.values()])
                 new = [self._db.execute("INSERT INTO items (id, vector, payload) VALUES (?, ?, ?)",
                                         (i, v.tobytes(), json.dumps(p, ensure_ascii=False))).lastrowid
                        for i, v, p in zip(ids, m, pls, strict=True)]
+                self._db.executemany("INSERT INTO lex (rowid, terms) VALUES (?, ?)",
+                                     [(f, t) for f, t in zip(new, terms, strict=True) if t])
             new_fids = np.asarray(new, dtype=np.int64)
             if not self._remove_fids(list(old.values())):
                 self._add(new_fids, m)
@@ -392,6 +520,7 @@ class FaissStore:
             with self._write(f"delete of {len(ids)} items"):
                 old = self._fids_of(ids)
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
+                self._db.executemany("DELETE FROM lex WHERE rowid = ?", [(f,) for f in old.values()])
             self._remove_fids(list(old.values()))
             self._funnel_update(list(old.values()), np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
             self._changes += len(old)
@@ -559,7 +688,8 @@ class FaissStore:
     def info(self) -> dict[str, Any]:
         """Backend facts for ``Collection.info()``."""
         return {"backend": "faiss", "index": self.kind, "exact": self.exact, "dim": self.dim,
-                "funnel_dim": self.funnel_dim,
+                "funnel_dim": self.funnel_dim, "lexical": self.analyzer.config.to_dict(),
+                "lexical_ready": self.lexical_ready,
                 "path": str(self.path), "gpu": self._gpu_res is not None,
                 "options": {k: v for k, v in self.options.items() if k != "gpu"}}
 

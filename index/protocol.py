@@ -47,6 +47,30 @@ class VectorStore(Protocol):
         ...
 
 
+@runtime_checkable
+class LexicalStore(Protocol):
+    """A store that also keeps a BM25 index of its items' text (both built-in stores do).
+
+    ``lexical_search`` analyses each query text with the store's recorded analyser and returns the best
+    ``k`` items by BM25 (higher is better), ``filter`` as in ``search``; ``lexical_count`` is how many items
+    have a lexical entry (items without text have none).
+    """
+
+    def lexical_search(self, texts: Sequence[str], k: int, filter: dict[str, Any] | None = None  # noqa: A002
+                       ) -> list[list[Hit]]: ...
+
+    def lexical_count(self) -> int: ...
+
+
+@runtime_checkable
+class HybridStore(Protocol):
+    """A store that fuses its dense and lexical lists itself (Qdrant's Query API)."""
+
+    def hybrid_search(self, vectors: np.ndarray, texts: Sequence[str], k: int,
+                      filter: dict[str, Any] | None = None, *, depth: int | None = None,  # noqa: A002
+                      fusion: str = "rrf", alpha: float = 0.5, funnel: bool | None = None) -> list[list[Hit]]: ...
+
+
 def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
     """Vectors as a C-contiguous float32 ``(n, dim)`` matrix; ``DimensionError`` names expected and got."""
     from omniret.errors import DimensionError, StoreError

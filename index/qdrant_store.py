@@ -11,6 +11,17 @@ Funnel search (``funnel_dim``): the collection then has two named vectors, ``ful
 re-normalised ``funnel_dim`` prefix). A funnel query prefetches ``k * funnel_candidates`` points on
 ``short`` and re-scores them on ``full`` in one ``query_points`` call (Qdrant propagates the filter into
 the prefetch), so hits carry full-dim scores, as the FAISS store's funnel does.
+
+Lexical index: each point whose payload has text also carries a sparse vector ``bm25`` (BM25 term-frequency
+weights of the analysed terms, ``omniret.index.lexical``; the collection's sparse config has
+``Modifier.IDF``, so Qdrant supplies the IDF), written by the same upsert as the dense vector. The analyser
+is recorded in the collection's metadata. Hybrid search (``hybrid_search``) is one ``query_batch_points``
+call: per query the dense and the sparse list (for each hit's own scores) and, for ``fusion="rrf"``,
+Qdrant's server-side fusion of the two as prefetches (``RrfQuery`` with ``k + 1``: Qdrant counts ranks
+from 0, omniret from 1, so the scores equal ``omniret.index.fusion.rrf``). ``fusion="weighted"`` is fused
+client-side from the two lists (the Query API has no score-normalising fusion). A collection made before
+the lexical index cannot gain a sparse vector (Qdrant does not add vector names to a collection): lexical
+and hybrid searches then say to re-index into a new collection.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -27,6 +38,14 @@ import numpy as np
 from omniret.embed.matryoshka import truncate
 from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_qdrant
+from omniret.index.fusion import RRF_K, fuse
+from omniret.index.lexical import (
+    Analyzer,
+    AnalyzerConfig,
+    bm25_doc_vector,
+    bm25_query_vector,
+    payload_text,
+)
 from omniret.index.protocol import (
     RESERVED_PREFIX,
     check_funnel_dim,
@@ -40,6 +59,8 @@ ID_KEY = f"{RESERVED_PREFIX}_id"
 _NAMESPACE = uuid.UUID("5b0f8d2e-6a53-4c1f-9d7e-6f6d6e697265")
 #: named vectors of a collection with a funnel
 FULL, SHORT = "full", "short"
+#: the sparse (BM25) vector of a point, and the collection-metadata key of its analyser
+SPARSE, META_KEY = "bm25", "omniret_lexical"
 
 
 class QdrantOptions(TypedDict, total=False):
@@ -65,7 +86,8 @@ class QdrantStore:
     """A Qdrant collection behind the ``VectorStore`` protocol (see module docstring)."""
 
     def __init__(self, name: str, *, dim: int | None = None, path: str | Path | None = None, url: str | None = None,
-                 options: QdrantOptions | None = None, create: bool = True, funnel_dim: int | None = None) -> None:
+                 options: QdrantOptions | None = None, create: bool = True, funnel_dim: int | None = None,
+                 lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
         if (path is None) == (url is None):
             raise ConfigError("QdrantStore takes exactly one of path= (embedded local mode) or url= (server)")
         unknown = set(options or {}) - set(QdrantOptions.__annotations__)
@@ -97,9 +119,18 @@ class QdrantStore:
             raise StoreError(f"cannot open Qdrant at {self.location}: {type(e).__name__}: {e}") from e
         if exists:
             try:
-                params = self._client.get_collection(name).config.params.vectors
+                config = self._client.get_collection(name).config
+                params = config.params.vectors
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"Qdrant collection {name!r}: cannot read its config: {e}") from e
+            self.lexical_ready = SPARSE in (config.params.sparse_vectors or {})
+            stored = (getattr(config, "metadata", None) or {}).get(META_KEY)
+            where = f"Qdrant collection {name!r}: lexical"
+            lex_config = AnalyzerConfig.from_dict(stored if stored is not None else lexical, where=where)
+            if stored is not None and lexical is not None and AnalyzerConfig.from_dict(lexical, where=where) != lex_config:
+                self._client.close()
+                raise ConfigError(f"{where}: the collection was created with analyser {lex_config.to_dict()}; "
+                                  "the analyser is fixed at creation (use a new collection to change it)")
             if isinstance(params, dict):
                 size = int(params[FULL].size)
                 stored_funnel = int(params[SHORT].size) if SHORT in params else None
@@ -127,6 +158,12 @@ class QdrantStore:
                 self._client.close()
                 raise
             self._named = self.funnel_dim is not None
+            try:
+                lex_config = AnalyzerConfig.from_dict(lexical, where=f"Qdrant collection {name!r}: lexical")
+            except ConfigError:
+                self._client.close()
+                raise
+            self.lexical_ready = True
             cfg = {k: self.options[k] for k in ("shard_number", "replication_factor",  # type: ignore[literal-required]
                                                 "write_consistency_factor") if k in self.options}
             full = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
@@ -136,7 +173,11 @@ class QdrantStore:
                 vectors = {FULL: full, SHORT: models.VectorParams(size=self.funnel_dim,
                                                                   distance=models.Distance.COSINE)}
             self._call("create collection", "create_collection", collection_name=name, vectors_config=vectors,
-                       **cfg)
+                       sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                       metadata={META_KEY: lex_config.to_dict()}, **cfg)
+        self.analyzer = Analyzer(lex_config)
+        #: the dense vector's name ("" is Qdrant's unnamed default vector)
+        self._dense = FULL if self._named else ""
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
@@ -157,9 +198,15 @@ class QdrantStore:
         models = self._models
         short = truncate(m, self.funnel_dim) if self.funnel_dim is not None else None
         for s in range(0, len(ids), self._batch):
-            vecs: list[Any] = m[s:s + self._batch].tolist()
+            vecs: list[dict[str, Any]] = [{self._dense: v} for v in m[s:s + self._batch].tolist()]
             if short is not None:
-                vecs = [{FULL: v, SHORT: sv} for v, sv in zip(vecs, short[s:s + self._batch].tolist(), strict=True)]
+                for v, sv in zip(vecs, short[s:s + self._batch].tolist(), strict=True):
+                    v[SHORT] = sv
+            if self.lexical_ready:
+                for v, p in zip(vecs, pls[s:s + self._batch], strict=True):
+                    idx, val = bm25_doc_vector(self.analyzer.tokens(payload_text(p)), self.analyzer.config)
+                    if idx:
+                        v[SPARSE] = models.SparseVector(indices=idx, values=val)
             points = [models.PointStruct(id=point_id(i), vector=v, payload={**p, ID_KEY: i})
                       for i, v, p in zip(ids[s:s + self._batch], vecs, pls[s:s + self._batch], strict=True)]
             self._call("upsert", "upsert", collection_name=self.name, points=points, wait=True)
@@ -192,6 +239,122 @@ class QdrantStore:
                              requests=requests)
         return [[self._hit(p) for p in r.points] for r in results]
 
+    # -- lexical and hybrid ----------------------------------------------------------------------
+    def _check_lexical(self) -> None:
+        if not self.lexical_ready:
+            raise ConfigError(f"lexical search: Qdrant collection {self.name!r} was made before omniret's lexical "
+                              f"index and has no "
+                             f"sparse vector {SPARSE!r} (Qdrant cannot add one to an existing collection); "
+                             "re-index its sources into a new collection for lexical or hybrid search")
+
+    def _sparse_query(self, text: str) -> Any:
+        idx, val = bm25_query_vector(self.analyzer.query_terms(text))
+        return self._models.SparseVector(indices=idx, values=val) if idx else None
+
+    def _dense_request(self, row: np.ndarray, k: int, qf: Any, funnel: bool | None) -> Any:
+        models = self._models
+        if self.funnel_dim is not None and funnel is not False:
+            pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
+            sq = truncate(row[None, :], self.funnel_dim)[0]
+            return models.QueryRequest(prefetch=models.Prefetch(query=sq.tolist(), using=SHORT, limit=pool, filter=qf),
+                                       query=row.tolist(), using=FULL, limit=k, filter=qf, with_payload=True)
+        return models.QueryRequest(query=row.tolist(), using=FULL if self._named else None, limit=k, filter=qf,
+                                   with_payload=True)
+
+    def lexical_search(self, texts: Sequence[str], k: int, filter: Filter | None = None,  # noqa: A002
+                       ) -> list[list[Hit]]:
+        """Best ``k`` points per query text by BM25 (sparse dot product with Qdrant's IDF)."""
+        if k <= 0:
+            raise ConfigError(f"k must be > 0, got {k}")
+        self._check_lexical()
+        qf = to_qdrant(parse_filter(filter))
+        sparse = [self._sparse_query(t) for t in texts]
+        requests = [self._models.QueryRequest(query=sq, using=SPARSE, limit=k, filter=qf, with_payload=True)
+                    for sq in sparse if sq is not None]
+        results = iter(self._call("lexical search", "query_batch_points", collection_name=self.name,
+                                  requests=requests) if requests else [])
+        return [[self._hit(p) for p in next(results).points] if sq is not None else [] for sq in sparse]
+
+    def hybrid_search(self, vectors: np.ndarray, texts: Sequence[str], k: int, filter: Filter | None = None,  # noqa: A002
+                      *, depth: int | None = None, fusion: str = "rrf", alpha: float = 0.5,
+                      funnel: bool | None = None) -> list[list[Hit]]:
+        """Dense and lexical lists (``depth`` each, default ``k``) fused into ``k`` hits, in one round trip.
+
+        ``rrf`` is fused by Qdrant (prefetch both, ``RrfQuery``); each hit also gets its side scores from
+        the two lists fetched in the same call. ``weighted`` is fused client-side (see module docstring).
+        """
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"Qdrant collection {self.name!r}", create_hint="vector")
+        if len(texts) != len(q):
+            raise ConfigError(f"hybrid search: {len(q)} query vectors but {len(texts)} query texts")
+        self._check_lexical()
+        models = self._models
+        depth = max(depth or k, k)
+        qf = to_qdrant(parse_filter(filter))
+        requests: list[Any] = []
+        plan: list[tuple[int, int, int]] = []  # per query: positions of dense, sparse, fused (-1: none)
+        for row, text in zip(q, texts, strict=True):
+            dense = self._dense_request(row, depth, qf, funnel)
+            sq = self._sparse_query(text)
+            d_at, s_at, f_at = len(requests), -1, -1
+            requests.append(dense)
+            if sq is not None:
+                s_at = len(requests)
+                requests.append(models.QueryRequest(query=sq, using=SPARSE, limit=depth, filter=qf, with_payload=True))
+                if fusion == "rrf":
+                    f_at = len(requests)
+                    prefetch = [models.Prefetch(query=dense.query, using=dense.using, prefetch=dense.prefetch,
+                                                limit=depth, filter=qf),
+                                models.Prefetch(query=sq, using=SPARSE, limit=depth, filter=qf)]
+                    # Qdrant ranks from 0 (1 / (k + rank0)); k + 1 gives omniret's 1 / (k + rank1)
+                    requests.append(models.QueryRequest(prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K + 1)),
+                                                        limit=k, filter=qf, with_payload=True))
+            plan.append((d_at, s_at, f_at))
+        results = self._call("hybrid search", "query_batch_points", collection_name=self.name, requests=requests)
+        out: list[list[Hit]] = []
+        for d_at, s_at, f_at in plan:
+            dense_hits = [self._hit(p) for p in results[d_at].points]
+            lex_hits = [self._hit(p) for p in results[s_at].points] if s_at >= 0 else []
+            if f_at < 0:
+                out.append(fuse(dense_hits, lex_hits, k, fusion=fusion, alpha=alpha))
+                continue
+            dense_s = {h.id: h.score for h in dense_hits}
+            lex_s = {h.id: h.score for h in lex_hits}
+            fused = []
+            for p in results[f_at].points:
+                h = self._hit(p)
+                h.fused_score = h.score
+                h.dense_score, h.lexical_score = dense_s.get(h.id), lex_s.get(h.id)
+                fused.append(h)
+            out.append(fused)
+        return out
+
+    def lexical_count(self) -> int:
+        """How many points carry a sparse (lexical) vector."""
+        if not self.lexical_ready:
+            return 0
+        flt = self._models.Filter(must=[self._models.HasVectorCondition(has_vector=SPARSE)])
+        return int(self._call("count", "count", collection_name=self.name, count_filter=flt, exact=True).count)
+
+    def lexical_ids(self) -> list[str]:
+        """The ids of the points that carry a sparse (lexical) vector."""
+        if not self.lexical_ready:
+            return []
+        flt = self._models.Filter(must=[self._models.HasVectorCondition(has_vector=SPARSE)])
+        out: list[str] = []
+        offset = None
+        while True:
+            pts, offset = self._call("scroll", "scroll", collection_name=self.name, scroll_filter=flt, limit=1024,
+                                     offset=offset, with_payload=[ID_KEY], with_vectors=False)
+            out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
+            if offset is None:
+                return out
+
+    def build_lexical(self, progress: Any = None) -> int:
+        """Nothing to build: new collections index text on upsert, and an older one cannot gain a sparse
+        vector (its lexical and hybrid searches say how to re-index); returns 0."""
+        return 0
+
     @staticmethod
     def _hit(p: Any) -> Hit:
         payload = dict(p.payload or {})
@@ -203,12 +366,12 @@ class QdrantStore:
         if not ids:
             return []
         pts = self._call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
-                         with_payload=True, with_vectors=[FULL] if self._named else True)
+                         with_payload=True, with_vectors=[self._dense] if self.lexical_ready or self._named else True)
         found = {}
         for p in pts:
             payload = dict(p.payload or {})
             item_id = payload.pop(ID_KEY, str(p.id))
-            vec = p.vector[FULL] if isinstance(p.vector, dict) else p.vector
+            vec = p.vector[self._dense] if isinstance(p.vector, dict) else p.vector
             found[item_id] = {"id": item_id, "payload": payload, "vector": np.asarray(vec, dtype=np.float32)}
         return [found.get(i) for i in ids]
 
@@ -228,6 +391,7 @@ class QdrantStore:
 
     def info(self) -> dict[str, Any]:
         return {"backend": "qdrant", "index": "qdrant", "dim": self.dim, "funnel_dim": self.funnel_dim,
+                "lexical": self.analyzer.config.to_dict(), "lexical_ready": self.lexical_ready,
                 "location": self.location,
                 "options": {k: v for k, v in self.options.items() if k != "api_key"}}
 

@@ -1,4 +1,7 @@
-"""``Searcher``: two-stage search. Embed the query, take ``candidates`` from the store, rerank the best.
+"""``Searcher``: two-stage search. Take ``candidates`` from the store, rerank the best.
+
+The first stage is dense (embed the query, nearest vectors), lexical (BM25 over the analysed text) or
+hybrid (both, fused: ``omniret.index.fusion``); ``first_stage`` is that step alone, shared with evaluation.
 
 Stage two needs the documents themselves, so they are rebuilt from the stored payloads (chunk text,
 image path, PDF page, video span): ingestion stores enough to do that.
@@ -6,16 +9,76 @@ image path, PDF page, video span): ingestion stores enough to do that.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from omniret.embed.protocol import Embedder
-from omniret.errors import ConfigError, ItemError
+from omniret.errors import ConfigError, ItemError, SearchModeError
 from omniret.index.filters import Filter
-from omniret.index.protocol import VectorStore
+from omniret.index.fusion import check_fusion, check_mode, check_query_text, fuse, tag
+from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
 from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item, ItemLike
+
+
+def query_text(item: Item) -> str:
+    """The text a query offers the lexical side (its text parts joined)."""
+    return " ".join(t for t in item.texts if t)
+
+
+def _lexical(store: VectorStore, mode: str) -> LexicalStore:
+    if not isinstance(store, LexicalStore):
+        raise SearchModeError(f"mode={mode!r}: this store ({type(store).__name__}) has no lexical index; use "
+                              "mode='dense'")
+    return store
+
+
+def _no_text(store: VectorStore, lex: LexicalStore, mode: str) -> None:
+    """Raise when an empty lexical answer is because no stored item has text (an empty store is fine)."""
+    if lex.lexical_count() == 0 and store.count() > 0:
+        raise SearchModeError(f"mode={mode!r}: no item in this collection has text (title, caption or text in its "
+                              "payload), so there is no lexical index to search; use mode='dense'")
+
+
+def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[str], k: int, *,
+                filter: Filter | None = None, mode: str = "dense", fusion: str = "rrf",  # noqa: A002
+                alpha: float = 0.5, depth: int | None = None, funnel: bool | None = None) -> list[list[Hit]]:
+    """First-stage hits per query: ``k`` each, by ``mode``; hybrid fuses ``depth`` (default ``k``) per side.
+
+    ``vectors`` are the embedded queries (needed for dense and hybrid), ``texts`` the query texts (lexical
+    and hybrid). Hits carry ``dense_score`` / ``lexical_score`` / ``fused_score`` as they apply.
+    """
+    mode = check_mode(mode)
+    fusion, alpha = check_fusion(fusion, alpha)
+    extra = {"funnel": funnel} if funnel is not None else {}
+    if mode == "dense":
+        if vectors is None:
+            raise ConfigError("mode='dense' needs query vectors")
+        return [tag(h, "dense") for h in store.search(vectors, k, filter=filter, **extra)]
+    lex = _lexical(store, mode)
+    for t in texts:
+        check_query_text(mode, t)
+    if mode == "lexical":
+        out = [tag(h, "lexical") for h in lex.lexical_search(texts, k, filter=filter)]
+        if not any(out):
+            _no_text(store, lex, mode)
+        return out
+    if vectors is None:
+        raise ConfigError("mode='hybrid' needs query vectors")
+    depth = max(depth or k, k)
+    if isinstance(store, HybridStore):
+        out = store.hybrid_search(vectors, texts, k, filter=filter, depth=depth, fusion=fusion, alpha=alpha,
+                                  funnel=funnel)
+        if all(h.lexical_score is None for hits in out for h in hits):
+            _no_text(store, lex, mode)
+        return out
+    dense = store.search(vectors, depth, filter=filter, **extra)
+    lexical = lex.lexical_search(texts, depth, filter=filter)
+    if not any(lexical):
+        _no_text(store, lex, mode)
+    return [fuse(d, lx, k, fusion=fusion, alpha=alpha) for d, lx in zip(dense, lexical, strict=True)]
 
 
 def item_from_payload(payload: dict[str, Any], modalities: frozenset[str] | set[str]) -> Item | None:
@@ -72,22 +135,29 @@ class Searcher:
 
     def search(self, query_item: ItemLike, k: int = 10, filter: Filter | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, *, rerank: bool | None = None,
-               instruction: str | None = None, funnel: bool | None = None) -> list[Hit]:
-        """Hits for one query: reranked ones first (by rerank score), then the rest by vector score.
+               instruction: str | None = None, funnel: bool | None = None, mode: str = "dense",
+               fusion: str = "rrf", alpha: float | None = None) -> list[Hit]:
+        """Hits for one query: reranked ones first (by rerank score), then the rest by first-stage score.
 
         ``rerank``: None reranks when a reranker is set, False never, True requires one. ``funnel`` goes
-        to the store (None: its default; see ``FaissStore.search``).
+        to the store (None: its default; see ``FaissStore.search``). ``mode``: ``dense``, ``lexical`` or
+        ``hybrid`` (each side takes ``candidates``, fused by ``fusion`` = ``rrf`` or ``weighted`` with
+        ``alpha``, the dense weight in [0, 1]); see ``omniret.index.fusion``.
         """
         if k <= 0:
             raise ConfigError(f"k must be > 0, got {k}")
+        mode = check_mode(mode)
+        fusion, alpha_ = check_fusion(fusion, alpha)
         if rerank and self.reranker is None:
             raise ConfigError("rerank=True but this searcher has no reranker; pass reranker= (e.g. "
                               "load_reranker('Qwen/Qwen3-VL-Reranker-2B'))")
         reranker = self.reranker if rerank is not False else None
         n_cand = max(k, candidates) if reranker is not None else k
-        q = self.embed_query(query_item, instruction)
-        extra = {"funnel": funnel} if funnel is not None else {}
-        hits = self.store.search(q, n_cand, filter=filter, **extra)[0]
+        text = query_text(Item.coerce(query_item, index=0))
+        check_query_text(mode, text)
+        q = self.embed_query(query_item, instruction) if mode != "lexical" else None
+        hits = first_stage(self.store, q, [text], n_cand, filter=filter, mode=mode, fusion=fusion, alpha=alpha_,
+                           depth=max(n_cand, candidates), funnel=funnel)[0]
         if reranker is None or not hits:
             return hits[:k]
         top = min(rerank_top if rerank_top is not None else min(candidates, 50), len(hits))

@@ -21,6 +21,15 @@ class FilterError(ConfigError):
     """A search filter is malformed (names the filter key and what is allowed)."""
 
 
+class SearchModeError(ConfigError):
+    """A search's first stage cannot run as asked: unknown ``mode`` or ``fusion``, ``alpha`` outside [0, 1], a
+    lexical query without text, or a collection whose items have no text. ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str = "mode") -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ModelLoadError(OmniretError, ValueError):
     """A checkpoint cannot be loaded as the kind of model that was asked for."""
 
@@ -109,3 +118,7 @@ class CollectionExists(CollectionError):
 
 class CollectionMismatch(CollectionError):
     """A collection is opened with another model, dimension, backend or index than it was built with."""
+
+
+class DistributedError(OmniretError, RuntimeError):
+    """A distributed run lost a rank (killed, hung past the timeout, network gone) or cannot form."""

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(default=256, gt=0)
     max_image_pixels: int = Field(default=64 * 1024 * 1024, gt=0, description="Refuse larger images (decompression bombs).")
     max_video_seconds: float = Field(default=600.0, gt=0)
-    max_text_chars: int = Field(default=100_000, gt=0, description="Longest text per item, in characters (413 above "
+    max_text_chars: int = Field(default=100_000, gt=0, description="Longest text per item, in characters (400 above "
                                                            "it; text is cut to what the model reads first).")
     allow_local_paths: bool = Field(default=False, description="Let API requests name server-side files.")
     batch_wait_ms: float = Field(default=5.0, ge=0, description="Micro-batching: longest wait to fill a batch.")

@@ -158,8 +158,11 @@ ItemLike = Item | str | dict[str, Any]
 class Hit:
     """One search result: the stored item's id, its scores and its payload.
 
-    ``score`` is the first-stage (vector) similarity; ``rerank_score`` the cross-encoder's relevance in
-    [0, 1] when the hit was reranked. The payload holds the source location (``source``, ``page``,
+    ``score`` is the first-stage score the hit was ranked by: the vector similarity (``mode="dense"``), the
+    BM25 score (``"lexical"``) or the fused score (``"hybrid"``). ``dense_score`` / ``lexical_score`` are
+    that side's own score (None when the side did not return the hit), ``fused_score`` the hybrid score,
+    ``rerank_score`` the cross-encoder's relevance in [0, 1] when the hit was reranked. The payload holds
+    the source location (``source``, ``page``,
     ``chunk``, ``start``/``end`` seconds for video) and whatever metadata the item carried.
     """
 
@@ -167,10 +170,13 @@ class Hit:
     score: float
     payload: dict[str, Any] = field(default_factory=dict[str, Any])
     rerank_score: float | None = None
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    fused_score: float | None = None
 
     @property
     def final_score(self) -> float:
-        """The score the hit is ordered by: the reranker's when present, else the vector score."""
+        """The score the hit is ordered by: the reranker's when present, else the first-stage score."""
         return self.rerank_score if self.rerank_score is not None else self.score
 
     def to_dict(self) -> dict[str, Any]:

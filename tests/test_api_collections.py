@@ -55,6 +55,7 @@ def test_cli_indexed_collection_is_served(client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     hits = r.json()["hits"]
     assert len(hits) == 3 and hits[0]["payload"]["source"] == "faiss.md"
+    assert all("path" not in h["payload"] for h in hits) and str(SAMPLES) not in r.text  # no server paths
     assert hits[0]["rerank_score"] is None and hits[0]["thumbnail"] is None and r.json()["reranked"] is False
     # a text chunk has nothing to preview, and nothing outside the collection's storage is rendered
     r = client.get(f"/v1/collections/samples/items/{quote(hits[0]['id'], safe='')}/thumbnail")

@@ -59,12 +59,30 @@ class TrainConfig(BaseModel):
     teacher_temperature: float = 1.0
     student_temperature: float = 0.05
     device: str | None = None
+    #: data-parallel runs (torchrun / accelerate launch): the examples per optimiser step over all ranks;
+    #: None = batch_size per rank. Fixed across world sizes, so a run resumes on any number of ranks.
+    global_batch_size: int | None = None
+    #: score each query against the whole global batch's positives and negatives (None: on when distributed)
+    gather_negatives: bool | None = None
+    #: seconds a collective may wait for a silent rank before the run fails
+    dist_timeout: float = 1800.0
+    #: FSDP2 full sharding of the tower (bf16 mixed precision on GPU)
+    fsdp: bool = False
+    #: DeepSpeed JSON config for the sentence-transformers (Hugging Face) trainer
+    deepspeed: Path | None = None
 
     @field_validator("batch_size", "hard_negatives", "lora_r", "log_steps")
     @classmethod
     def _non_negative(cls, v: int) -> int:
         if v < 0:
             raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("dist_timeout")
+    @classmethod
+    def _positive_timeout(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0 seconds")
         return v
 
     @field_validator("matryoshka_dims")

@@ -15,6 +15,7 @@ from typing import Any
 from omniret.errors import ConfigError
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample, load_examples
+from omniret.training.distributed import DistContext
 
 
 def teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
@@ -32,17 +33,86 @@ def teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
     return out
 
 
-def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data`` (or the given examples) and save to ``cfg.out``; returns a summary."""
-    from omniret.registry import detect_arch, resolve
+def _sharded_teacher_logits(teacher: Any, examples: Sequence[TrainExample], k: int,
+                            ctx: DistContext) -> list[list[float]]:
+    """``teacher_logits`` with the examples split over the ranks (rank r scores every world-th one)."""
+    import torch.distributed as tdist
 
-    if examples is None:
-        examples = load_examples(cfg.data)
+    from omniret.training import distributed as dist
+
+    mine = teacher_logits(teacher, examples[ctx.rank::ctx.world_size], k)
+    if not ctx.enabled:
+        return mine
+    parts: list[Any] = [None] * ctx.world_size
+    with dist.collective_errors(ctx, "scoring the examples with the teacher"):
+        tdist.all_gather_object(parts, mine)
+    out: list[list[float]] = [[] for _ in examples]
+    for r, part in enumerate(parts):
+        for j, row in enumerate(part):
+            out[r + j * ctx.world_size] = row
+    return out
+
+
+def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data`` (or the given examples) and save to ``cfg.out``; returns a summary.
+
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every rank runs this: it joins the
+    process group, the ranks check together that each sees the same data and a usable output folder
+    (so a bad launch fails before training, naming the rank), then train data-parallel.
+    """
+    import torch.distributed as tdist
+
+    from omniret.training import distributed as dist
+
+    joined_here = not tdist.is_initialized()
+    ctx = dist.init_distributed(cfg.dist_timeout, cfg.device)
+    try:
+        return _train(cfg.model_copy(update={"device": dist.local_device(ctx, cfg.device)}), examples, ctx)
+    finally:
+        if joined_here:
+            dist.shutdown()
+
+
+def _check_out(cfg: TrainConfig) -> None:
     if cfg.out.exists() and any(p.name != "checkpoints" for p in cfg.out.iterdir()) and not cfg.resume:
         raise ConfigError(f"{cfg.out}: output directory is not empty; pick a new --out or pass --resume")
-    cfg.out.mkdir(parents=True, exist_ok=True)
+
+
+def _fingerprint(examples: Sequence[TrainExample]) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps(ex.to_dict(), sort_keys=True, default=str).encode())
+    return f"{len(examples)} examples, sha256 {digest.hexdigest()[:12]}"
+
+
+def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistContext) -> dict[str, Any]:
+    from omniret.registry import detect_arch, resolve
+    from omniret.training import distributed as dist
+
+    if examples is None:
+        examples = dist.agree(ctx, "loading the training data", lambda: load_examples(cfg.data),
+                              key=lambda exs: _fingerprint(exs) if ctx.enabled else None)
+    dist.agree(ctx, "checking the output directory", lambda: _check_out(cfg))
+    if ctx.enabled:
+        dist.agree(ctx, "planning the batches",
+                   lambda: dist.global_batch_plan(max(cfg.batch_size, 1), ctx.world_size, cfg.global_batch_size))
+        if len(examples) < ctx.world_size:
+            raise ConfigError(f"{len(examples)} training examples cannot be split over {ctx.world_size} ranks")
+    if ctx.is_main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     source, spec = resolve(cfg.model)
     arch = detect_arch(source, spec)
+    if arch in ("qwen3_vl", "qwen3_text"):
+        if cfg.deepspeed is not None:
+            raise ConfigError(f"--deepspeed {cfg.deepspeed}: DeepSpeed runs through the Hugging Face trainer "
+                              "(sentence-transformers models); shard a Qwen3 tower with --fsdp")
+        if cfg.fsdp:
+            raise ConfigError("--fsdp: FSDP2 sharding of Qwen3 towers is not available yet; train data-parallel "
+                              "without it (LoRA and --gradient-checkpointing cut memory)")
     if cfg.stage == "rerank":
         if arch == "qwen3_vl":
             from omniret.training.vl_trainer import train_vl_reranker
@@ -70,7 +140,7 @@ def train(cfg: TrainConfig, examples: Sequence[TrainExample] | None = None) -> d
                 raise ConfigError("distillation needs --teacher (a reranker) or 'scores' in every data line")
             from omniret.rerank import load_reranker
 
-            scores = teacher_logits(load_reranker(cfg.teacher, device=cfg.device), examples, k)
+            scores = _sharded_teacher_logits(load_reranker(cfg.teacher, device=cfg.device), examples, k, ctx)
     if arch == "sentence_transformers":
         from omniret.training.st_trainer import train_st_embedder
 

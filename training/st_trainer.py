@@ -23,6 +23,7 @@ from omniret.errors import ConfigError, ItemError
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
+from omniret.training.distributed import gather_default
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.types import Item
 
@@ -126,19 +127,27 @@ def usable_negatives(examples: Sequence[TrainExample], wanted: int) -> int:
     return min(wanted, have)
 
 
-def _args(cfg: TrainConfig, output_dir: Path, cls: Any) -> Any:
+def _args(cfg: TrainConfig, output_dir: Path, cls: Any, gather: bool = False) -> Any:
     import torch
     from sentence_transformers.base.sampler import BatchSamplers
 
+    from omniret.training import distributed as dist
+
     bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
+    ctx = dist.current_context()
+    per_device, global_batch = dist.global_batch_plan(max(cfg.batch_size, 1), ctx.world_size, cfg.global_batch_size)
+    if ctx.is_main:
+        dist.log_line(dist.announce(ctx, per_device, global_batch, gather))
     return cls(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
+        per_device_train_batch_size=per_device, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
         logging_steps=cfg.log_steps, report_to="none", disable_tqdm=True,
         batch_sampler=BatchSamplers.NO_DUPLICATES, dataloader_drop_last=False,
         use_cpu=(cfg.device == "cpu") or not torch.cuda.is_available(),
+        deepspeed=str(cfg.deepspeed) if cfg.deepspeed else None,
+        **({"fsdp": "full_shard auto_wrap"} if cfg.fsdp else {}),
     )
 
 
@@ -153,13 +162,14 @@ def _progress_callback(total_hint: int) -> Any:
             self.history: list[dict[str, Any]] = []
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.bar = TrainProgress(state.max_steps or total_hint, "training", start=state.global_step)
+            self.bar = TrainProgress(state.max_steps or total_hint, "training", start=state.global_step,
+                                     enabled=state.is_world_process_zero)
             self.bar.__enter__()
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
             if self.bar is not None and logs and "loss" in logs:
                 self.bar.update(state.global_step, loss=float(logs["loss"]),
-                                examples=args.per_device_train_batch_size * args.logging_steps)
+                                examples=args.per_device_train_batch_size * args.world_size * args.logging_steps)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.bar is not None:
@@ -207,6 +217,7 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     full = int(declared)
     dims = loss_dims(cfg.matryoshka_dims, full)
     distill = cfg.stage == "distill"
+    gather = not distill and gather_default(cfg.gather_negatives)
     k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
     dataset = Dataset.from_dict(_columns(examples, k, teacher_scores if distill else None))
     if distill:
@@ -215,22 +226,28 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
                                                if dims else base, kind="distill")
     elif cfg.gradcache_chunk:
         loss = st_losses.CachedMultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature,
-                                                            mini_batch_size=cfg.gradcache_chunk)
+                                                            mini_batch_size=cfg.gradcache_chunk,
+                                                            gather_across_devices=gather)
         if dims:
             loss = st_losses.MatryoshkaLoss(model, loss, dims, matryoshka_weights=cfg.matryoshka_weights)
     else:
-        base = InfoNCELoss(cfg.temperature, cfg.fn_margin)
+        base = InfoNCELoss(cfg.temperature, cfg.fn_margin, gather_across_devices=gather)
         loss = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base)
     ckpt_dir = cfg.out / "checkpoints"
     callback = _progress_callback(math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs))
-    trainer = SentenceTransformerTrainer(model=model, args=_args(cfg, ckpt_dir, SentenceTransformerTrainingArguments),
+    args = _args(cfg, ckpt_dir, SentenceTransformerTrainingArguments, gather)
+    trainer = SentenceTransformerTrainer(model=model, args=args,
                                          train_dataset=dataset, loss=loss, callbacks=[callback])
     result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
-    model.save(str(cfg.out))
-    losses_cfg = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
-    write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
-               losses={type(loss).__name__: _jsonable(losses_cfg)},
-               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k})
+    if trainer.is_world_process_zero():
+        model.save(str(cfg.out))
+        losses_cfg = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
+        write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
+                   losses={type(loss).__name__: _jsonable(losses_cfg)},
+                   extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k,
+                          **_run_record(trainer.args, gather)})
+        _write_history(cfg.out, callback.history)
+    trainer.accelerator.wait_for_everyone()
     return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
             "history": callback.history}
 
@@ -271,13 +288,30 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample]) -> d
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
                                   callbacks=[callback])
     result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
-    model.save_pretrained(str(cfg.out))
-    write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
-               losses={type(loss).__name__: {"mode": cfg.rerank_loss}},
-               extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k},
-               inherit_base=False)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(cfg.out))
+        write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
+                   losses={type(loss).__name__: {"mode": cfg.rerank_loss}},
+                   extra={"steps": int(trainer.state.global_step), "examples": len(examples), "hard_negatives": k,
+                          **_run_record(trainer.args, False)},
+                   inherit_base=False)
+        _write_history(cfg.out, callback.history)
+    trainer.accelerator.wait_for_everyone()
     return {"out": str(cfg.out), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
             "history": callback.history}
+
+
+def _run_record(args: Any, gather: bool) -> dict[str, Any]:
+    """The ``trained`` record's parallelism: Hugging Face's per-device batch times its world size."""
+    return {"world_size": int(args.world_size), "per_device_batch": int(args.per_device_train_batch_size),
+            "global_batch": int(args.per_device_train_batch_size * args.world_size), "gather_negatives": gather}
+
+
+def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    import json
+
+    (out / "train_history.json").write_text(json.dumps({"step": [h["step"] for h in history],
+                                                        "loss": [h["loss"] for h in history]}), encoding="utf-8")
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

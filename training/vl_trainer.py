@@ -20,9 +20,10 @@ left-padded token ids over its base ``Qwen3Model``).
 from __future__ import annotations
 
 import json
-import random
 import shutil
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from omniret.errors import ConfigError, ItemError
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
+from omniret.training.distributed import gather_default
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.training.progress import TrainProgress
 from omniret.training.st_trainer import loss_dims, usable_negatives
@@ -190,12 +192,6 @@ class TextEmbedModel(VLEmbedModel):
         return last_token_pool(hidden, mask).float()
 
 
-def _batches(n: int, size: int, seed: int, epoch: int) -> list[list[int]]:
-    order = list(range(n))
-    random.Random(seed + epoch).shuffle(order)
-    return [order[i:i + size] for i in range(0, n, size)]
-
-
 def _embed(model: TrainableTower, prepared: list[Any], loss_of: Callable[[Any], Any], chunk: int | None) -> float:
     """Forward + backward of one batch; with ``chunk``, GradCache-style so memory holds one chunk."""
     import torch
@@ -225,45 +221,115 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
-         batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]]) -> tuple[int, list[float]]:
+         batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]],
+         gather: bool = False) -> Fit:
     """The shared loop: AdamW with linear warmup/decay, resume from ``out/checkpoints``, progress, saving.
 
     ``batch_loss(indices)`` gives the batch's prepared inputs and the loss of the model's outputs on them.
+    Under ``torch.distributed`` each rank takes its slice of the global batch (``distributed.rank_slice``),
+    gradients are averaged over the ranks, the logged loss is the ranks' mean (the global batch's loss), and
+    rank 0 alone writes checkpoints and draws the progress bar. A checkpoint holds the global step and the
+    global batch, so it resumes on any number of ranks that divides that batch.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    size = max(cfg.batch_size, 1)
-    per_epoch = -(-n_examples // size)
-    total = cfg.max_steps or max(1, int(per_epoch * cfg.epochs))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
+    from omniret.training import distributed as dist
+
+    ctx = dist.current_context()
     ckpt_dir = cfg.out / "checkpoints"
-    step = 0
+    last = None
+    global_batch = cfg.global_batch_size
     if cfg.resume:
         last = _last_checkpoint(ckpt_dir)
         if last is None:
             raise ConfigError(f"--resume: no checkpoint-* folder under {ckpt_dir}; train with --save-steps first")
+        saved = json.loads((last / "state.json").read_text())
+        saved_global = saved.get("global_batch")
+        if saved_global is not None:
+            if global_batch is not None and global_batch != saved_global:
+                raise ConfigError(f"--resume: {last} was trained with global batch {saved_global}, not "
+                                  f"{global_batch}; drop --global-batch-size or pass {saved_global}")
+            global_batch = int(saved_global)
+    per_device, global_batch = dist.global_batch_plan(max(cfg.batch_size, 1), ctx.world_size, global_batch)
+    per_epoch = -(-n_examples // global_batch)
+    total = cfg.max_steps or max(1, int(per_epoch * cfg.epochs))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
+    step = 0
+    if last is not None:
         model.load_trainable_state(torch.load(last / "trainable.pt", weights_only=True))
         opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
         sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
         step = int(json.loads((last / "state.json").read_text())["step"])
+    if ctx.is_main:
+        dist.log_line(dist.announce(ctx, per_device, global_batch, gather))
     history: list[float] = []
-    with TrainProgress(total, f"training {cfg.stage}", start=step) as bar:
+    seconds: list[float] = []
+    batches: list[list[int]] = []
+    batches_epoch = -1
+    with TrainProgress(total, f"training {cfg.stage}", start=step, enabled=ctx.is_main) as bar:
         while step < total:
+            t0 = time.perf_counter()
             epoch, within = divmod(step, per_epoch)
-            idx = _batches(n_examples, size, cfg.seed, epoch)[within]
+            if epoch != batches_epoch:
+                batches, batches_epoch = dist.epoch_batches(n_examples, global_batch, cfg.seed, epoch), epoch
+            idx = dist.rank_slice(batches[within], ctx, batches[0])
             prepared, loss_of = batch_loss(idx)
             opt.zero_grad(set_to_none=True)
-            value = _embed(model, prepared, loss_of, cfg.gradcache_chunk)
+            with dist.collective_errors(ctx, f"step {step + 1}"):
+                value = _embed(model, prepared, loss_of, cfg.gradcache_chunk)
+                dist.allreduce_gradients(model.parameters())
+                value = dist.mean_over_ranks(value)
             opt.step()
             sched.step()
             step += 1
             history.append(value)
-            bar.update(step, loss=value, examples=len(idx))
+            seconds.append(time.perf_counter() - t0)
+            bar.update(step, loss=value, examples=len(idx) * ctx.world_size)
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
-                _save_checkpoint(ckpt_dir / f"checkpoint-{step}", model, opt, sched, step)
-    return step, history
+                if ctx.is_main:
+                    _save_checkpoint(ckpt_dir / f"checkpoint-{step}", model, opt, sched, step,
+                                     {"global_batch": global_batch, "world_size": ctx.world_size})
+                with dist.collective_errors(ctx, f"the checkpoint at step {step}"):
+                    dist.barrier()
+    run = {"world_size": ctx.world_size, "per_device_batch": per_device, "global_batch": global_batch,
+           "gather_negatives": gather}
+    return Fit(step, history, seconds, run)
+
+
+@dataclass
+class Fit:
+    """What ``_fit`` did: the last global step, the loss and wall seconds of each step it took, the run's
+    parallelism (for the ``trained`` record)."""
+
+    step: int
+    losses: list[float]
+    seconds: list[float]
+    run: dict[str, Any]
+
+
+def write_history(out: Path, fit: Fit) -> None:
+    """``out/train_history.json``: the global-batch loss and wall seconds of each optimiser step this run took
+    (a resumed run's first step is the one after its checkpoint)."""
+    first = fit.step - len(fit.losses) + 1
+    (out / "train_history.json").write_text(
+        json.dumps({"step": list(range(first, fit.step + 1)), "loss": fit.losses, "seconds": fit.seconds,
+                    "global_batch": fit.run["global_batch"], "world_size": fit.run["world_size"]}),
+        encoding="utf-8")
+
+
+def _finish(cfg: TrainConfig, model: TrainableTower, write: Callable[[], None], fit: Fit) -> None:
+    """Rank 0 saves the model, its ``omniret.json`` and the loss per step; the other ranks wait until it has."""
+    from omniret.training import distributed as dist
+
+    ctx = dist.current_context()
+    if ctx.is_main:
+        model.save(cfg.out)
+        write()
+        write_history(cfg.out, fit)
+    with dist.collective_errors(ctx, "saving the trained model"):
+        dist.barrier()
 
 
 def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
@@ -278,8 +344,11 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives, 1))
     model = model_cls(cfg)
     dims = loss_dims(cfg.matryoshka_dims, model.dim)
+    # distillation's KL is per query over its own candidates: nothing to gather, the gradient average
+    # alone makes the ranks' step the global batch's step
+    gather = not distill and gather_default(cfg.gather_negatives)
     base = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature) if distill \
-        else InfoNCELoss(cfg.temperature, cfg.fn_margin)
+        else InfoNCELoss(cfg.temperature, cfg.fn_margin, gather_across_devices=gather)
     loss_fn = MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base
 
     def batch_loss(idx: list[int]) -> tuple[list[Any], Callable[[Any], Any]]:
@@ -297,12 +366,12 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
 
         return queries + docs, loss_of
 
-    step, history = _fit(cfg, model, len(examples), batch_loss)
-    model.save(cfg.out)
-    write_meta(cfg.out, model=cfg.model, stage=cfg.stage, dims=dims,
-               losses={type(loss_fn).__name__: {**loss_fn.config}},
-               extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
-                      "gradcache_chunk": cfg.gradcache_chunk})
+    fit = _fit(cfg, model, len(examples), batch_loss, gather)
+    step, history = fit.step, fit.losses
+    _finish(cfg, model, lambda: write_meta(
+        cfg.out, model=cfg.model, stage=cfg.stage, dims=dims, losses={type(loss_fn).__name__: {**loss_fn.config}},
+        extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
+               "gradcache_chunk": cfg.gradcache_chunk, **fit.run}), fit)
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
             "history": history, "model": model}
 
@@ -313,14 +382,15 @@ def train_text_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     return train_vl_embedder(cfg, examples, teacher_scores, model_cls=TextEmbedModel)
 
 
-def _save_checkpoint(path: Path, model: TrainableTower, opt: Any, sched: Any, step: int) -> None:
+def _save_checkpoint(path: Path, model: TrainableTower, opt: Any, sched: Any, step: int,
+                     run: dict[str, Any] | None = None) -> None:
     import torch
 
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model.trainable_state(), path / "trainable.pt")
     torch.save(opt.state_dict(), path / "optimizer.pt")
     torch.save(sched.state_dict(), path / "scheduler.pt")
-    (path / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+    (path / "state.json").write_text(json.dumps({"step": step, **(run or {})}), encoding="utf-8")
 
 
 class VLRerankModel(TrainableTower):
@@ -453,12 +523,12 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
 
         return prepared, loss_of
 
-    step, history = _fit(cfg, model, len(examples), batch_loss)
-    model.save(cfg.out)
-    write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
-               losses={type(loss_fn).__name__: {**loss_fn.config}},
-               extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
-                      "yes_no_rows_trained": not model.tied})
+    fit = _fit(cfg, model, len(examples), batch_loss)
+    step, history = fit.step, fit.losses
+    _finish(cfg, model, lambda: write_meta(
+        cfg.out, model=cfg.model, stage="rerank", dims=None, losses={type(loss_fn).__name__: {**loss_fn.config}},
+        extra={"steps": step, "examples": len(examples), "hard_negatives": k, "lora": cfg.lora,
+               "yes_no_rows_trained": not model.tied, **fit.run}), fit)
     return {"out": str(cfg.out), "steps": step, "train_loss": sum(history) / max(len(history), 1),
             "history": history, "model": model}
 

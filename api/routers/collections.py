@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError
 from omniret.index.collection import COLLECTION_NAME, RESERVED_PAYLOAD_KEYS
+from omniret.index.fusion import check_fusion, check_mode, check_query_text
 from omniret.types import IMAGE_SUFFIXES, Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
@@ -115,7 +117,8 @@ def _public(obj: Any) -> Any:
 
 def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> dict[str, Any]:
     """A hit's payload as a client sees it: no server paths. Media stored in the collection are named
-    relative to it (``files/3f2a-logo.png``); media elsewhere on the server by their source name, if any."""
+    relative to it (``files/3f2a-logo.png``); media elsewhere on the server (an indexed folder) by their
+    source key when that is the file (``photos/cat.png``), else by the file's own name."""
     out = {k: v for k, v in payload.items() if k != "path"}
     base = (state.root / name).resolve()
     for key in ("image", "video"):
@@ -126,10 +129,8 @@ def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> d
             rel = Path(v).resolve().relative_to(base)
         except (ValueError, OSError):
             src = payload.get("source")
-            if isinstance(src, str) and src:
-                out[key] = src
-            else:
-                out.pop(key)
+            name = Path(v).name
+            out[key] = src if isinstance(src, str) and src.endswith(name) else name
             continue
         out[key] = rel.as_posix()
     return out
@@ -283,7 +284,7 @@ def _reindex(e: ItemError, good: list[tuple[int, Item]]) -> ItemError:
     return ItemError.combine(fails) if fails else e
 
 
-def _remove(paths: Any) -> None:
+def _remove(paths: Iterable[str | Path]) -> None:
     for p in paths:
         Path(p).unlink(missing_ok=True)
 
@@ -438,11 +439,16 @@ async def delete_items(name: str, body: DeleteItems, request: Request) -> dict[s
 
 @router.post("/{name}/search", response_model=SearchResponse)
 async def search(name: str, body: SearchRequest, request: Request) -> SearchResponse:
-    """Text and/or image query; dense candidates, then (optionally) reranked; both scores per hit."""
+    """Text and/or image query; dense, lexical or hybrid candidates, then (optionally) reranked; every
+    score per hit."""
     state = get_state(request)
     check_body(body)
     if body.text is None and body.image is None:
         raise ApiError(400, "invalid_request", "give text and/or image", field="text")
+    # before any model work; a SearchModeError becomes a 400 naming its field (mode, fusion, alpha, text)
+    check_mode(body.mode)
+    check_fusion(body.fusion, body.alpha)
+    check_query_text(body.mode, body.text or "")
     if body.rerank and state.reranker is None:
         raise ApiError(400, "no_reranker", "rerank=true but this server runs without a reranker", field="rerank")
     raw: dict[str, Any] = {}
@@ -458,7 +464,8 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
             col = _open(state, name)
             try:
                 return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
-                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top)
+                                  candidates=max(body.candidates, body.k), rerank_top=body.rerank_top,
+                                  mode=body.mode, fusion=body.fusion, alpha=body.alpha)
             except FilterError as e:
                 raise ApiError(400, "invalid_request", str(e), field="filter") from None
             except ItemError as e:
@@ -466,8 +473,13 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
 
         hits = await _worker(state, run)
     took = (time.perf_counter() - start) * 1000
+
+    def opt(v: float | None) -> float | None:
+        return None if v is None else float(v)
+
     out = [HitOut(id=h.id, score=float(h.score), payload=public_payload(state, name, _jsonable(h.payload or {})),
-                  rerank_score=None if h.rerank_score is None else float(h.rerank_score),
+                  dense_score=opt(h.dense_score), lexical_score=opt(h.lexical_score), fused_score=opt(h.fused_score),
+                  rerank_score=opt(h.rerank_score),
                   thumbnail=_thumb_url(state, name, h)) for h in hits]
     return SearchResponse(hits=out, reranked=any(h.rerank_score is not None for h in out), took_ms=took)
 

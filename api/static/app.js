@@ -93,8 +93,14 @@ function card(hit) {
   }
   const scores = document.createElement("div");
   scores.className = "scores";
-  scores.textContent = `vector ${hit.score.toFixed(4)}` +
-    (hit.rerank_score !== null && hit.rerank_score !== undefined ? ` · rerank ${hit.rerank_score.toFixed(4)}` : "");
+  const has = (v) => v !== null && v !== undefined;
+  const parts = [];
+  if (has(hit.fused_score)) parts.push(`fused ${hit.fused_score.toFixed(4)}`);
+  if (has(hit.dense_score)) parts.push(`vector ${hit.dense_score.toFixed(4)}`);
+  if (has(hit.lexical_score)) parts.push(`bm25 ${hit.lexical_score.toFixed(3)}`);
+  if (!parts.length) parts.push(`vector ${hit.score.toFixed(4)}`);
+  if (has(hit.rerank_score)) parts.push(`rerank ${hit.rerank_score.toFixed(4)}`);
+  scores.textContent = parts.join(" · ");
   el.appendChild(scores);
   const text = p.text || p.chunk;
   if (text) {
@@ -110,18 +116,19 @@ $("search-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const name = $("collection").value;
   if (!name) { status("Pick a collection.", true); return; }
-  const body = { k: Number($("k").value) || 10, rerank: $("rerank").checked };
+  const body = { k: Number($("k").value) || 10, rerank: $("rerank").checked, mode: $("mode").value };
   const text = $("query").value.trim();
   if (text) body.text = text;
   try { const image = await readImage(); if (image) body.image = image; } catch (e) { status(e.message, true); return; }
   if (!body.text && !body.image) { status("Type a query or pick an image.", true); return; }
+  if (body.mode !== "dense" && !body.text) { status(`${body.mode} search needs query text.`, true); return; }
   status("Searching…", false);
   try {
     const data = await api(`/v1/collections/${encodeURIComponent(name)}/search`, body);
     const grid = $("results");
     grid.innerHTML = "";
     data.hits.forEach((h) => grid.appendChild(card(h)));
-    status(`${data.hits.length} result(s) in ${data.took_ms.toFixed(0)} ms` + (data.reranked ? ", reranked" : ""), false);
+    status(`${data.hits.length} result(s) in ${data.took_ms.toFixed(0)} ms (${body.mode})` + (data.reranked ? ", reranked" : ""), false);
   } catch (e) { status(e.message, true); }
 });
 

@@ -68,9 +68,12 @@ def debug_enabled() -> bool:
 
 def fail(message: str, hint: str | None = None) -> NoReturn:
     """Print one error line (and the next command to try), then exit 1."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # messages quote paths, JSON and library errors whose brackets are not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if hint:
-        err_console.print(f"[dim]try:[/] {hint}", highlight=False)
+        err_console.print(f"[dim]try:[/] {escape(hint)}", highlight=False)
     raise typer.Exit(1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shlex
 import sys
 from collections.abc import Callable
@@ -40,6 +41,12 @@ KOpt = Annotated[int, typer.Option("--k", help="First-stage depth (and the ranki
 MetricsOpt = Annotated[str | None, typer.Option("--metrics", help="Comma list, e.g. ndcg@10,recall@100,mrr@10,map.")]
 QueryInstrOpt = Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction for the queries.")]
 RerankInstrOpt = Annotated[str | None, typer.Option("--rerank-instruction", help="Instruction for the reranker.")]
+ModesOpt = Annotated[list[str] | None, typer.Option("--mode", help="First-stage modes to sweep: dense, lexical, "
+                                                                 "hybrid (comma list or repeated; default dense).")]
+FusionOpt = Annotated[list[str] | None, typer.Option("--fusion", help="Hybrid fusions to sweep: rrf (k=60), "
+                                                                    "weighted (--alpha); default rrf.")]
+AlphaOpt = Annotated[list[str] | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weights "
+                                                                   "in [0, 1] to sweep (default 0.5).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Items per embedding call.")]
 
 
@@ -57,6 +64,17 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
             except ValueError:
                 fail(f"{option} {part!r}: not an integer", hint=f"{option} 64,128,256")
     return out
+
+
+def _floats(values: list[str] | None, option: str) -> list[float] | None:
+    """``["0.3,0.5", "0.7"]`` -> ``[0.3, 0.5, 0.7]``; a bad value fails naming the option."""
+    out = []
+    for part in _names(values):
+        try:
+            out.append(float(part))
+        except ValueError:
+            fail(f"{option} {part!r}: not a number", hint=f"{option} 0.3,0.5,0.7")
+    return out or None
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -120,7 +138,9 @@ def _finish(runs: list[Any], out: Path, *, title: str, main_metric: str) -> None
 
 def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker: str | None, k: int,
                   backend: str, index: str, metrics: str | None, instruction: str | None,
-                  rerank_instruction: str | None, batch_size: int, default_metrics: Any) -> Any:
+                  rerank_instruction: str | None, batch_size: int, default_metrics: Any,
+                  modes: list[str] | None = None, fusion: list[str] | None = None,
+                  alpha: list[str] | None = None) -> Any:
     from omniret.errors import ConfigError
     from omniret.evaluation.metrics import check_metrics
     from omniret.evaluation.sweeps import BACKENDS, SweepConfig
@@ -133,13 +153,15 @@ def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker
     chosen = check_metrics(_names([metrics])) if metrics else list(default_metrics)
     return SweepConfig(dims=_ints(dims, "--dims"), rerank_tops=tops, k=k, backend=backend, index=index,
                        metrics=chosen, query_instruction=instruction, rerank_instruction=rerank_instruction,
-                       batch_size=batch_size)
+                       batch_size=batch_size, modes=_names(modes) or ["dense"], fusions=_names(fusion) or ["rrf"],
+                       alphas=_floats(alpha, "--alpha"))
 
 
 def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: int, doc: str
                    ) -> Callable[..., None]:
     """The ``eval beir`` / ``eval mm`` command: one set of options, one flow (check the options and the
-    folder, load the models, run the sweep, write the report); only the dataset reader differs."""
+    folder, load the models, run the sweep, write the report); only the dataset reader differs, and only
+    ``beir`` sweeps first-stage modes (dense, lexical, hybrid)."""
     def command(
         path: Path,
         model: ModelOpt = None,
@@ -155,15 +177,21 @@ def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: i
         instruction: QueryInstrOpt = None,
         rerank_instruction: RerankInstrOpt = None,
         batch_size: BatchOpt = default_batch,
+        mode: ModesOpt = None,
+        fusion: FusionOpt = None,
+        alpha: AlphaOpt = None,
         device: DeviceOpt = None,
         dtype: DtypeOpt = None,
     ) -> None:
         from omniret.evaluation.beir import load_beir, run_beir
         from omniret.evaluation.metrics import DEFAULT_METRICS
         from omniret.evaluation.mmeb import MMEB_METRICS, load_mmeb, run_mmeb
+        from omniret.evaluation.sweeps import check_modes
 
         config = _sweep_config(dims, rerank_top, reranker, k, backend, index, metrics, instruction,
-                               rerank_instruction, batch_size, DEFAULT_METRICS if kind == "beir" else MMEB_METRICS)
+                               rerank_instruction, batch_size, DEFAULT_METRICS if kind == "beir" else MMEB_METRICS,
+                               modes=mode, fusion=fusion, alpha=alpha)
+        check_modes(config)  # a bad --mode, --fusion or --alpha fails before the models load
         # a bad folder fails before the models load
         if kind == "beir":
             load_beir(path, split)
@@ -177,8 +205,13 @@ def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: i
             runs = run(path, emb, rr, split=split, config=config, progress=update)
         _finish(runs, out, title=title, main_metric=main_metric)
 
-    # typer reads the help of the positional argument from its annotation, which differs per command
+    # typer reads the positional argument's help from its annotation, which differs per command, and the
+    # options from the signature: an MMEB folder has no lexical first stage, so mm leaves out the mode options
     command.__annotations__["path"] = Annotated[Path, typer.Argument(help=path_help)]
+    if kind == "mm":
+        sig = inspect.signature(command)
+        command.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[p for p in sig.parameters.values() if p.name not in {"mode", "fusion", "alpha"}])
     command.__doc__ = doc
     command.__name__ = command.__qualname__ = f"eval_{kind}"
     return handles_errors(command)
@@ -186,7 +219,8 @@ def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: i
 
 eval_beir = eval_app.command("beir")(_sweep_command(
     "beir", "BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", 32,
-    "Score a model on a local BEIR-format dataset: first stage, optional rerank, dims sweep."))
+    "Score a model on a local BEIR-format dataset: first stage (dense, lexical, hybrid), optional rerank,\n"
+    "dims sweep."))
 eval_mm = eval_app.command("mm")(_sweep_command(
     "mm", "MMEB-style folder: queries.jsonl, candidates.jsonl, qrels.", 8,
     "Score a model on an MMEB-style multimodal folder (Hit@1 / nDCG@5 / Recall@k as MMEB-V2 reports)."))

@@ -27,6 +27,12 @@ from omniret.cli._app import (
 )
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="faiss (embedded, default) or qdrant.")]
+ModeOpt = Annotated[str, typer.Option("--mode", help="First stage: dense (vectors), lexical (BM25 over the "
+                                                     "text) or hybrid (both, fused).")]
+FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf (reciprocal rank, k=60) or weighted "
+                                                         "(min-max-normalised scores, --alpha).")]
+AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weight in [0, 1] "
+                                                                "(default 0.5).")]
 QdrantUrlOpt = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL (implies "
                                                                         "--backend qdrant).")]
 
@@ -117,14 +123,20 @@ def search_cmd(
     funnel: Annotated[bool | None, typer.Option(
         "--funnel/--no-funnel", help="Funnel search (short prefix, then full dim); default: on when the "
                                      "collection has a funnel index.")] = None,
+    mode: ModeOpt = "dense",
+    fusion: FusionOpt = "rrf",
+    alpha: AlphaOpt = None,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search a collection: dense retrieval, then reranking (unless --no-rerank)."""
+    """Search a collection: dense, lexical or hybrid first stage, then reranking (unless --no-rerank)."""
     from omniret.index import open_collection
     from omniret.index.filters import parse_filter_args
+    from omniret.index.fusion import check_fusion, check_mode
     from omniret.types import Item
 
+    check_mode(mode, field="--mode")
+    check_fusion(fusion, alpha, field="--fusion")
     if not text and image is None:
         fail("give a query text and/or --image", hint='omniret search "a question" --collection docs')
     if image is not None and not image.is_file():
@@ -139,7 +151,8 @@ def search_cmd(
     try:
         query = Item(text=text or None, image=str(image) if image is not None else None)
         hits = coll.search(query, k=k, filter=flt, rerank=not no_rerank and rr is not None,
-                           candidates=candidates, rerank_top=rerank_top, instruction=instruction, funnel=funnel)
+                           candidates=candidates, rerank_top=rerank_top, instruction=instruction, funnel=funnel,
+                           mode=mode, fusion=fusion, alpha=alpha)
     finally:
         coll.close()
     if json_out:
@@ -148,14 +161,19 @@ def search_cmd(
     if not hits:
         console.print("no results")
         return
-    table = Table(title=f"{collection}: {len(hits)} results")
-    for col in ("#", "score", "rerank", "id", "snippet"):
+    table = Table(title=f"{collection}: {len(hits)} results ({mode})")
+    sides = ("dense", "lexical") if mode == "hybrid" else ()
+    for col in ("#", "score", *sides, "rerank", "id", "snippet"):
         table.add_column(col, overflow="fold")
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
     for i, h in enumerate(hits, 1):
         snippet = str(h.payload.get("text") or h.payload.get("path") or "")
         snippet = " ".join(snippet.split())[:100]
-        table.add_row(str(i), f"{h.score:.3f}", "-" if h.rerank_score is None else f"{h.rerank_score:.3f}",
-                      h.id, snippet)
+        side_cols = (num(h.dense_score), num(h.lexical_score)) if sides else ()
+        table.add_row(str(i), f"{h.score:.3f}", *side_cols, num(h.rerank_score), h.id, snippet)
     console.print(table)
 
 
@@ -212,8 +230,38 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
     if json_out:
         console.print_json(json.dumps(info))
         return
-    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "created", "path"):
+    for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "lexical", "created",
+                "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
+
+
+@collections_app.command("build-lexical")
+@handles_errors
+def collections_build_lexical(name: Annotated[str, typer.Argument(help="Collection name.")],
+                              root: RootOpt = None) -> None:
+    """Build the lexical (BM25) index of a collection made before it existed (resumable; no model loaded)."""
+    from omniret.index.collection import collection_store
+
+    m = _manifest(name, root)
+    if m.get("backend") == "qdrant":
+        from omniret.errors import ConfigError
+
+        raise ConfigError(f"collection {name!r} is a Qdrant collection: new ones carry the lexical index from "
+                          "creation, and an older one cannot gain a sparse vector; re-index it into a new collection")
+    store = collection_store(name, root)
+    try:
+        if store.lexical_ready:
+            console.print(f"{name}: the lexical index is complete ({store.lexical_count()} items with text)")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn(f"lexical index of {name}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("lexical", total=None)
+            added = store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total))
+        console.print(f"{name}: lexical index built ({added} items with text)")
+    finally:
+        store.close()
 
 
 @collections_app.command("delete")

@@ -90,6 +90,8 @@ def serve(
 
     from omniret.settings import get_settings
 
+    if api_key:  # the flag decides the keys: an OMNIRET_API_KEY in the environment must not conflict with it
+        os.environ.pop("OMNIRET_API_KEY", None)
     os.environ.update(settings_env(host=host, port=port, model=model, reranker=reranker, no_reranker=no_reranker,
                                    root=str(root) if root is not None else None, api_keys=api_key,
                                    device=device, dtype=dtype, micro_batching=micro_batching,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,25 @@ ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from 
 SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
 GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
 MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncate inputs to this many tokens.")]
+GlobalBatchOpt = Annotated[int | None, typer.Option(
+    "--global-batch-size", help="Examples per step over all ranks (default: --batch-size x world size); "
+                                "fixed across world sizes so --resume works on any number of ranks.")]
+GatherOpt = Annotated[bool | None, typer.Option(
+    "--gather-negatives/--no-gather-negatives",
+    help="Score each query against the whole global batch across ranks (default: on under torchrun).")]
+DistTimeoutOpt = Annotated[float | None, typer.Option(
+    "--dist-timeout", help="Seconds a rank waits for a silent peer before the run fails (default 1800).")]
+FsdpOpt = Annotated[bool | None, typer.Option("--fsdp", help="Shard the tower with FSDP2 (bf16 mixed precision on GPU).")]
+DeepSpeedOpt = Annotated[Path | None, typer.Option(
+    "--deepspeed", help="DeepSpeed JSON config (sentence-transformers models, through the HF trainer).")]
+
+
+def _dist_flags(global_batch_size: int | None = None, gather_negatives: bool | None = None,
+                dist_timeout: float | None = None, fsdp: bool | None = None,
+                deepspeed: Path | None = None) -> dict[str, Any]:
+    """The data-parallel options every stage takes (see README, "Training on several GPUs")."""
+    return dict(global_batch_size=global_batch_size, gather_negatives=gather_negatives, dist_timeout=dist_timeout,
+                fsdp=fsdp, deepspeed=deepspeed)
 
 
 def _dims(value: str | None) -> list[int] | None:
@@ -65,6 +85,8 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
         cfg = cfg.model_copy(update={"device": device})
     summary = train(cfg)
     summary.pop("history", None)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun / accelerate, rank 0 reports for the run
     console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
 
 
@@ -86,12 +108,15 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                 old_mrl: OldMrlOpt = None, lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
                 save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
-                device: DeviceOpt = None, max_length: MaxLenOpt = None) -> None:
+                device: DeviceOpt = None, max_length: MaxLenOpt = None,
+                global_batch_size: GlobalBatchOpt = None, gather_negatives: GatherOpt = None,
+                dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka."""
     matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, temperature, resume, save_steps, gradcache_chunk, device, max_length)
-    _run("embed", kw.pop("config"), **kw)
+    _run("embed", kw.pop("config"), **kw,
+         **_dist_flags(global_batch_size, gather_negatives, dist_timeout, fsdp, deepspeed))
 
 
 @train_app.command("rerank")
@@ -106,13 +131,15 @@ def train_rerank(config: ConfigOpt = None,
                  resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
                  max_length: MaxLenOpt = None,
                  loss: Annotated[str | None, typer.Option("--loss", help="pointwise, listwise or both.")] = None,
-                 ) -> None:
+                 global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
+                 fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Reranker stage: yes/no loss (Qwen3-VL, Qwen3-Reranker) or a sentence-transformers CrossEncoder."""
     # -m is the embedding model in every command; this one used to take the reranker under --model/-m
     model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length)
-    _run("rerank", kw.pop("config"), rerank_loss=loss, **kw)
+    _run("rerank", kw.pop("config"), rerank_loss=loss, **kw,
+         **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
 @train_app.command("distill")
@@ -123,14 +150,17 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   student_temperature: Annotated[float | None, typer.Option("--student-temperature")] = None,
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
-                  old_mrl: OldMrlOpt = None, lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
-                  device: DeviceOpt = None, max_length: MaxLenOpt = None) -> None:
+                  old_mrl: OldMrlOpt = None, lora: LoraOpt = None, resume: ResumeOpt = None,
+                  save_steps: SaveStepsOpt = None, device: DeviceOpt = None, max_length: MaxLenOpt = None,
+                  global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
+                  fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
     matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, None, resume, save_steps, None, device, max_length)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
-         student_temperature=student_temperature, **kw)
+         student_temperature=student_temperature, **kw,
+         **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
 @app.command()

@@ -38,6 +38,12 @@ class InfoNCELoss(nn.Module):
         loss = InfoNCELoss(temperature=0.05, margin=0.1)
         value = loss(q_emb, pos_emb, neg_emb)   # scalar, backprop into the embedder
 
+    ``gather_across_devices=True`` (under ``torch.distributed``) scores each rank's queries against the
+    positives, hard negatives and queries of **every** rank, gathered with gradients
+    (``omniret.training.distributed.all_gather_with_grad``); the mask and the positives' columns are
+    taken over the global batch, so the ranks' mean loss is the loss of one process on the whole batch.
+    Every rank must pass the same shapes.
+
     Paper: Zhang et al., "Qwen3 Embedding: Advancing Text Embedding and Reranking Through Foundation
     Models" (2025), section 3 (improved contrastive loss); van den Oord et al. 2018 for InfoNCE.
     """
@@ -51,7 +57,8 @@ class InfoNCELoss(nn.Module):
 }"""
 
     def __init__(self, temperature: float = 0.05, margin: float | None = 0.1, *,
-                 in_batch_hard_negatives: bool = True, query_query: bool = True, doc_doc: bool = True) -> None:
+                 in_batch_hard_negatives: bool = True, query_query: bool = True, doc_doc: bool = True,
+                 gather_across_devices: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
@@ -60,12 +67,13 @@ class InfoNCELoss(nn.Module):
         self.in_batch_hard_negatives = in_batch_hard_negatives
         self.query_query = query_query
         self.doc_doc = doc_doc
+        self.gather_across_devices = gather_across_devices
 
     @property
     def config(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "margin": self.margin,
                 "in_batch_hard_negatives": self.in_batch_hard_negatives, "query_query": self.query_query,
-                "doc_doc": self.doc_doc}
+                "doc_doc": self.doc_doc, "gather_across_devices": self.gather_across_devices}
 
     def forward(self, query: Tensor, positive: Tensor, negatives: Tensor | None = None) -> Tensor:
         if query.ndim != 2 or positive.shape != query.shape:
@@ -81,28 +89,41 @@ class InfoNCELoss(nn.Module):
                 raise DimensionError(f"negatives must be (B, K, d) = ({b}, K, {d}); got {tuple(negatives.shape)}")
             k = negatives.shape[1]
             docs = torch.cat([p, F.normalize(negatives, dim=-1).reshape(b * k, d)])
+        neg = docs[b:].reshape(b, k, d) if k else None
+        all_q, all_p, all_n, offset = q, p, neg, 0
+        if self.gather_across_devices:
+            from omniret.training.distributed import all_gather_with_grad
+
+            all_q, offset = all_gather_with_grad(q)
+            all_p, _ = all_gather_with_grad(p)
+            all_n = all_gather_with_grad(neg)[0] if neg is not None else None
+        n = all_q.shape[0]                                   # the global batch (b without a gather)
+        all_docs = all_p if all_n is None else torch.cat([all_p, all_n.reshape(n * k, d)])
         rows = torch.arange(b, device=q.device)
-        s_qd = q @ docs.T                                   # (B, B + B*K); column i is row i's positive
-        s_pos = s_qd[rows, rows].unsqueeze(1)
+        cols = rows + offset                                 # each local row's own column in the global batch
+        s_qd = q @ all_docs.T                               # (b, N + N*K); column offset+i is row i's positive
+        s_pos = s_qd[rows, cols].unsqueeze(1)
         keep = torch.ones_like(s_qd, dtype=torch.bool)
         if k and not self.in_batch_hard_negatives:
-            own = torch.zeros(b, b * k, dtype=torch.bool, device=q.device)
-            own[rows.repeat_interleave(k), torch.arange(b * k, device=q.device)] = True
-            keep[:, b:] = own
+            own = torch.zeros(b, n * k, dtype=torch.bool, device=q.device)
+            own_cols = cols.repeat_interleave(k) * k + torch.arange(k, device=q.device).repeat(b)
+            own[rows.repeat_interleave(k), own_cols] = True
+            keep[:, n:] = own
         keep &= self._mask(s_qd, s_pos)
-        keep[rows, rows] = True
+        keep[rows, cols] = True
         parts = [s_qd.masked_fill(~keep, float("-inf"))]
-        off_diag = ~torch.eye(b, dtype=torch.bool, device=q.device)
+        off_diag = torch.ones(b, n, dtype=torch.bool, device=q.device)
+        off_diag[rows, cols] = False
         if self.query_query:
-            s_qq = q @ q.T
+            s_qq = q @ all_q.T
             parts.append(s_qq.masked_fill(~(off_diag & self._mask(s_qq, s_pos)), float("-inf")))
         if self.doc_doc:
-            s_dd = p @ docs.T
+            s_dd = p @ all_docs.T
             keep_dd = self._mask(s_dd, s_pos) & (s_dd < 1.0 - 1e-6)
-            keep_dd[rows, rows] = False
+            keep_dd[rows, cols] = False
             parts.append(s_dd.masked_fill(~keep_dd, float("-inf")))
         logits = torch.cat(parts, dim=1) / self.temperature
-        return F.cross_entropy(logits, rows)
+        return F.cross_entropy(logits, cols)
 
     def _mask(self, scores: Tensor, s_pos: Tensor) -> Tensor:
         if self.margin is None:

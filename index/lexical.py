@@ -1,0 +1,221 @@
+"""The lexical side of a collection: one analyser for documents and queries, and BM25 term weights.
+
+Both backends index the *analysed* tokens, so they tokenise alike and a query is analysed exactly as the
+documents were: the FAISS store keeps the token string in an SQLite FTS5 table ranked by ``bm25()``; the
+Qdrant store keeps a sparse vector of BM25 term-frequency weights in each point and lets Qdrant apply the
+IDF (``Modifier.IDF``). The analyser's settings are recorded in the collection (manifest and store) and
+reloaded from there, so changing the defaults here never silently changes an existing index.
+
+Analysis, in order: Unicode NFKC, identifier splitting (``snake_case``, ``camelCase``, ``dotted.names`` and
+hyphenated codes such as ``ERR-4012`` yield their parts plus the whole name as one token, so an exact
+identifier still matches best), Unicode
+case folding, stop words (Lucene's English set, the one Elasticsearch's ``_english_`` uses) and Snowball
+stemming (``snowballstemmer``; the whole-identifier token is not stemmed). Tokens are runs of letters and
+digits only, which FTS5's ``unicode61`` tokenizer keeps intact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from omniret.errors import ConfigError
+
+#: payload fields whose text the lexical index takes, in this order (a PDF page's text layer and text
+#: chunks are ``text``; captions and titles come from item metadata)
+TEXT_FIELDS = ("title", "caption", "text")
+
+#: Lucene's English stop words (Elasticsearch ``_english_``): short, and safe for identifiers and codes
+ENGLISH_STOPWORDS = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not",
+    "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was",
+    "will", "with"))
+
+_RUN = re.compile(r"\w+(?:[.\-]\w+)*")
+_SEP = re.compile(r"[._\-]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
+_ALNUM = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    """What the analyser does; stored with the collection as a plain dict (``to_dict``).
+
+    ``language``: the Snowball stemmer's language, or None for no stemming. ``stopwords``: True for the
+    English set, False for none, or an explicit list. ``k1``/``b``/``avg_doc_len``: BM25 parameters of the
+    Qdrant side (its points are written one by one, so document length is normalised against a fixed
+    average, as fastembed's BM25 does; FTS5 uses its own running average).
+    """
+
+    language: str | None = "english"
+    stopwords: bool | tuple[str, ...] = True
+    split_identifiers: bool = True
+    k1: float = 1.2
+    b: float = 0.75
+    avg_doc_len: float = 100.0
+    version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(self.stopwords, tuple):
+            d["stopwords"] = list(self.stopwords)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, *, where: str = "lexical") -> AnalyzerConfig:
+        """Validate a stored or user-given config; ``ConfigError`` names the bad field."""
+        if d is None:
+            return cls()
+        if isinstance(d, AnalyzerConfig):
+            return d
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: expected a dict of analyser settings, got {type(d).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown analyser setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        kw = dict(d)
+        sw = kw.get("stopwords", True)
+        if isinstance(sw, (list, tuple)):
+            if not all(isinstance(w, str) for w in sw):
+                raise ConfigError(f"{where}.stopwords: a list of words, got {sw!r}")
+            kw["stopwords"] = tuple(sw)
+        elif not isinstance(sw, bool):
+            raise ConfigError(f"{where}.stopwords: true, false or a list of words, got {sw!r}")
+        lang = kw.get("language", "english")
+        if lang is not None:
+            import snowballstemmer
+
+            if lang not in snowballstemmer.algorithms():
+                raise ConfigError(f"{where}.language={lang!r}: not a Snowball language; choose one of "
+                                  f"{', '.join(snowballstemmer.algorithms())} or null for no stemming")
+        for name, lo in (("k1", 0.0), ("b", 0.0), ("avg_doc_len", 1e-9)):
+            v = kw.get(name, getattr(cls, name))
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+                raise ConfigError(f"{where}.{name}={v!r}: must be a finite number >= {lo:g}")
+            kw[name] = float(v)
+        if not 0.0 <= kw.get("b", cls.b) <= 1.0:
+            raise ConfigError(f"{where}.b={kw['b']!r}: must be between 0 and 1")
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    """Text to index terms (see the module docstring); the same for documents and queries."""
+
+    config: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+
+    @cached_property
+    def _stop(self) -> frozenset[str]:
+        sw = self.config.stopwords
+        if sw is True:
+            return ENGLISH_STOPWORDS
+        if sw is False:
+            return frozenset()
+        return frozenset(w.casefold() for w in sw)
+
+    @cached_property
+    def _stem(self) -> Callable[[str], str]:
+        if self.config.language is None:
+            return lambda w: w
+        import snowballstemmer
+
+        stemmer = snowballstemmer.stemmer(self.config.language)
+        cache: dict[str, str] = {}
+
+        def stem(w: str) -> str:
+            s = cache.get(w)
+            if s is None:
+                s = cache[w] = stemmer.stemWord(w)
+            return s
+
+        return stem
+
+    def tokens(self, text: str) -> list[str]:
+        """Index terms of ``text`` in order (repeats kept: they are term frequencies)."""
+        if not text:
+            return []
+        text = unicodedata.normalize("NFKC", text)
+        stop, stem = self._stop, self._stem
+        out: list[str] = []
+        if not self.config.split_identifiers:
+            for w in _ALNUM.findall(text):
+                w = w.casefold()
+                if w not in stop:
+                    out.append(stem(w))
+            return out
+        for run in _RUN.findall(text):
+            parts: list[str] = []
+            for seg in _SEP.split(run):
+                if not seg:
+                    continue
+                if seg.isascii():
+                    parts.extend(_CAMEL.findall(seg) or [seg])
+                else:
+                    parts.extend(_ALNUM.findall(seg))
+            parts = [p.casefold() for p in parts]
+            out.extend(stem(p) for p in parts if p not in stop)
+            if len(parts) > 1:
+                out.append("".join(parts))  # the whole identifier, unstemmed
+        return out
+
+    def query_terms(self, text: str) -> list[str]:
+        """The distinct terms of a query, first occurrence order (BM25 sums each term once)."""
+        return list(dict.fromkeys(self.tokens(text)))
+
+
+def analyzer(config: Mapping[str, Any] | AnalyzerConfig | None = None) -> Analyzer:
+    """An ``Analyzer`` from a stored config dict (None: the defaults)."""
+    return Analyzer(AnalyzerConfig.from_dict(config))
+
+
+def payload_text(payload: Mapping[str, Any]) -> str:
+    """The text a stored item offers the lexical index (title, caption, text), or ``""`` when none."""
+    parts = []
+    for key in TEXT_FIELDS:
+        v = payload.get(key)
+        if isinstance(v, str) and v.strip() and not v.startswith("data:"):
+            parts.append(v)
+        elif isinstance(v, list):
+            parts.extend(s for s in v if isinstance(s, str) and s.strip())
+    return "\n".join(parts)
+
+
+def term_id(term: str) -> int:
+    """The sparse-vector index of a term: CRC32, stable across processes and machines (Qdrant takes u32)."""
+    return zlib.crc32(term.encode("utf-8"))
+
+
+def bm25_doc_vector(tokens: Iterable[str], config: AnalyzerConfig) -> tuple[list[int], list[float]]:
+    """``(indices, values)`` of a document's BM25 term-frequency weights; Qdrant multiplies in the IDF."""
+    tf = Counter(tokens)
+    dl = sum(tf.values())
+    if not dl:
+        return [], []
+    k1, b = config.k1, config.b
+    norm = k1 * (1.0 - b + b * dl / config.avg_doc_len)
+    weights: dict[int, float] = {}
+    for term, n in tf.items():
+        i = term_id(term)
+        # a CRC32 collision merges two terms' counts; rare enough at 2^32 not to matter for ranking
+        weights[i] = weights.get(i, 0.0) + n * (k1 + 1.0) / (n + norm)
+    idx = sorted(weights)
+    return idx, [weights[i] for i in idx]
+
+
+def bm25_query_vector(terms: Iterable[str]) -> tuple[list[int], list[float]]:
+    """``(indices, values)`` of a query: each distinct term once, weight 1 (the IDF comes from Qdrant)."""
+    idx = sorted({term_id(t) for t in terms})
+    return idx, [1.0] * len(idx)
+
+
+def fts_match(terms: Iterable[str]) -> str:
+    """An FTS5 ``MATCH`` expression: any of the terms, each quoted (terms are letters and digits only)."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
