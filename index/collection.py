@@ -231,10 +231,15 @@ class Collection:
 
         Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
         """
-        if getattr(self.store, "lexical_ready", True) or self.manifest.get("backend") == "qdrant":
-            return 0  # an older Qdrant collection cannot gain a sparse vector; its lexical searches say so
+        from omniret.index.faiss_store import FaissStore
+
+        store = self.store
+        # only a FAISS store can be behind: an older Qdrant collection cannot gain a sparse vector (its
+        # lexical searches say so), and a new one indexes text as it goes
+        if not isinstance(store, FaissStore) or store.lexical_ready:
+            return 0
         if not progress:
-            return int(self.store.build_lexical())
+            return int(store.build_lexical())
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -243,7 +248,7 @@ class Collection:
                        transient=True)
         with bar:
             task = bar.add_task("lexical", total=None, name=self.name)
-            return int(self.store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
+            return int(store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
 
     # -- reading -----------------------------------------------------------------------------------
     def searcher(self, reranker: Reranker | None = None) -> Searcher:

@@ -68,7 +68,7 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
 
 def _floats(values: list[str] | None, option: str) -> list[float] | None:
     """``["0.3,0.5", "0.7"]`` -> ``[0.3, 0.5, 0.7]``; a bad value fails naming the option."""
-    out = []
+    out: list[float] = []
     for part in _names(values):
         try:
             out.append(float(part))
@@ -210,7 +210,7 @@ def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: i
     command.__annotations__["path"] = Annotated[Path, typer.Argument(help=path_help)]
     if kind == "mm":
         sig = inspect.signature(command)
-        command.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        command.__signature__ = sig.replace(
             parameters=[p for p in sig.parameters.values() if p.name not in {"mode", "fusion", "alpha"}])
     command.__doc__ = doc
     command.__name__ = command.__qualname__ = f"eval_{kind}"

@@ -258,7 +258,10 @@ def collections_build_lexical(name: Annotated[str, typer.Argument(help="Collecti
         with Progress(TextColumn(f"lexical index of {name}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True) as bar:
             task = bar.add_task("lexical", total=None)
-            added = store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total))
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            added = store.build_lexical(advance)
         console.print(f"{name}: lexical index built ({added} items with text)")
     finally:
         store.close()
