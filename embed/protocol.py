@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -50,3 +51,12 @@ class EmbedResult:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+@runtime_checkable
+class SubmitsBatches(Protocol):
+    """An embedder that runs batches asynchronously (``EmbedderPool``): ``submit`` returns at once and the
+    future gets the batch's ``EmbedResult``; a pipeline keeps several batches in flight with it."""
+
+    def submit(self, items: Sequence[ItemLike], *, instruction: str | None = None,
+               dim: int | None = None) -> Future[EmbedResult]: ...

@@ -35,10 +35,12 @@ from omniret.errors import (
     ItemError,
     ItemFailure,
 )
+from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
 from omniret.index.protocol import VectorStore
 from omniret.index.searcher import Searcher
+from omniret.index.tuning import TuneResult, check_recall
 from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item
 
@@ -202,8 +204,20 @@ class Collection:
 
     def add_files(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, recursive: bool = True,
                   progress: bool = True, options: IngestOptions | None = None, console: Any = None,
+                  devices: Sequence[str] | str | None = None, ray: bool | str = False, ray_actors: int | None = None,
                   **option_kw: Any) -> IngestReport:
-        """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields."""
+        """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields.
+
+        ``devices`` (``["cuda:0", "cuda:1"]``, ``"cpu,cpu"``, ``"auto"``): embed in one worker process per
+        device (an ``EmbedderPool`` of this collection's model, started here and stopped at the end); this
+        process keeps reading files and stays the only writer, so resuming and re-indexing work unchanged.
+        ``ray``: run as a Ray Data job instead (``True`` starts a local cluster; ``"auto"`` or
+        ``"ray://host:10001"`` joins one; ``ray_actors`` embedding actors, default one per GPU or CPU - 1);
+        see ``omniret.index.ray_ingest``.
+        """
+        from omniret.embed.pool import EmbedderPool, parse_devices
+
+        devs = parse_devices(devices if devices is None or isinstance(devices, str) else list(devices))
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         if option_kw:
@@ -212,8 +226,41 @@ class Collection:
                 raise ConfigError(f"unknown ingestion option(s) {sorted(unknown)}; known: "
                                   f"{', '.join(IngestOptions.__dataclass_fields__)}")
             options = IngestOptions(**{**(options or IngestOptions()).__dict__, **option_kw})
-        return ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
-                      options=options, recursive=recursive, progress=progress, console=console)
+        if ray is not False and ray is not None:
+            if devs is not None:
+                raise ConfigError("devices= and ray= are two ways to scale out: pick one (Ray places its own "
+                                  "actors on the cluster's devices)")
+            from omniret.index.ray_ingest import ray_ingest
+
+            return ray_ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
+                              options=options, recursive=recursive, address=None if ray is True else str(ray),
+                              actors=ray_actors, progress=progress, console=console)
+        pool: EmbedderPool | None = None
+        embedder = self.embedder
+        if devs is not None and not isinstance(embedder, EmbedderPool):
+            pool = embedder = EmbedderPool(getattr(self.embedder, "path", None) or self.manifest["model"], devs)
+        try:
+            return ingest(paths, embedder=embedder, store=self.store, ledger=self.ledger, dim=self.dim,
+                          options=options, recursive=recursive, progress=progress, console=console)
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def tune(self, recall: float, *, k: int = 10, sample: int = 1000) -> TuneResult:
+        """Pick the index's search setting from a recall target, measured on this collection's own vectors
+        (see ``omniret.index.tuning``), and record it in the manifest and the store: every later open
+        searches with it. Run it again after the collection has grown a lot."""
+        check_recall(recall)
+        if not isinstance(self.store, FaissStore):
+            raise ConfigError(f"collection {self.name!r} is a {self.manifest.get('backend')} collection: recall "
+                              "tuning measures FAISS indexes (Qdrant: pass hnsw_ef / ef_construct store options)")
+        res = self.store.tune(recall, k=k, sample=sample)
+        self.manifest["store_options"] = {**self.manifest.get("store_options", {}), **res.settings}
+        self.manifest["recall_tuning"] = {**res.to_dict(), "count": self.count()}
+        tmp = self.path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
+        os.replace(tmp, self.path / MANIFEST)
+        return res
 
     def delete(self, ids: Sequence[str]) -> list[str]:
         """Remove items by id; returns the ids that were there (and are now gone), in input order."""
@@ -294,6 +341,13 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         return json.loads(f.read_text(encoding="utf-8"))
     except ValueError as e:
         raise CollectionError(f"collection {path.name!r}: unreadable {MANIFEST} ({e})") from e
+
+
+def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str | None:
+    """The model an existing collection was built with (from its manifest; nothing is loaded), or None."""
+    _check_name(name)
+    manifest = _read_manifest(_root(root) / name)
+    return None if manifest is None else str(manifest["model"])
 
 
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,

@@ -122,3 +122,8 @@ class CollectionMismatch(CollectionError):
 
 class DistributedError(OmniretError, RuntimeError):
     """A distributed run lost a rank (killed, hung past the timeout, network gone) or cannot form."""
+
+
+class WorkerError(DistributedError):
+    """A worker process (an embedding device worker, a Ray actor) died, hung or failed a batch; names the
+    worker and its device. Work committed before it stays committed: re-running resumes."""

@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     rerank_model: str | None = Field(default="Qwen/Qwen3-VL-Reranker-2B", description="Default reranker; empty for none.")
     device: str | None = Field(default=None, description="torch device; default cuda when available, else cpu.")
     dtype: str | None = Field(default=None, description="torch dtype; default bfloat16 on GPU, float32 on CPU.")
+    devices: str | None = Field(default=None, description="Serve one embedding model replica per device (auto, "
+                                                          "cuda:0,cuda:1, cpu,cpu) behind the micro-batcher.")
     max_batch_tokens: int = Field(default=16384, gt=0, description="Token budget of one model batch.")
     max_batch_items: int = Field(default=64, gt=0, description="Most items in one model batch.")
     allow_remote_urls: bool = Field(default=False, description="Fetch http(s) media URLs (off: SSRF safety).")

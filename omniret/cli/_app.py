@@ -33,6 +33,9 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Embedding m
 RerankerOpt = Annotated[str | None, typer.Option("--reranker", help="Reranker: registry name, hub id or path.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: OMNIRET_DEVICE, else cuda "
                                                                 "if available).")]
+DevicesOpt = Annotated[str | None, typer.Option(
+    "--devices", help="One model worker process per device: auto (every CUDA device, else cpu), cuda:0,cuda:1 "
+                      "or cpu,cpu.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: "
                                                               "OMNIRET_DTYPE).")]
 InstructionOpt = Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction (queries).")]

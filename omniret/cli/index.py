@@ -11,6 +11,7 @@ from rich.table import Table
 
 from omniret.cli._app import (
     CollectionOpt,
+    DevicesOpt,
     DimOpt,
     InstructionOpt,
     JsonOpt,
@@ -63,35 +64,81 @@ def index_cmd(
     old_batch_items: Annotated[int | None, typer.Option("--batch-items", hidden=True)] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove items of files no longer on disk.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
+    devices: DevicesOpt = None,
+    recall: Annotated[float | None, typer.Option(
+        "--recall", help="After indexing, pick the index's search setting (HNSW efSearch, IVF nprobe, re-scoring "
+                         "pool) whose recall@10 on a sample of the collection's own vectors reaches this target; "
+                         "recorded and applied on every open.")] = None,
+    shards: Annotated[int | None, typer.Option(
+        "--shards", min=1, help="Qdrant: shards of a new collection (spread over the cluster's nodes).")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", min=1, help="Qdrant: copies of each shard in a new collection (survives a node loss).")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Run as a Ray Data job: alone (last, or before another option) or 'local', on a local Ray cluster; "
+             "with auto or ray://HOST:10001, on that cluster (several nodes: use a Qdrant collection, --qdrant-url). Needs pip install 'omniret[ray]'.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", min=1, help="Embedding actors (default: one per GPU, else CPUs - 1).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
+    from omniret.embed.pool import load_embedder_on, parse_devices
     from omniret.errors import CollectionNotFound
     from omniret.index import open_collection
+    from omniret.index.collection import recorded_model
     from omniret.index.ingest import IngestOptions
+    from omniret.index.tuning import check_recall
 
+    devs = parse_devices(devices)  # these checks come before any model loads or file is read
+    check_recall(recall)
+    if ray is not None:
+        from omniret.index.ray_ingest import check_address, import_ray
+
+        if devs is not None:
+            fail("--devices and --ray are two ways to scale out: pick one (Ray places its own actors)")
+        import_ray()
+        check_address(ray)
+        devs = ["cpu"]  # the driver loads the model on CPU only for its tokenizer and modalities
     settings = cli_settings()
-    extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
-    kw = dict(root=root or settings.collections_path, backend=backend, url=qdrant_url, dim=dim, index=index,
-              funnel_dim=funnel_dim, device=settings.device, dtype=settings.dtype, **extra)
-    if model is None:  # an existing collection loads its recorded model; a new one the configured default
-        try:
-            coll = open_collection(collection, create=False, **kw)
-        except CollectionNotFound:
-            coll = open_collection(collection, embedder=settings.embed_model, **kw)
-    else:
-        coll = open_collection(collection, embedder=model, **kw)
+    opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                         segment_seconds=segment_seconds, prune=prune,
+                         batch_items=renamed(batch_size, old_batch_items, new="--batch-size", old="--batch-items",
+                                             default=64))
+    extra: dict[str, Any] = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
+    if shards is not None or replicas is not None:
+        if backend != "qdrant" and qdrant_url is None:
+            fail("--shards/--replicas are Qdrant collection settings: add --qdrant-url (or --backend qdrant)")
+        extra.update({k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v is not None})
+    root = root or settings.collections_path
+    kw: dict[str, Any] = dict(root=root, backend=backend, url=qdrant_url, dim=dim, index=index, funnel_dim=funnel_dim,
+                              device=settings.device, dtype=settings.dtype, **extra)
+    embedder: Any = model
+    if devs is not None:
+        # the coordinator holds no model: the workers (or the one device) do
+        embedder = load_embedder_on(model or recorded_model(collection, root) or settings.embed_model, devs,
+                                    dtype=settings.dtype)
     try:
-        opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                             segment_seconds=segment_seconds, prune=prune,
-                             batch_items=renamed(batch_size, old_batch_items, new="--batch-size",
-                                                 old="--batch-items", default=64))
-        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console)
+        if embedder is None:  # an existing collection loads its recorded model; a new one the configured default
+            try:
+                coll = open_collection(collection, create=False, **kw)
+            except CollectionNotFound:
+                coll = open_collection(collection, embedder=settings.embed_model, **kw)
+        else:
+            coll = open_collection(collection, embedder=embedder, **kw)
+    except BaseException:
+        _close(embedder)
+        raise
+    try:
+        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console,
+                                ray=ray if ray is not None else False, ray_actors=ray_actors)
         total = coll.count()
+        tuned = coll.tune(recall) if recall is not None else None
     finally:
         coll.close()
+        _close(embedder)
     if json_out:
-        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total}))
+        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total,
+                                       "recall_tuning": tuned.to_dict() if tuned is not None else None}))
     else:
         for src, reason in report.skipped:
             err_console.print(f"[yellow]skipped[/] {src}: {reason}", highlight=False)
@@ -102,8 +149,20 @@ def index_cmd(
                       f"{len(report.skipped)} skipped, {len(report.failed)} failed"
                       + (f", {report.pruned} pruned" if report.pruned else "") + f"; {total} items in total",
                       highlight=False)
+        if tuned is not None:
+            what = (f"{tuned.param}={tuned.value}" if tuned.param else "exact search")
+            console.print(f"recall tuning: {what} gives recall@{tuned.k} {tuned.recall:.3f} on {tuned.sample} "
+                          f"held-out vectors (target {tuned.target:g}" + ("" if tuned.met else ", NOT met") + ")",
+                          highlight=False)
     if strict and report.failed:
         raise typer.Exit(2)
+
+
+def _close(embedder: Any) -> None:
+    """Stop an embedder's worker processes (a pool); in-process models need nothing."""
+    close = getattr(embedder, "close", None)
+    if callable(close):
+        close()
 
 
 @app.command("search")
@@ -233,6 +292,11 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
     for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "lexical", "created",
                 "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
+    tuned = info.get("recall_tuning")
+    if tuned:
+        what = f"{tuned['param']}={tuned['value']}" if tuned.get("param") else "exact search"
+        console.print(f"[bold]recall tuning[/]: {what}, recall@{tuned['k']} {tuned['recall']} on {tuned['sample']} "
+                      f"held-out vectors of {tuned.get('count')} (target {tuned['target']})", highlight=False)
 
 
 @collections_app.command("build-lexical")
