@@ -804,7 +804,7 @@ class FaissStore:
                 if "nprobe" in res.extra:
                     chosen["nprobe"] = int(res.extra["nprobe"])
             res.settings = chosen
-            self.options.update(chosen)  # type: ignore[typeddict-item]
+            self.options.update(chosen)
             self._apply_search_params()
             stored = json.loads(self._meta().get("options", "{}"))
             self._set_meta({"options": json.dumps({**stored, **chosen}),
@@ -825,7 +825,7 @@ class FaissStore:
             self._apply_search_params()
             return self._search_all(q, k)[1]
         finally:
-            self.options = saved  # type: ignore[assignment]
+            self.options = saved
             self._apply_search_params()
 
     def _chunks(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,15 +48,19 @@ def _embed_all(embedder: Any, items: list[dict[str, Any]], *, batch_size: int, i
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from omniret.embed.protocol import EmbedResult
+    from omniret.errors import ItemFailure
+
     vectors: list[Any] = []
     kept: list[dict[str, Any]] = []
-    failures: list[Any] = []
+    failures: list[ItemFailure] = []
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("embed", total=len(items))
         chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
         # the next chunk's media decode overlaps this chunk's forward
-        for n, result in enumerate(embedder.embed_chunks(chunks, instruction=instruction, dim=dim)):
+        results: Iterator[EmbedResult] = embedder.embed_chunks(chunks, instruction=instruction, dim=dim)
+        for n, result in enumerate(results):
             start, chunk = n * batch_size, chunks[n]
             if result.failures and not skip_errors:
                 f = result.failures[0]
