@@ -215,7 +215,7 @@ class SearchRequest(BaseModel):
                                            "(min-max-normalised scores mixed by alpha).",
                         json_schema_extra={"enum": ["rrf", "weighted"]})
     alpha: float | None = Field(None, description="Weighted fusion: the dense side's weight in [0, 1] "
-                                                  "(default 0.5).")
+                                                  "(default 0.7).")
 
 
 class HitOut(BaseModel):

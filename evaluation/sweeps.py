@@ -49,7 +49,7 @@ class SweepConfig:
     ``query_instruction`` goes with the queries (documents are embedded with the model's default),
     ``rerank_instruction`` with the reranker's query. ``modes``: first stages to sweep (``dense``,
     ``lexical``, ``hybrid``); each hybrid run is one of ``fusions`` (``rrf``, or ``weighted`` once per
-    ``alphas`` value, default 0.5).
+    ``alphas`` value, default 0.7).
     """
 
     dims: Sequence[int] | None = None

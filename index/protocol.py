@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from omniret.index.fusion import DEFAULT_ALPHA
 from omniret.types import Hit
 
 #: the payload key under which a store may keep reserved data; user payloads must not use it
@@ -68,7 +69,7 @@ class HybridStore(Protocol):
 
     def hybrid_search(self, vectors: np.ndarray, texts: Sequence[str], k: int,
                       filter: dict[str, Any] | None = None, *, depth: int | None = None,  # noqa: A002
-                      fusion: str = "rrf", alpha: float = 0.5, funnel: bool | None = None) -> list[list[Hit]]: ...
+                      fusion: str = "rrf", alpha: float = DEFAULT_ALPHA, funnel: bool | None = None) -> list[list[Hit]]: ...
 
 
 def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError, ItemError, SearchModeError
 from omniret.index.filters import Filter
-from omniret.index.fusion import check_fusion, check_mode, check_query_text, fuse, tag
+from omniret.index.fusion import DEFAULT_ALPHA, check_fusion, check_mode, check_query_text, fuse, tag
 from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
 from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item, ItemLike
@@ -44,7 +44,7 @@ def _no_text(store: VectorStore, lex: LexicalStore, mode: str) -> None:
 
 def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[str], k: int, *,
                 filter: Filter | None = None, mode: str = "dense", fusion: str = "rrf",  # noqa: A002
-                alpha: float = 0.5, depth: int | None = None, funnel: bool | None = None) -> list[list[Hit]]:
+                alpha: float = DEFAULT_ALPHA, depth: int | None = None, funnel: bool | None = None) -> list[list[Hit]]:
     """First-stage hits per query: ``k`` each, by ``mode``; hybrid fuses ``depth`` (default ``k``) per side.
 
     ``vectors`` are the embedded queries (needed for dense and hybrid), ``texts`` the query texts (lexical

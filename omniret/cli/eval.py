@@ -46,7 +46,7 @@ ModesOpt = Annotated[list[str] | None, typer.Option("--mode", help="First-stage 
 FusionOpt = Annotated[list[str] | None, typer.Option("--fusion", help="Hybrid fusions to sweep: rrf (k=60), "
                                                                     "weighted (--alpha); default rrf.")]
 AlphaOpt = Annotated[list[str] | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weights "
-                                                                   "in [0, 1] to sweep (default 0.5).")]
+                                                                   "in [0, 1] to sweep (default 0.7).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Items per embedding call.")]
 
 

@@ -33,7 +33,7 @@ ModeOpt = Annotated[str, typer.Option("--mode", help="First stage: dense (vector
 FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf (reciprocal rank, k=60) or weighted "
                                                          "(min-max-normalised scores, --alpha).")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weight in [0, 1] "
-                                                                "(default 0.5).")]
+                                                                "(default 0.7).")]
 QdrantUrlOpt = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL (implies "
                                                                         "--backend qdrant).")]
 
