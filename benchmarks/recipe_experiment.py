@@ -145,13 +145,13 @@ def main() -> None:
     _, top_b, _ = bench.first_stage(str(w / "contrastive"), "b")
     row("(b) contrastive + mined hard negatives", "eval b", lambda: bench.first_stage(str(w / "contrastive"), "b")[0])
     if not a.skip_baseline:
-        secs["train r0"] = sh(f"{omniret} train rerank --model minilm --init fresh --data {w}/mined.jsonl "
+        secs["train r0"] = sh(f"{omniret} train rerank --reranker minilm --init fresh --data {w}/mined.jsonl "
                               f"--out {w}/st-recipe --loss pointwise --hard-negatives 3 --epochs 1 --lr 2e-5 "
                               f"--batch-size 16 --max-length {a.max_length} --device cpu",
                               w / "st-recipe" / "omniret.json", w / "stage-seconds.json")
         row("(r0) (b)'s top 20 reranked by the sentence-transformers recipe (fresh head, BCE, 3 negatives)",
             "eval r0", lambda: bench.reranked(str(w / "st-recipe"), top_b))
-    secs["train r"] = sh(f"{omniret} train rerank --model {w}/contrastive --data {w}/mined.jsonl --out {w}/anchored "
+    secs["train r"] = sh(f"{omniret} train rerank --reranker {w}/contrastive --data {w}/mined.jsonl --out {w}/anchored "
                          f"{common} --epochs {a.rerank_epochs} --lr 5e-5 --candidates {a.candidates} {val}",
                          w / "anchored" / "omniret.json", w / "stage-seconds.json")
     row("(r) (b)'s top 20 reranked by the anchored reranker", "eval r",

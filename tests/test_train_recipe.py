@@ -148,7 +148,7 @@ def test_pairs_only_data_trains_with_default_flags(minilm_path: Path, tmp_path: 
     assert "in-batch negatives only" in result.output
     assert load_embedder(tmp_path / "emb", device="cpu").embed(["a red fox"]).shape == (1, 384)
     # a reranker from pairs only: the plain recipe samples other lines' positives as negatives
-    result = CliRunner().invoke(app, ["train", "rerank", "--model", str(minilm_path), "--data", str(data),
+    result = CliRunner().invoke(app, ["train", "rerank", "--reranker", str(minilm_path), "--data", str(data),
                                       "--out", str(tmp_path / "ce"), "--max-steps", "1", "--batch-size", "8",
                                       "--init", "fresh", "--device", "cpu"])
     assert result.exit_code == 0, result.output

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from omniret.cli._app import DeviceOpt, RerankerOpt, app, cli_settings, console, err_console, handles_errors
+from omniret.cli._app import (
+    DeviceOpt,
+    RerankerOpt,
+    app,
+    cli_settings,
+    console,
+    err_console,
+    handles_errors,
+    renamed,
+)
 
 train_app = typer.Typer(help="Fine-tune embedders and rerankers: contrastive, reranker, distillation stages.",
                         no_args_is_help=True)
@@ -25,7 +34,10 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Examples per
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default 2e-5).")]
 HardNegOpt = Annotated[int | None, typer.Option(
     "--hard-negatives", help="Hard negatives per example (default: follow the data; 0 = in-batch only).")]
-MrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", help="Comma-separated dims, e.g. 256,128,64.")]
+MrlOpt = Annotated[str | None, typer.Option("--dims", help="Matryoshka dims to train, comma-separated, e.g. "
+                                                          "256,128,64.")]
+#: the old spelling of --dims (one spelling per idea across commands: eval's sweep is --dims too)
+OldMrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", hidden=True)]
 LoraOpt = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (peft) or full fine-tuning.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="InfoNCE temperature (default 0.05).")]
 ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
@@ -69,7 +81,7 @@ def _dims(value: str | None) -> list[int] | None:
     try:
         return [int(x) for x in value.split(",") if x.strip()]
     except ValueError as e:
-        raise ConfigError(f"--matryoshka-dims {value!r}: expected comma-separated integers like 256,128,64") from e
+        raise ConfigError(f"--dims {value!r}: expected comma-separated integers like 256,128,64") from e
 
 
 def _run(stage: str, config: Path | None, **flags: Any) -> None:
@@ -114,7 +126,7 @@ def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt,
 def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
                 epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
-                lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
+                old_mrl: OldMrlOpt = None, lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
                 save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
                 device: DeviceOpt = None, max_length: MaxLenOpt = None,
                 global_batch_size: GlobalBatchOpt = None, gather_negatives: GatherOpt = None,
@@ -125,6 +137,7 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
 
     Without --hard-negatives the data decides: pairs-only lines train on in-batch negatives, lines with
     mined negatives add one per query."""
+    matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, temperature, resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split,
                  eval_steps, patience)
@@ -134,7 +147,11 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
 
 @train_app.command("rerank")
 @handles_errors
-def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
+def train_rerank(config: ConfigOpt = None,
+                 model: Annotated[str | None, typer.Option("--reranker", help="Reranker checkpoint dir or registry "
+                                                                             "name to train.")] = None,
+                 old_model: Annotated[str | None, typer.Option("--model", "-m", hidden=True)] = None,
+                 data: DataOpt = None, out: OutOpt = None,
                  epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                  lr: LrOpt = None, hard_negatives: HardNegOpt = None, lora: LoraOpt = None,
                  resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
@@ -144,18 +161,22 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                      "--init", help="auto (anchored for an embedding model, own head for a reranker), anchored, "
                                     "or fresh (a new random head: the plain cross-encoder recipe).")] = None,
                  retriever: Annotated[str | None, typer.Option(
-                     "--retriever", help="First stage the reranker is validated against (default: --model "
-                                         "when it is an embedder).")] = None,
+                     "--retriever", help="First stage the reranker is validated against (default: --reranker "
+                                         "when it is an embedding model).")] = None,
                  candidates: Annotated[int | None, typer.Option(
                      "--candidates", help="Anchored: the retriever's top-k per query to train over (default 7).")] = None,
                  head_lr: Annotated[float | None, typer.Option(
-                     "--head-lr", help="Anchored: learning rate of the zero-initialised head and its pooler (default 3e-3).")] = None,
+                     "--head-lr", help="Anchored: learning rate of the zero-initialised head and its pooler "
+                                       "(default 3e-3).")] = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
                  dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
-    """Reranker stage. From an embedding model: the anchored reranker (retriever similarity + a zero-started
-    cross-encoder correction, listwise over the retriever's own top candidates), which starts at the first
-    stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder) keeps its own head."""
+    """Reranker stage. From an embedding model (--reranker minilm): the anchored reranker (retriever
+    similarity + a zero-started cross-encoder correction, listwise over the retriever's own top candidates),
+    which starts at the first stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder)
+    keeps its own head."""
+    # -m is the embedding model in every command; this one used to take the reranker under --model/-m
+    model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
     _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
@@ -171,13 +192,14 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   student_temperature: Annotated[float | None, typer.Option("--student-temperature")] = None,
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
-                  lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
-                  device: DeviceOpt = None, max_length: MaxLenOpt = None,
+                  old_mrl: OldMrlOpt = None, lora: LoraOpt = None, resume: ResumeOpt = None,
+                  save_steps: SaveStepsOpt = None, device: DeviceOpt = None, max_length: MaxLenOpt = None,
                   global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
                   fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None, eval_data: EvalDataOpt = None,
                   val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                   patience: PatienceOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
+    matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, None, resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps,
                  patience)
@@ -249,5 +271,5 @@ def merge(
             raise ConfigError(f"--weights {weights!r}: expected comma-separated numbers") from e
     if method not in ("linear", "slerp"):
         raise ConfigError(f"--method {method!r}: use linear or slerp")
-    merge_checkpoints(checkpoints, out, method=method, weights=w)  # type: ignore[arg-type]
+    merge_checkpoints(checkpoints, out, method=method, weights=w)
     console.print(json.dumps({"out": str(out), "method": method, "checkpoints": [str(c) for c in checkpoints]}))
