@@ -98,7 +98,7 @@ class Bench:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(".cache/wordnet-small"))
     ap.add_argument("--work", type=Path, default=Path(".cache/recipe-runs"))
     ap.add_argument("--batch-size", type=int, default=32)

@@ -78,7 +78,7 @@ def pairwise(score: Callable[[Any, list[Any]], Any], val_file: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(".cache/vl-colour"))
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--distill-steps", type=int, default=30)

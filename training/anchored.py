@@ -155,7 +155,14 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     from omniret.rerank.anchored import CORRECTION_DIR, RETRIEVER_DIR, head_module, write_anchor
     from omniret.training._meta import write_meta
     from omniret.training.st_trainer import _args, _progress_callback, _resume_from
-    from omniret.training.validation import FirstStage, KeepBest, eval_interval, hf_callback, metrics_of
+    from omniret.training.validation import (
+        FirstStage,
+        KeepBest,
+        eval_interval,
+        hf_callback,
+        metrics_of,
+        module_state,
+    )
 
     say = log or (lambda _msg: None)
     source, _ = resolve(cfg.model)
@@ -212,9 +219,8 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
                 ranking.append((cand, scale * first.scores[i] + np.asarray(c, dtype=np.float64).reshape(-1)))
             return metrics_of(val, ranking)
 
-        keep = KeepBest(evaluate,
-                        lambda: model.model.state_dict(), lambda st: model.model.load_state_dict(st),
-                        metric=cfg.eval_metric, patience=cfg.patience, log=say)
+        keep = KeepBest(evaluate, *module_state(model.model), metric=cfg.eval_metric, patience=cfg.patience,
+                        log=say)
         callbacks.append(hf_callback(keep, eval_interval(cfg.eval_steps, total)))
     args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
     # the zero head and the pooler under it learn fast; the body at cfg.lr

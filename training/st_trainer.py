@@ -34,6 +34,7 @@ from omniret.training.validation import (
     embedding_metrics,
     eval_interval,
     hf_callback,
+    module_state,
     reranker_metrics,
 )
 from omniret.types import Item
@@ -331,8 +332,8 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
                                             activation_fn=torch.nn.Identity(), convert_to_numpy=True,
                                             show_progress_bar=False), dtype=np.float64).reshape(-1)
 
-        keep = KeepBest(lambda: reranker_metrics(val, first, score), model.model.state_dict,
-                        model.model.load_state_dict, metric=cfg.eval_metric, patience=cfg.patience, log=log)
+        keep = KeepBest(lambda: reranker_metrics(val, first, score), *module_state(model.model),
+                        metric=cfg.eval_metric, patience=cfg.patience, log=log)
     callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
     args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,

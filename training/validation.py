@@ -205,7 +205,7 @@ class KeepBest:
     """
 
     def __init__(self, evaluate: Callable[[], dict[str, float]], get_state: Callable[[], State],
-                 set_state: Callable[[State], None], *, metric: str = "ndcg@10", patience: int | None = None,
+                 set_state: Callable[[State], object], *, metric: str = "ndcg@10", patience: int | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         if metric not in METRICS:
             raise ConfigError(f"validation metric {metric!r}; use one of {list(METRICS)}")
@@ -254,6 +254,13 @@ class KeepBest:
         return {"metric": self.metric, "before": {k: v for k, v in self.history[0].items() if k != "step"},
                 "best": self.best, "best_step": self.best_step,
                 "last": {k: v for k, v in self.history[-1].items() if k != "step"}, "history": self.history}
+
+
+def module_state(module: Any) -> tuple[Callable[[], State], Callable[[State], object]]:
+    """``(get_state, set_state)`` of a torch module for ``KeepBest``; ``ConfigError`` when there is none."""
+    if module is None:
+        raise ConfigError("the model has no torch module to keep the best weights of")
+    return module.state_dict, module.load_state_dict
 
 
 def eval_interval(cfg_steps: int | None, total_steps: int) -> int:

@@ -97,9 +97,9 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun / accelerate, rank 0 reports for the run
     console.print(f"trained {stage}: {summary['steps']} steps, loss {summary['train_loss']:.4f} -> {cfg.out}")
-    v = summary.get("validation") or {}
+    v: dict[str, Any] = summary.get("validation") or {}
     if v.get("before") is not None:
-        m = v["metric"]
+        m: str = v["metric"]
         line = f"validation {m}: before {v['before'][m]:.4f}, after {v['best'][m]:.4f} (best, step {v['best_step']})"
         if v.get("first_stage"):
             line += f"; first stage {v['first_stage'][m]:.4f}"
