@@ -265,20 +265,6 @@ def test_bad_launches_fail_before_training_with_the_reason(tiny_text_embedding: 
         assert "training embed" not in err
 
 
-def _rank_pids(launcher: Any) -> dict[int, int]:
-    import psutil
-
-    pids = {}
-    for child in psutil.Process(launcher.pid).children(recursive=True):
-        try:
-            env = child.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if "RANK" in env and "omniret" in " ".join(child.cmdline()):
-            pids[int(env["RANK"])] = child.pid
-    return pids
-
-
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
 def test_a_dead_or_hung_rank_fails_the_run_within_the_timeout(tiny_text_embedding: Path, text_data: Path,
                                                               tmp_path: Path, signal_name: str) -> None:
