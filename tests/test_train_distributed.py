@@ -143,6 +143,8 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
     runs = {
         "text_plain": (tiny_text_embedding, dict(stage="embed")),
         "text_gradcache": (tiny_text_embedding, dict(stage="embed", gradcache_chunk=2, matryoshka_dims=[16])),
+        "text_lora_checkpointing": (tiny_text_embedding, dict(stage="embed", lora=True, lora_r=4,
+                                                              gradient_checkpointing=True)),
         "vl_rerank": (tiny_vl_reranker, dict(stage="rerank", rerank_loss="both")),
         "vl_distill": (tiny_vl_embedding, dict(stage="distill", matryoshka_dims=[32])),
         "minilm": (minilm, dict(stage="embed", log_steps=1)),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from omniret.errors import ConfigError, DistributedError, OmniretError
 
@@ -148,29 +148,30 @@ def allreduce_gradients(params: Sequence[torch.Tensor]) -> None:
     if not is_distributed():
         return
     world = dist.get_world_size()
+    grads: list[torch.Tensor] = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
     by_type: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
-    for p in params:
-        by_type.setdefault((p.grad.dtype, p.grad.device), []).append(p)  # type: ignore[union-attr]
+    for g in grads:
+        by_type.setdefault((g.dtype, g.device), []).append(g)
     for group in by_type.values():
-        bucket: list[torch.Tensor] = []
-        size = 0
-        for p in [*group, None]:
-            if p is not None:
-                bucket.append(p)
-                size += p.numel()
-            if bucket and (p is None or size >= _BUCKET):
-                flat = torch.cat([b.grad.reshape(-1) for b in bucket])  # type: ignore[union-attr]
-                dist.all_reduce(flat)
-                flat /= world
-                offset = 0
-                for b in bucket:
-                    n = b.numel()
-                    b.grad.copy_(flat[offset:offset + n].view_as(b.grad))  # type: ignore[union-attr]
-                    offset += n
-                bucket, size = [], 0
+        start = 0
+        while start < len(group):
+            end, size = start, 0
+            while end < len(group) and (end == start or size + group[end].numel() <= _BUCKET):
+                size += group[end].numel()
+                end += 1
+            bucket = group[start:end]
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat)
+            flat /= world
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+            start = end
 
 
 def mean_over_ranks(value: float) -> float:
@@ -198,23 +199,21 @@ def agree(ctx: DistContext, what: str, fn: Callable[[], T], key: Callable[[T], o
 
     if not ctx.enabled:
         return fn()
-    result: T | None = None
-    error: str | None = None
     try:
-        result = fn()
+        result: T | None = fn()
+        report: tuple[str | None, str | None] = (None, repr(key(result)) if key is not None else None)
     except OmniretError as e:
-        error = str(e)
-    reports: list[object] = [None] * ctx.world_size
-    dist.all_gather_object(reports, (error, None if error is not None or key is None else key(result)))  # type: ignore[arg-type]
-    failed = [(r, rep[0]) for r, rep in enumerate(reports) if rep[0] is not None]  # type: ignore[index]
+        result, report = None, (str(e), None)
+    reports: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(reports, report)
+    failed = [(r, msg) for r, (msg, _) in enumerate(reports) if msg is not None]
     if failed:
         raise ConfigError(f"{what} failed on {len(failed)} of {ctx.world_size} ranks; "
                           + "; ".join(f"rank {r}: {msg}" for r, msg in failed))
-    keys = {repr(rep[1]) for rep in reports}  # type: ignore[index]
-    if key is not None and len(keys) > 1:
-        detail = "; ".join(f"rank {r}: {rep[1]}" for r, rep in enumerate(reports))  # type: ignore[index]
+    if key is not None and len({k for _, k in reports}) > 1:
+        detail = "; ".join(f"rank {r}: {k}" for r, (_, k) in enumerate(reports))
         raise ConfigError(f"{what}: the ranks disagree ({detail}); every machine must see the same data")
-    return result  # type: ignore[return-value]
+    return cast(T, result)
 
 
 def barrier() -> None:
