@@ -97,7 +97,13 @@ def _load_models(state: ServiceState, *, load_embedder: bool, load_reranker: boo
         from omniret.embed import load_embedder as _load_embedder
 
         log.info("loading embedding model %s", s.embed_model)
-        state.embedder = _load_embedder(s.embed_model, device=s.device, dtype=s.dtype)
+        if s.devices:
+            from omniret.embed.pool import load_embedder_on
+
+            log.info("starting one %s replica per device: %s", s.embed_model, s.devices)
+            state.embedder = load_embedder_on(s.embed_model, s.devices, dtype=s.dtype)
+        else:
+            state.embedder = _load_embedder(s.embed_model, device=s.device, dtype=s.dtype)
     if load_reranker and s.rerank_model:
         from omniret.rerank import load_reranker as _load_reranker
 
@@ -199,6 +205,9 @@ def create_app(settings: Settings | None = None, *, embedder: Any = None, rerank
                     await state.batcher.call(_close_collections, state)
                 finally:
                     await asyncio.to_thread(state.batcher.stop)
+            close = getattr(state.embedder, "close", None)
+            if embedder is None and callable(close):  # the device workers this app started
+                await asyncio.to_thread(close)
 
     app = FastAPI(title="omniret", version=_version(), lifespan=lifespan,
                   summary="Multimodal embeddings, reranking and two-stage search over collections.")

@@ -27,15 +27,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from omniret.api.metrics import Metrics
 from omniret.embed.matryoshka import truncate
-from omniret.embed.protocol import Embedder, EmbedResult
+from omniret.embed.protocol import Embedder, EmbedResult, SubmitsBatches
 from omniret.errors import ItemFailure
 from omniret.types import Item
+
+if TYPE_CHECKING:  # prometheus_client is only needed when the service records metrics
+    from omniret.api.metrics import Metrics
 
 log = logging.getLogger("omniret.api")
 
@@ -90,6 +93,8 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._solo: ThreadPoolExecutor | None = None
+        #: in-flight batch slots when the embedder is a device pool
+        self._slots: threading.Semaphore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -231,6 +236,9 @@ class MicroBatcher:
         if self.metrics is not None:
             self.metrics.batch_size.observe(sum(len(j.items) for j in batch))
             self.metrics.batch_requests.observe(len(batch))
+        if isinstance(self.embedder, SubmitsBatches):
+            self._run_on_replicas(batch)
+            return
         if len(batch) == 1:
             self._finish_alone(batch[0])
             return
@@ -242,6 +250,40 @@ class MicroBatcher:
             for job in batch:
                 self._finish_alone(job)
             return
+        self._split(batch, result)
+
+    def _run_on_replicas(self, batch: list[_Job]) -> None:
+        """A device pool (one model replica per device): hand the batch to the least-busy replica and go
+        back to gathering the next one; at most two batches per replica are in flight (backpressure: the
+        queue grows and the next batches merge more requests)."""
+        if self._slots is None:
+            self._slots = threading.Semaphore(2 * max(1, len(getattr(self.embedder, "devices", [1]))))
+        self._slots.acquire()
+        merged = [it for job in batch for it in job.items]
+        try:
+            fut = self.embedder.submit(merged)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001 - every replica is gone: the requests get the error
+            self._slots.release()
+            for job in batch:
+                if not job.future.cancelled():
+                    job.future.set_exception(e)
+            return
+
+        def done(f: Future) -> None:
+            assert self._slots is not None
+            self._slots.release()
+            err = f.exception()
+            if err is not None:  # a replica died or failed: its batch's requests say so, the rest go on
+                for job in batch:
+                    if not job.future.cancelled():
+                        job.future.set_exception(err)
+                return
+            self._split(batch, f.result())
+
+        fut.add_done_callback(done)
+
+    def _split(self, batch: list[_Job], result: EmbedResult) -> None:
+        """Hand each job of a merged batch its own rows (truncated to its dim) and failures."""
         rows = {i: r for r, i in enumerate(result.indices)}
         failures_at: dict[int, ItemFailure] = {f.index: f for f in result.failures}
         start = 0

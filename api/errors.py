@@ -28,6 +28,7 @@ from omniret.errors import (
     OmniretError,
     SearchModeError,
     StoreError,
+    WorkerError,
 )
 
 log = logging.getLogger("omniret.api")
@@ -114,6 +115,9 @@ def from_omniret(e: OmniretError) -> ApiError:
         return ApiError(400, "invalid_request", str(e))
     if isinstance(e, ModelLoadError):
         return ApiError(400, "invalid_model", str(e), field="model")
+    if isinstance(e, WorkerError):  # a model replica died or failed: the service, not the request, is at fault
+        log.error("model worker error: %s", e)
+        return ApiError(503, "model_unavailable", str(e))
     if isinstance(e, StoreError):
         log.error("store error: %s", e)
         return ApiError(503, "store_unavailable", "the vector store failed; see the server log")

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from omniret.index.collection import COLLECTION_NAME
+
 # --------------------------------------------------------------------------------------- shared
 
 
@@ -169,7 +171,7 @@ class ModelList(BaseModel):
 class CreateCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    name: str = Field(..., pattern=COLLECTION_NAME)
     backend: Literal["faiss", "qdrant"] = "faiss"
     model: str | None = Field(None, description="Must be the served embedding model (default: it).")
     dim: int | None = Field(None, description="Matryoshka dimension of the stored vectors.")
@@ -213,7 +215,7 @@ class SearchRequest(BaseModel):
                                            "(min-max-normalised scores mixed by alpha).",
                         json_schema_extra={"enum": ["rrf", "weighted"]})
     alpha: float | None = Field(None, description="Weighted fusion: the dense side's weight in [0, 1] "
-                                                  "(default 0.5).")
+                                                  "(default 0.7).")
 
 
 class HitOut(BaseModel):

@@ -46,7 +46,7 @@ def to_device(inputs: dict[str, Any], device: Any, dtype: Any) -> dict[str, Any]
     previous batch's kernels instead of waiting for them.
     """
     cuda = getattr(device, "type", str(device)) == "cuda"
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in inputs.items():
         value = value.pin_memory().to(device, non_blocking=True) if cuda else value.to(device)
         out[key] = value.to(dtype) if key in ("pixel_values", "pixel_values_videos") else value

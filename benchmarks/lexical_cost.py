@@ -4,8 +4,9 @@ Documents are real text (a BEIR ``corpus.jsonl``; repeated with a suffix to reac
 clustered random unit rows of ``--dim`` (the dense side's cost does not depend on what the vectors mean).
 Every figure is measured through omniret's stores, alternating A, B, A, B in the same run:
 
-- indexing: ``upsert`` of the same rows without text payloads (dense only, the baseline) and with them
-  (dense + lexical: analyser, FTS5 rows / sparse vectors) into fresh stores;
+- indexing: ``upsert`` of the same rows and the same payload bytes into fresh stores, the text under a key the
+  lexical index ignores (``{"note": text}``: dense only, the baseline) and under ``text`` (dense + lexical:
+  analyser, FTS5 rows / sparse vectors);
 - query: ``search`` (dense, one query vector per call) against ``lexical_search`` (one query text per call)
   and hybrid (both lists + RRF, ``first_stage(mode="hybrid")``) on the same store;
 - size (FAISS): the FAISS index file and the SQLite pages of the items table (vectors, payloads) against
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def open_store(backend: str, path: Path, dim: int) -> object:
+def open_store(backend: str, path: Path, dim: int) -> Any:
     from omniret.index import FaissStore, QdrantStore
 
     if backend == "faiss":
@@ -97,10 +99,11 @@ def main() -> None:
         vecs = unit_rows(n, a.dim, 0)
         qv = unit_rows(len(queries), a.dim, 1)
         payloads = [{"text": t} for t in texts]
+        unindexed = [{"note": t} for t in texts]  # same bytes, not a lexical field
         dense_s, both_s = [], []
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(a.rounds):  # A, B, A, B
-                dense_s.append(index_once(backend, Path(tmp) / f"a{r}", ids, vecs, None, a.batch))
+                dense_s.append(index_once(backend, Path(tmp) / f"a{r}", ids, vecs, unindexed, a.batch))
                 both_s.append(index_once(backend, Path(tmp) / f"b{r}", ids, vecs, payloads, a.batch))
             store = open_store(backend, Path(tmp) / "q", a.dim)
             for s in range(0, n, a.batch):

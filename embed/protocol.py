@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +33,12 @@ class Embedder(Protocol):
     def embed_partial(self, items: Sequence[ItemLike], *, instruction: str | None = None,
                       dim: int | None = None) -> EmbedResult: ...
 
+    def embed_chunks(self, chunks: Iterable[Sequence[ItemLike]], *, instruction: str | None = None,
+                     dim: int | None = None) -> Iterator[EmbedResult]:
+        """``embed_partial`` over a stream of chunks, in chunk order; a backend may prepare chunk i+1
+        (media decoding) while chunk i runs on the model."""
+        ...
+
 
 @dataclass
 class EmbedResult:
@@ -39,8 +46,17 @@ class EmbedResult:
 
     vectors: np.ndarray
     indices: list[int]
-    failures: list[ItemFailure] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list[ItemFailure])
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+@runtime_checkable
+class SubmitsBatches(Protocol):
+    """An embedder that runs batches asynchronously (``EmbedderPool``): ``submit`` returns at once and the
+    future gets the batch's ``EmbedResult``; a pipeline keeps several batches in flight with it."""
+
+    def submit(self, items: Sequence[ItemLike], *, instruction: str | None = None,
+               dim: int | None = None) -> Future[EmbedResult]: ...

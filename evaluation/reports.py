@@ -136,15 +136,17 @@ def plot_dims(runs: Sequence[RunResult], path: str | Path, *, metric: str, title
     series: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for r in runs:
         if "dim" in r.settings and metric in r.metrics:
-            key = (str(r.settings.get("mode", "")), int(r.settings.get("rerank_top", 0)))
+            key = (_stage_label(r.settings), int(r.settings.get("rerank_top", 0)))
             series.setdefault(key, []).append((int(r.settings["dim"]), float(r.metrics[metric])))
-    several_modes = len({m for m, _ in series}) > 1
+    several_stages = len({m for m, _ in series}) > 1
+    if several_stages and len({p[0] for pts in series.values() for p in pts}) == 1:
+        return _plot_stages(series, path, metric=metric, title=title or (runs[0].dataset if runs else ""))
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for (mode, top), pts in sorted(series.items()):
+    for (stage, top), pts in sorted(series.items()):
         pts.sort()
         label = "first stage" if top == 0 else f"+ rerank top {top}"
-        if several_modes:
-            label = f"{mode}: {label}"
+        if several_stages:
+            label = f"{stage}: {label}"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     dims = sorted({p[0] for pts in series.values() for p in pts})
     if len(dims) > 1 and dims[-1] / max(dims[0], 1) >= 4:
@@ -163,6 +165,40 @@ def plot_dims(runs: Sequence[RunResult], path: str | Path, *, metric: str, title
     fig.savefig(out, format="png")
     plt.close(fig)
     return out
+
+
+def _plot_stages(series: dict[tuple[str, int], list[tuple[int, float]]], path: str | Path, *, metric: str,
+                 title: str) -> Path:
+    """One dim, several first stages (a mode sweep): one horizontal bar per stage and rerank depth."""
+    import matplotlib.pyplot as plt
+
+    rows = [(stage if top == 0 else f"{stage} + rerank top {top}", pts[0][1])
+            for (stage, top), pts in series.items()]
+    fig, ax = plt.subplots(figsize=(6, 0.8 + 0.35 * len(rows)), dpi=100)
+    ax.barh([r[0] for r in rows], [r[1] for r in rows], color="tab:blue")
+    for i, (_, v) in enumerate(rows):
+        ax.text(v, i, f" {v:.4f}", va="center", fontsize=8)
+    lo = min(r[1] for r in rows)
+    ax.set_xlim(max(0.0, lo - 0.1), max(r[1] for r in rows) + 0.05)
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
+
+
+def _stage_label(settings: dict[str, Any]) -> str:
+    """The first stage of a run: its mode, and for hybrid the fusion (and weighted's alpha)."""
+    mode = str(settings.get("mode", ""))
+    if mode != "hybrid":
+        return mode
+    if settings.get("fusion") == "weighted":
+        return f"hybrid weighted a={settings.get('alpha')}"
+    return f"hybrid {settings.get('fusion', 'rrf')}"
 
 
 def _fmt(v: Any) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import (
     CollectionError,
     CollectionExists,
@@ -34,17 +35,24 @@ from omniret.errors import (
     ItemError,
     ItemFailure,
 )
+from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
+from omniret.index.protocol import VectorStore
 from omniret.index.searcher import Searcher
+from omniret.index.tuning import TuneResult, check_recall
+from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item
 
 MANIFEST = "collection.json"
+#: a collection name: letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit (it is a
+#: folder name and a Qdrant collection name); the API validates with the same pattern
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 #: payload keys the collection writes itself (an item's content and where it came from); an item's
 #: ``metadata`` may not use them, so user metadata can never pose as the item or point at another file
 RESERVED_PAYLOAD_KEYS = frozenset({"text", "image", "video", "video_start", "video_end", "kind", "path", "source",
                                    "sha256"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(COLLECTION_NAME)
 BACKENDS = ("faiss", "qdrant")
 
 
@@ -64,11 +72,11 @@ def _check_name(name: str) -> None:
                           "starting with a letter or digit)")
 
 
-def _model_name(embedder: Any) -> str:
+def _model_name(embedder: Embedder | str | os.PathLike[str]) -> str:
     if isinstance(embedder, (str, os.PathLike)):
         from omniret.registry import resolve
 
-        source, spec = resolve(embedder)
+        source, spec = resolve(os.fspath(embedder))
         return spec.name if spec is not None else source
     return str(embedder.name)
 
@@ -91,8 +99,8 @@ class AddReport:
 class Collection:
     """A named, persistent set of items with the model that embeds them. Use ``open_collection``."""
 
-    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: Any, embedder: Any,
-                 reranker: Any = None) -> None:
+    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: VectorStore, embedder: Embedder,
+                 reranker: Reranker | None = None) -> None:
         self.name = name
         self.path = path
         self.manifest = manifest
@@ -119,10 +127,10 @@ class Collection:
 
     @property
     def modalities(self) -> frozenset[str]:
-        return frozenset(getattr(self.embedder, "modalities", {"text"}))
+        return frozenset(self.embedder.modalities)
 
     def _embed_dim(self) -> int | None:
-        return self.dim if self.dim != getattr(self.embedder, "dim", self.dim) else None
+        return self.dim if self.dim != self.embedder.dim else None
 
     # -- writing -----------------------------------------------------------------------------------
     def add(self, items: Sequence[Any], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
@@ -196,8 +204,20 @@ class Collection:
 
     def add_files(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, recursive: bool = True,
                   progress: bool = True, options: IngestOptions | None = None, console: Any = None,
+                  devices: Sequence[str] | str | None = None, ray: bool | str = False, ray_actors: int | None = None,
                   **option_kw: Any) -> IngestReport:
-        """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields."""
+        """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields.
+
+        ``devices`` (``["cuda:0", "cuda:1"]``, ``"cpu,cpu"``, ``"auto"``): embed in one worker process per
+        device (an ``EmbedderPool`` of this collection's model, started here and stopped at the end); this
+        process keeps reading files and stays the only writer, so resuming and re-indexing work unchanged.
+        ``ray``: run as a Ray Data job instead (``True`` starts a local cluster; ``"auto"`` or
+        ``"ray://host:10001"`` joins one; ``ray_actors`` embedding actors, default one per GPU or CPU - 1);
+        see ``omniret.index.ray_ingest``.
+        """
+        from omniret.embed.pool import EmbedderPool, parse_devices
+
+        devs = parse_devices(devices if devices is None or isinstance(devices, str) else list(devices))
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         if option_kw:
@@ -206,8 +226,41 @@ class Collection:
                 raise ConfigError(f"unknown ingestion option(s) {sorted(unknown)}; known: "
                                   f"{', '.join(IngestOptions.__dataclass_fields__)}")
             options = IngestOptions(**{**(options or IngestOptions()).__dict__, **option_kw})
-        return ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
-                      options=options, recursive=recursive, progress=progress, console=console)
+        if ray is not False and ray is not None:
+            if devs is not None:
+                raise ConfigError("devices= and ray= are two ways to scale out: pick one (Ray places its own "
+                                  "actors on the cluster's devices)")
+            from omniret.index.ray_ingest import ray_ingest
+
+            return ray_ingest(paths, embedder=self.embedder, store=self.store, ledger=self.ledger, dim=self.dim,
+                              options=options, recursive=recursive, address=None if ray is True else str(ray),
+                              actors=ray_actors, progress=progress, console=console)
+        pool: EmbedderPool | None = None
+        embedder = self.embedder
+        if devs is not None and not isinstance(embedder, EmbedderPool):
+            pool = embedder = EmbedderPool(getattr(self.embedder, "path", None) or self.manifest["model"], devs)
+        try:
+            return ingest(paths, embedder=embedder, store=self.store, ledger=self.ledger, dim=self.dim,
+                          options=options, recursive=recursive, progress=progress, console=console)
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def tune(self, recall: float, *, k: int = 10, sample: int = 1000) -> TuneResult:
+        """Pick the index's search setting from a recall target, measured on this collection's own vectors
+        (see ``omniret.index.tuning``), and record it in the manifest and the store: every later open
+        searches with it. Run it again after the collection has grown a lot."""
+        check_recall(recall)
+        if not isinstance(self.store, FaissStore):
+            raise ConfigError(f"collection {self.name!r} is a {self.manifest.get('backend')} collection: recall "
+                              "tuning measures FAISS indexes (Qdrant: pass hnsw_ef / ef_construct store options)")
+        res = self.store.tune(recall, k=k, sample=sample)
+        self.manifest["store_options"] = {**self.manifest.get("store_options", {}), **res.settings}
+        self.manifest["recall_tuning"] = {**res.to_dict(), "count": self.count()}
+        tmp = self.path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
+        os.replace(tmp, self.path / MANIFEST)
+        return res
 
     def delete(self, ids: Sequence[str]) -> list[str]:
         """Remove items by id; returns the ids that were there (and are now gone), in input order."""
@@ -225,10 +278,15 @@ class Collection:
 
         Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
         """
-        if getattr(self.store, "lexical_ready", True) or self.manifest.get("backend") == "qdrant":
-            return 0  # an older Qdrant collection cannot gain a sparse vector; its lexical searches say so
+        from omniret.index.faiss_store import FaissStore
+
+        store = self.store
+        # only a FAISS store can be behind: an older Qdrant collection cannot gain a sparse vector (its
+        # lexical searches say so), and a new one indexes text as it goes
+        if not isinstance(store, FaissStore) or store.lexical_ready:
+            return 0
         if not progress:
-            return int(self.store.build_lexical())
+            return int(store.build_lexical())
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -237,10 +295,10 @@ class Collection:
                        transient=True)
         with bar:
             task = bar.add_task("lexical", total=None, name=self.name)
-            return int(self.store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
+            return int(store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
 
     # -- reading -----------------------------------------------------------------------------------
-    def searcher(self, reranker: Any = None) -> Searcher:
+    def searcher(self, reranker: Reranker | None = None) -> Searcher:
         return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
                         instruction=self.manifest.get("instruction"), dim=self.dim)
 
@@ -285,8 +343,16 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         raise CollectionError(f"collection {path.name!r}: unreadable {MANIFEST} ({e})") from e
 
 
+def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str | None:
+    """The model an existing collection was built with (from its manifest; nothing is loaded), or None."""
+    _check_name(name)
+    manifest = _read_manifest(_root(root) / name)
+    return None if manifest is None else str(manifest["model"])
+
+
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
-                    url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
+                    url: str | None = None, embedder: Embedder | str | os.PathLike[str] | None = None,
+                    dim: int | None = None, reranker: Reranker | str | os.PathLike[str] | None = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
                     funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
                     dtype: str | None = None, lexical: dict[str, Any] | None = None, progress: bool = True,
@@ -327,6 +393,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         if embedder is None:
             raise ConfigError(f"collection {name!r} does not exist yet: pass embedder= (an Embedder or a model "
                               "name) to create it")
+        wanted = embedder
     else:
         if not exist_ok:
             raise CollectionExists(f"collection {name!r} exists already")
@@ -352,14 +419,17 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
             raise CollectionMismatch(f"collection {name!r} was created with funnel_dim "
                                   f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
                                   "at creation; use a new collection)")
-        embedder = embedder if embedder is not None else manifest["model"]
-    if isinstance(embedder, (str, os.PathLike)):
+        wanted = embedder if embedder is not None else str(manifest["model"])
+    if isinstance(wanted, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        embedder = load_embedder(embedder, device=device, dtype=dtype)
+        model = load_embedder(os.fspath(wanted), device=device, dtype=dtype)
+    else:
+        model = wanted
+    embedder = model
     if manifest is None:
         dim = int(dim or embedder.dim)
-        dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
+        dims = tuple(embedder.dims or (embedder.dim,))
         if dim not in dims:
             raise DimensionError(f"dim={dim} is not one of model {embedder.name}'s dims {list(dims)}")
         if funnel_dim is not None and (funnel_dim not in dims or funnel_dim >= dim):
@@ -369,7 +439,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                     "funnel_dim": funnel_dim,
                     "lexical": AnalyzerConfig.from_dict(lexical).to_dict(),
                     "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
-                    "modalities": sorted(getattr(embedder, "modalities", {"text"})),
+                    "modalities": sorted(embedder.modalities),
                     "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "store_options": {k: v for k, v in store_options.items() if k != "api_key"}}
         new = True
@@ -385,13 +455,13 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         new_lexical = True
     else:
         new_lexical = False
-    store = _open_store(path, name, manifest, url, store_options, create=new)
+    store = open_store(path, name, manifest, url, store_options, create=new)
     if new or new_lexical:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, path / MANIFEST)
-    coll = Collection(name, path, manifest, store, embedder, reranker)
+    coll = Collection(name, path, manifest, store, model, reranker)
     try:
         coll.build_lexical(progress=progress)
     except BaseException:
@@ -400,8 +470,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     return coll
 
 
-def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
-                *, create: bool) -> Any:
+def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
+               *, create: bool) -> VectorStore:
+    """The store a manifest describes (FAISS in the folder, or Qdrant local/server); no model is loaded."""
     opts = {**manifest.get("store_options", {}), **options}
     if manifest["backend"] == "qdrant":
         from omniret.index.qdrant_store import QdrantStore
@@ -425,7 +496,7 @@ def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> A
     manifest = _read_manifest(path)
     if manifest is None:
         raise CollectionNotFound(f"no collection {name!r} in {path.parent}")
-    return _open_store(path, name, manifest, manifest.get("url"), {}, create=False)
+    return open_store(path, name, manifest, manifest.get("url"), {}, create=False)
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

@@ -33,14 +33,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
 
+from omniret.embed.matryoshka import truncate
 from omniret.errors import ConfigError, DimensionError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_sql
 from omniret.index.lexical import Analyzer, AnalyzerConfig, fts_match, payload_text
-from omniret.index.protocol import as_matrix, check_funnel_dim, check_upsert, funnel_pool, funnel_prefix
+from omniret.index.protocol import check_funnel_dim, check_search, check_upsert, funnel_pool
+from omniret.index.tuning import (
+    EF_GRID,
+    RESCORE_GRID,
+    TuneResult,
+    check_recall,
+    exact_neighbours,
+    nprobe_grid,
+    walk_grid,
+)
 from omniret.types import Hit
 
 IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]
@@ -67,6 +77,7 @@ class FaissOptions(TypedDict, total=False):
     rescore: int           # lossy kinds (ivfpq, sq8): fetch k·rescore candidates, re-score them exactly
     funnel_candidates: int  # funnel search: candidates = k · funnel_candidates from the short index
     gpu: bool | None       # None: use a GPU when faiss has one
+    mmap: bool             # map flat/SQ8 codes from the index file instead of reading them into memory
 
 
 _DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "nbits": 8, "nprobe": 32,
@@ -92,7 +103,8 @@ class FaissStore:
                  lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
         import faiss
 
-        self._faiss = faiss
+        # faiss's SWIG stubs do not describe its Python API (downcast_index, SearchParameters*): use it untyped
+        self._faiss: Any = faiss
         self.path = Path(path)
         if index not in INDEX_KINDS:
             raise ConfigError(f"index={index!r}: choose one of {', '.join(INDEX_KINDS)}")
@@ -117,14 +129,18 @@ class FaissStore:
                              "tokenize='unicode61 remove_diacritics 0')")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the SQLite store {db_path}: {e}") from e
+        self._closed = False
+        self.kind: IndexKind
+        #: the options in force: the defaults, then the stored ones, then this call's
+        self.options: dict[str, Any]
         meta = self._meta()
         if "dim" in meta:
             stored_dim = int(meta["dim"])
             if dim is not None and dim != stored_dim:
                 raise DimensionError(f"FAISS store {self.path}: expected dimension {stored_dim}, got {dim}")
             self.dim = stored_dim
-            self.kind: IndexKind = meta["index"]
-            self.options: FaissOptions = {**_DEFAULTS, **json.loads(meta["options"]), **(options or {})}
+            self.kind = cast(IndexKind, meta["index"])
+            self.options = {**_DEFAULTS, **json.loads(meta["options"]), **(options or {})}
             stored_funnel = int(meta["funnel_dim"]) if meta.get("funnel_dim") else None
             if funnel_dim is not None and funnel_dim != stored_funnel:
                 # the short index is fixed at creation, as Qdrant's named vectors are
@@ -151,6 +167,7 @@ class FaissStore:
         if gpu and self._gpu_res is None:
             raise ConfigError("gpu=True but faiss has no CUDA GPU here (install faiss-gpu-cu12 on a GPU machine)")
         self._gpu_index: Any = None
+        self._mapped = False
         self._dead: set[int] = set()
         self._changes = 0
         self._funnel: Any = None
@@ -344,38 +361,76 @@ class FaissStore:
         self._dead = set()
         return index
 
-    def _index_file(self) -> Path:
-        return self.path / "index.faiss"
+    # -- the FAISS files: caches of SQLite, one path for the main and the funnel index ------------------
+    def _cache_file(self, name: str) -> Path:
+        return self.path / f"{name}.faiss"
+
+    def _read_cache(self, name: str, dim: int, *, flags: int = 0) -> tuple[Any, dict[str, Any]]:
+        """The saved ``NAME.faiss`` (read with FAISS IO ``flags``, e.g. memory-mapped) and its sidecar
+        ``NAME.json``; ``(None, {})`` when either is missing or unreadable, or the index has another width:
+        the caller then rebuilds it from SQLite."""
+        f, side = self._cache_file(name), self.path / f"{name}.json"
+        if not (f.exists() and side.exists()):
+            return None, {}
+        try:
+            saved: dict[str, Any] = json.loads(side.read_text())
+            index = self._faiss.read_index(str(f), flags)
+        except (RuntimeError, ValueError, OSError):
+            return None, {}
+        if index.d != dim:
+            return None, {}
+        return index, saved
+
+    def _write_cache(self, name: str, index: Any, facts: dict[str, Any]) -> None:
+        """Write ``NAME.faiss``, then its sidecar (SQLite's generation, ``facts``), each by temp file + rename."""
+        gen = self._generation()
+        f = self._cache_file(name)
+        tmp = f.with_suffix(".faiss.tmp")
+        self._faiss.write_index(index, str(tmp))
+        os.replace(tmp, f)
+        side_tmp = self.path / f"{name}.json.tmp"
+        side_tmp.write_text(json.dumps({"generation": gen, **facts, "ntotal": int(index.ntotal)}))
+        os.replace(side_tmp, self.path / f"{name}.json")
+
+    def _out_of_date(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(stale, missing)``: fids the index holds that SQLite no longer has, and the reverse."""
+        in_index = self._faiss.vector_to_array(index.id_map).astype(np.int64)
+        live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
+        return (np.setdiff1d(in_index, live, assume_unique=True),
+                np.setdiff1d(live, in_index, assume_unique=True))
 
     def _load_or_rebuild(self) -> Any:
-        faiss = self._faiss
-        f, side = self._index_file(), self.path / "index.json"
-        index = None
-        if f.exists() and side.exists():
-            try:
-                saved = json.loads(side.read_text())
-                index = faiss.read_index(str(f))
-                if saved.get("kind") != self.kind or index.d != self.dim:
-                    index = None
-            except (RuntimeError, ValueError, OSError):
-                index = None  # unreadable cache: rebuilt from SQLite below
+        mapped = bool(self.options.get("mmap")) and self.kind in ("flat", "sq8", "hnsw")
+        index, saved = self._read_cache("index", self.dim, flags=self._faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+        if index is not None and saved.get("kind") != self.kind:
+            index = None
+        self._mapped = mapped
         if index is None:
+            self._mapped = False
             index = self._build()
             self._index = index
             self._save()
             return index
         self._index = index
+        self._apply_search_params()
         self._catch_up(same_generation=saved.get("generation") == self._generation())
         return index
+
+    def _apply_search_params(self) -> None:
+        """Set efSearch / nprobe from the options on the live index: a file read back carries the values
+        it was saved with, so a tuned or changed setting would otherwise not apply on open."""
+        inner = self._faiss.downcast_index(self._index.index)
+        if isinstance(inner, self._faiss.IndexHNSW):
+            inner.hnsw.efSearch = int(self.options["ef_search"])
+        elif isinstance(inner, self._faiss.IndexIVF):
+            inner.nprobe = int(self.options["nprobe"])
+        self._gpu_index = None
 
     def _catch_up(self, *, same_generation: bool) -> None:
         """Make the FAISS index hold exactly SQLite's rows (the file may be behind after a crash)."""
         if same_generation and self.kind != "hnsw":
             return
-        in_index = self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
-        stale = np.setdiff1d(in_index, live, assume_unique=True)
-        missing = np.setdiff1d(live, in_index, assume_unique=True)
+        stale, missing = self._out_of_date(self._index)
         if not self._remove_fids(stale) and len(missing):
             fids, vecs = self._vectors(missing.tolist())
             self._add(fids, vecs)
@@ -383,9 +438,20 @@ class FaissStore:
             self._changes += len(stale) + len(missing)
             self._maybe_save()
 
+    def _writable(self) -> None:
+        """A memory-mapped index is read-only (FAISS aborts the process on a write to mapped codes): the
+        first change copies it into memory. Mapping is for serving processes that only search."""
+        if self._mapped:
+            # not clone_index: a clone shares the mapped codes; nothing was written since the file was
+            # mapped (every write comes through here first), so reading it whole gives the same index
+            self._index = self._faiss.read_index(str(self._cache_file("index")))
+            self._mapped = False
+            self._apply_search_params()
+
     def _add(self, fids: np.ndarray, vecs: np.ndarray) -> None:
         if not len(fids):
             return
+        self._writable()
         if self.kind in ("ivfpq", "sq8") and self.exact and self._index.ntotal + len(fids) >= self._train_size():
             # enough vectors now: replace the exact fallback by the trained index (SQLite already has them)
             self._index = self._build()
@@ -398,6 +464,7 @@ class FaissStore:
         fids = np.asarray(fids, dtype=np.int64)
         if not len(fids):
             return False
+        self._writable()
         if self.kind == "hnsw":
             self._dead.update(int(x) for x in fids)
             if len(self._dead) > max(1000, self._index.ntotal // 4):
@@ -408,14 +475,7 @@ class FaissStore:
         return False
 
     def _save(self) -> None:
-        faiss, f = self._faiss, self._index_file()
-        gen = self._generation()
-        tmp = f.with_suffix(".faiss.tmp")
-        faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, f)
-        side_tmp = self.path / "index.json.tmp"
-        side_tmp.write_text(json.dumps({"generation": gen, "kind": self.kind, "ntotal": int(self._index.ntotal)}))
-        os.replace(side_tmp, self.path / "index.json")
+        self._write_cache("index", self._index, {"kind": self.kind})
         self._save_funnel()
         self._changes = 0
 
@@ -430,30 +490,18 @@ class FaissStore:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(fd))
         fids, vecs = self._vectors()
         if len(fids):
-            index.add_with_ids(funnel_prefix(vecs, fd), fids)
+            index.add_with_ids(truncate(vecs, fd), fids)
         return index
 
     def _load_or_rebuild_funnel(self) -> Any:
-        f, side = self.path / "funnel.faiss", self.path / "funnel.json"
-        index, saved = None, {}
-        if f.exists() and side.exists():
-            try:
-                saved = json.loads(side.read_text())
-                index = self._faiss.read_index(str(f))
-                if index.d != self.funnel_dim:
-                    index = None
-            except (RuntimeError, ValueError, OSError):
-                index = None  # unreadable cache: rebuilt from SQLite below
+        index, saved = self._read_cache("funnel", int(self.funnel_dim or 0))
         if index is None:
             self._funnel = self._build_funnel()
             self._save_funnel()
             return self._funnel
         self._funnel = index
         if saved.get("generation") != self._generation():
-            in_index = self._faiss.vector_to_array(index.id_map).astype(np.int64)
-            live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
-            stale = np.setdiff1d(in_index, live, assume_unique=True)
-            missing = np.setdiff1d(live, in_index, assume_unique=True)
+            stale, missing = self._out_of_date(index)
             self._funnel_update(stale, *self._vectors(missing.tolist()))
             self._save_funnel()
         return index
@@ -465,19 +513,12 @@ class FaissStore:
         if len(removed):
             self._funnel.remove_ids(removed)
         if len(fids):
-            self._funnel.add_with_ids(funnel_prefix(vecs, int(self.funnel_dim or 0)), np.asarray(fids, np.int64))
+            self._funnel.add_with_ids(truncate(vecs, int(self.funnel_dim or 0)), np.asarray(fids, np.int64))
 
     def _save_funnel(self) -> None:
         if self._funnel is None:
             return
-        f = self.path / "funnel.faiss"
-        tmp = f.with_suffix(".faiss.tmp")
-        self._faiss.write_index(self._funnel, str(tmp))
-        os.replace(tmp, f)
-        side_tmp = self.path / "funnel.json.tmp"
-        side_tmp.write_text(json.dumps({"generation": self._generation(), "funnel_dim": self.funnel_dim,
-                                        "ntotal": int(self._funnel.ntotal)}))
-        os.replace(side_tmp, self.path / "funnel.json")
+        self._write_cache("funnel", self._funnel, {"funnel_dim": self.funnel_dim})
 
     def save(self) -> None:
         """Write the FAISS file now (it is also written on close and every ``save_every`` changes)."""
@@ -533,12 +574,8 @@ class FaissStore:
         ``funnel``: None searches through the short-prefix index when the store has one, True requires
         one, False searches the main index only. Funnel hits carry exact full-dim scores.
         """
-        q = as_matrix(vectors, self.dim, what="query vectors")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
-        if funnel and self.funnel_dim is None:
-            raise ConfigError(f"funnel=True but FAISS store {self.path} has no funnel index (create it with "
-                              "funnel_dim=...)")
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"FAISS store {self.path}", create_hint="index")
         use_funnel = self.funnel_dim is not None and funnel is not False
         pool = funnel_pool(k, dict(self.options), f"FAISS store {self.path}") if use_funnel else 0
         conds = parse_filter(filter)
@@ -567,13 +604,16 @@ class FaissStore:
                     if not self.exact and (fids >= 0).sum(axis=1).min() < min(k, len(allowed)):
                         scores, fids = self._exact_among(q, allowed, k)
             else:
-                factor = int(self.options.get("rescore", _RESCORE.get(self.kind, 0)))
-                if factor > 1 and not self.exact:
-                    scores, fids = self._index_search(q, k * factor + len(self._dead), None)
-                    scores, fids = self._rescore(q, fids)
-                else:
-                    scores, fids = self._index_search(q, k + len(self._dead), None)
+                scores, fids = self._search_all(q, k)
             return self._hits(scores, fids, k)
+
+    def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unfiltered search as the options set it: ANN candidates, exactly re-scored for compressed kinds."""
+        factor = int(self.options.get("rescore", _RESCORE.get(self.kind, 0)))
+        if factor > 1 and not self.exact:
+            scores, fids = self._index_search(q, k * factor + len(self._dead), None)
+            return self._rescore(q, fids)
+        return self._index_search(q, k + len(self._dead), None)
 
     def _funnel_search(self, q: np.ndarray, pool: int, allowed: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -582,7 +622,7 @@ class FaissStore:
         n = index.ntotal
         if n == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        short_q = funnel_prefix(q, int(self.funnel_dim or 0))
+        short_q = truncate(q, int(self.funnel_dim or 0))
         if allowed is not None:
             _, fids = index.search(short_q, min(pool, n, len(allowed)),
                                    params=faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)))
@@ -689,28 +729,145 @@ class FaissStore:
             self._check_open()
             return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
+    def tune(self, recall: float, *, k: int = 10, sample: int = 1000, max_build: int = 200_000,
+             seed: int = 0) -> TuneResult:
+        """Choose the cheapest efSearch (HNSW), nprobe (IVF-PQ) or re-scoring pool (SQ8, and IVF-PQ when
+        nprobe alone falls short) whose recall@k meets ``recall``, and store it (applied on every open).
+
+        Measured on held-out vectors: ``sample`` stored vectors are the queries, and a scratch index of this
+        kind and parameters is built over the others (at most ``max_build`` of them, a random subset
+        beyond); truth is exact search over that same set. Queries that sit in the graph would find their
+        neighbours through their own node, so a leave-one-out estimate on the live index reads high.
+        """
+        target = check_recall(recall)
+        assert target is not None
+        if k <= 0 or sample <= 0:
+            raise ConfigError(f"tune needs k > 0 and sample > 0, got k={k}, sample={sample}")
+        with self._lock:
+            self._check_open()
+            all_fids = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
+            if len(all_fids) < 2 * k:
+                raise ConfigError(f"FAISS store {self.path} holds {len(all_fids)} vector(s); recall tuning needs "
+                                  f"at least {2 * k} to measure on (index first)")
+            rng = np.random.default_rng(seed)
+            picked = rng.choice(all_fids, min(sample, len(all_fids) // 5 or 1), replace=False)
+            qids, q = self._vectors(picked.tolist())
+            rest = np.setdiff1d(all_fids, qids)
+            if len(rest) > max_build:
+                rest = np.sort(rng.choice(rest, max_build, replace=False))
+            rest_ids, rest_vecs = self._vectors(rest.tolist())
+            truth = exact_neighbours(((rest_ids[s:s + 20_000], rest_vecs[s:s + 20_000])
+                                      for s in range(0, len(rest_ids), 20_000)), q, qids, k)
+            live_inner = self._faiss.downcast_index(self._index.index)
+            if self.kind in ("ivfpq", "sq8") and not self.exact:
+                # the live index's own training (centroids, codebooks, ranges), without its vectors
+                inner = self._faiss.clone_index(live_inner)
+                inner.reset()
+                scratch = self._faiss.IndexIDMap2(inner)
+            else:
+                scratch = self._empty_index(len(rest_ids))
+                inner = self._faiss.downcast_index(scratch.index)
+                if not inner.is_trained:
+                    inner.train(rest_vecs if len(rest_vecs) <= 100_000
+                                else rest_vecs[rng.choice(len(rest_vecs), 100_000, replace=False)])
+            scratch.add_with_ids(rest_vecs, rest_ids)
+            del rest_vecs
+            res = TuneResult(target=target, k=k, sample=len(qids), param=None, value=None, recall=1.0, met=True)
+            live, dead = self._index, self._dead
+            self._index, self._dead = scratch, set()
+            try:
+                if self.exact:
+                    res.extra["exact"] = True
+                elif self.kind == "hnsw":
+                    v, r, met, tried = walk_grid(lambda ef: self._probe(q, k, ef_search=ef), EF_GRID, truth, qids,
+                                                 target)
+                    res.param, res.value, res.recall, res.met, res.tried = "ef_search", v, r, met, tried
+                elif self.kind == "ivfpq":
+                    grid = nprobe_grid(int(inner.nlist))
+                    v, r, met, tried = walk_grid(lambda p: self._probe(q, k, nprobe=p), grid, truth, qids, target)
+                    res.param, res.value, res.recall, res.met, res.tried = "nprobe", v, r, met, tried
+                    if not met:  # the codes themselves are too coarse: widen the exact re-scoring pool
+                        nprobe = v
+                        v, r, met, more = walk_grid(lambda f: self._probe(q, k, nprobe=nprobe, rescore=f),
+                                                    RESCORE_GRID, truth, qids, target)
+                        res.extra["nprobe"] = nprobe
+                        res.param, res.value, res.recall, res.met, res.tried = "rescore", v, r, met, tried + more
+                else:  # sq8: one knob, the re-scoring pool
+                    v, r, met, tried = walk_grid(lambda f: self._probe(q, k, rescore=f), RESCORE_GRID, truth, qids,
+                                                 target)
+                    res.param, res.value, res.recall, res.met, res.tried = "rescore", v, r, met, tried
+            finally:
+                self._index, self._dead = live, dead
+            chosen: dict[str, int] = {}
+            if res.param is not None and res.value is not None:
+                chosen[res.param] = int(res.value)
+                if "nprobe" in res.extra:
+                    chosen["nprobe"] = int(res.extra["nprobe"])
+            res.settings = chosen
+            self.options.update(chosen)
+            self._apply_search_params()
+            stored = json.loads(self._meta().get("options", "{}"))
+            self._set_meta({"options": json.dumps({**stored, **chosen}),
+                            "recall_tuning": json.dumps({**res.to_dict(), "count": len(all_fids)})})
+            return res
+
+    def _probe(self, q: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
+               rescore: int | None = None) -> np.ndarray:
+        """The ids an unfiltered search returns under trial settings."""
+        saved = dict(self.options)
+        try:
+            if ef_search is not None:
+                self.options["ef_search"] = ef_search
+            if nprobe is not None:
+                self.options["nprobe"] = nprobe
+            if rescore is not None:
+                self.options["rescore"] = rescore
+            self._apply_search_params()
+            return self._search_all(q, k)[1]
+        finally:
+            self.options = saved
+            self._apply_search_params()
+
+    def _chunks(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored ``(fids, vectors)``, ``size`` rows at a time (a scan that never holds them all)."""
+        last = -1
+        while True:
+            rows = self._db.execute("SELECT fid, vector FROM items WHERE fid > ? ORDER BY fid LIMIT ?",
+                                    (last, size)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+
+    def recall_tuning(self) -> dict[str, Any] | None:
+        """The last ``tune`` result (what was chosen, measured recall, collection size then), or None."""
+        raw = self._meta().get("recall_tuning")
+        return json.loads(raw) if raw else None
+
     def info(self) -> dict[str, Any]:
         """Backend facts for ``Collection.info()``."""
         return {"backend": "faiss", "index": self.kind, "exact": self.exact, "dim": self.dim,
                 "funnel_dim": self.funnel_dim, "lexical": self.analyzer.config.to_dict(),
                 "lexical_ready": self.lexical_ready,
-                "path": str(self.path), "gpu": self._gpu_res is not None,
+                "path": str(self.path), "gpu": self._gpu_res is not None, "recall_tuning": self.recall_tuning(),
+                "mmap": self._mapped,
                 "options": {k: v for k, v in self.options.items() if k != "gpu"}}
 
     def close(self) -> None:
         """Write the FAISS file and close SQLite (idempotent)."""
         with self._lock:
-            if self._db is None:
+            if self._closed:
                 return
             try:
                 self._save()
             finally:
                 self._db.close()
-                self._db = None  # type: ignore[assignment]
+                self._closed = True
 
     # -- internals -------------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._db is None:
+        if self._closed:
             raise StoreError(f"FAISS store {self.path} is closed")
 
     def _fids_of(self, ids: list[str]) -> dict[str, int]:

@@ -26,7 +26,9 @@ Fusion = Literal["rrf", "weighted"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
 FUSIONS: tuple[str, ...] = ("rrf", "weighted")
 RRF_K = 60
-DEFAULT_ALPHA = 0.5
+#: weighted fusion's default dense weight: 0.6-0.8 beat both single modes on two of the project's three
+#: offline sets (benchmarks/RESULTS.md); Weaviate's hybrid defaults to 0.75 for the same reason
+DEFAULT_ALPHA = 0.7
 
 
 def check_mode(mode: object, *, field: str = "mode") -> str:
@@ -44,7 +46,7 @@ def check_query_text(mode: str, text: str) -> None:
 
 
 def check_fusion(fusion: object, alpha: object = None, *, field: str = "fusion") -> tuple[str, float]:
-    """Validated ``(fusion, alpha)``; alpha defaults to 0.5 and must lie in [0, 1]."""
+    """Validated ``(fusion, alpha)``; alpha defaults to ``DEFAULT_ALPHA`` and must lie in [0, 1]."""
     if fusion not in FUSIONS:
         raise SearchModeError(f"{field}={fusion!r}: choose one of {', '.join(FUSIONS)}", field="fusion")
     if alpha is None:

@@ -14,20 +14,27 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from omniret.errors import ItemError
 from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
 from omniret.jsonl import iter_jsonl, resolve_media
-from omniret.types import Item
+from omniret.types import IMAGE_SUFFIXES, Item
 
 TEXT_SUFFIXES = frozenset({
     ".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".xml", ".yaml",
@@ -35,7 +42,6 @@ TEXT_SUFFIXES = frozenset({
     ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala", ".go", ".rs", ".c", ".h", ".cc", ".cpp",
     ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".bash", ".sql", ".r", ".lua", ".pl", ".css", ".vue",
 })
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 PDF_SUFFIXES = frozenset({".pdf"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
@@ -102,6 +108,11 @@ class Ledger:
         self._db.execute("CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, root TEXT NOT NULL, "
                          "path TEXT NOT NULL, sha256 TEXT NOT NULL, ids TEXT NOT NULL, indexed_at REAL NOT NULL)")
         self._db.execute("CREATE INDEX IF NOT EXISTS sources_sha256 ON sources (sha256)")
+
+    def snapshot(self) -> dict[str, tuple[str, str]]:
+        """Every source's ``(sha256, ids as JSON)``, read once: the reader thread consults it without
+        touching the connection the writer commits through."""
+        return {k: (sha, ids) for k, sha, ids in self._db.execute("SELECT source, sha256, ids FROM sources")}
 
     def get(self, key: str) -> tuple[str, list[str]] | None:
         row = self._db.execute("SELECT sha256, ids FROM sources WHERE source = ?", (key,)).fetchone()
@@ -189,11 +200,15 @@ def sha256_of(path: Path) -> str:
 class FileReader:
     """Turns one source into ``(id, Item, payload)`` triples for a given embedder."""
 
-    def __init__(self, embedder: Any, options: IngestOptions) -> None:
+    def __init__(self, embedder: Any, options: IngestOptions, *, private_tokenizer: bool = False) -> None:
         self.embedder = embedder
-        self.modalities = frozenset(getattr(embedder, "modalities", {"text"}))
+        self.modalities = frozenset(embedder.modalities)
         self.options = options
-        self.chunker = Chunker(options.chunk_tokens, options.chunk_overlap, find_tokenizer(embedder))
+        tok = find_tokenizer(embedder)
+        if tok is not None and private_tokenizer:
+            # a fast tokenizer must not be used from two threads at once; the model thread has its own
+            tok = copy.deepcopy(tok)
+        self.chunker = Chunker(options.chunk_tokens, options.chunk_overlap, tok)
 
     def kind_of(self, path: Path) -> str | None:
         s = path.suffix.lower()
@@ -318,32 +333,90 @@ class _Pending:
     entries: list[tuple[str, Item, dict[str, Any]]]
 
 
+@dataclass
+class _Event:
+    """What the reader thread tells the writer: a batch to embed, a skipped/failed/unchanged file, or the end."""
+
+    kind: str  # "batch" | "skip" | "fail" | "unchanged" | "end" | "error"
+    batch: list[_Pending] = field(default_factory=list)
+    key: str = ""
+    reason: str = ""
+    files: int = 0
+    error: BaseException | None = None
+
+
 def ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store: Any, ledger: Ledger,
            dim: int | None = None, options: IngestOptions | None = None, recursive: bool = True,
            progress: bool = True, console: Any = None) -> IngestReport:
-    """Index files into ``store`` (see module docstring); returns what happened, never raises for one file."""
+    """Index files into ``store`` (see module docstring); returns what happened, never raises for one file.
+
+    Three stages overlap: a reader thread hashes, reads, chunks and decodes files into batches; the
+    embedder runs batch i+1 (in a model thread, or on an ``EmbedderPool``'s device workers, several at
+    once) while this thread writes batch i. This thread is the only writer: items are upserted, then the
+    ledger row committed, batch by batch in file order, so a kill at any moment loses nothing acknowledged
+    and a re-run skips exactly what was committed.
+    """
     opts = options or IngestOptions()
-    reader = FileReader(embedder, opts)
+    reader = FileReader(embedder, opts, private_tokenizer=True)
     sources = discover(paths, recursive=recursive)
     report = IngestReport()
     t0 = time.perf_counter()
-    pending: list[_Pending] = []
-    n_pending = 0
     embed_dim = dim if dim is not None and dim != getattr(embedder, "dim", dim) else None
+    known = ledger.snapshot()
+    stop = threading.Event()
+    events: queue.Queue[_Event] = queue.Queue(maxsize=4)
 
-    def flush() -> None:
-        nonlocal n_pending
-        if not pending:
-            return
-        items = [e[1] for p in pending for e in p.entries]
-        result = embedder.embed_partial(items, dim=embed_dim)
+    def emit(ev: _Event) -> bool:
+        while not stop.is_set():
+            try:
+                events.put(ev, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read_all() -> None:
+        batch: list[_Pending] = []
+        n_items = files = 0
+        try:
+            for src in sources:
+                if stop.is_set():
+                    return
+                files += 1
+                try:
+                    sha = sha256_of(src.path)
+                    prev = known.get(src.key)
+                    if prev is not None and prev[0] == sha:
+                        emit(_Event("unchanged", files=1))
+                        files -= 1
+                        continue
+                    entries = reader.read(src, sha)
+                    batch.append(_Pending(src, sha, json.loads(prev[1]) if prev else [], entries))
+                    n_items += len(entries)
+                except SkipFile as e:
+                    emit(_Event("skip", key=src.key, reason=str(e), files=1))
+                    files -= 1
+                except (ItemError, OSError, ValueError) as e:
+                    emit(_Event("fail", key=src.key, reason=_reason(e, src.key), files=1))
+                    files -= 1
+                if n_items >= opts.batch_items:
+                    if not emit(_Event("batch", batch=batch, files=files)):
+                        return
+                    batch, n_items, files = [], 0, 0
+            if batch:
+                emit(_Event("batch", batch=batch, files=files))
+            emit(_Event("end"))
+        except BaseException as e:  # noqa: BLE001 - handed to the writer, which raises it
+            emit(_Event("error", error=e))
+
+    def write(batch: list[_Pending], result: Any) -> None:
         bad: dict[int, str] = {}
         for f in result.failures:
             bad.setdefault(f.index, f.reason)
         rows = dict(zip(result.indices, range(len(result.indices)), strict=True))
         ids, vecs, payloads, done = [], [], [], []
         pos = 0
-        for p in pending:
+        for p in batch:
             span = range(pos, pos + len(p.entries))
             pos += len(p.entries)
             errs = [(i - span.start, bad[i]) for i in span if i in bad]
@@ -359,8 +432,6 @@ def ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store: Any
                 payloads.append(payload)
             done.append(p)
         if ids:
-            import numpy as np
-
             store.upsert(ids, np.stack(vecs), payloads)
         stale = [i for p in done for i in set(p.old_ids) - {e[0] for e in p.entries}]
         if stale:
@@ -370,41 +441,77 @@ def ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store: Any
             ledger.commit([(p.src, p.sha, [e[0] for e in p.entries]) for p in done])
         report.indexed_files += len(done)
         report.indexed_items += sum(len(p.entries) for p in done)
-        pending.clear()
-        n_pending = 0
 
+    submit, depth, close_embedder = _submitter(embedder, embed_dim)
     bar = _progress(console) if progress else None
     task = None
     if bar is not None:
         bar.start()
         task = bar.add_task("indexing", total=len(sources), items=0)
+    inflight: deque[tuple[list[_Pending], int, Future[Any]]] = deque()
+
+    def drain_one() -> None:
+        batch, files, fut = inflight.popleft()
+        write(batch, fut.result())
+        if bar is not None:
+            bar.update(task, advance=files, items=report.indexed_items)
+
+    thread = threading.Thread(target=read_all, name="omniret-ingest-reader", daemon=True)
+    thread.start()
     try:
-        for src in sources:
-            try:
-                sha = sha256_of(src.path)
-                prev = ledger.get(src.key)
-                if prev is not None and prev[0] == sha:
-                    report.unchanged += 1
-                else:
-                    entries = reader.read(src, sha)
-                    pending.append(_Pending(src, sha, prev[1] if prev else [], entries))
-                    n_pending += len(entries)
-            except SkipFile as e:
-                report.skipped.append((src.key, str(e)))
-            except (ItemError, OSError, ValueError) as e:
-                report.failed.append((src.key, _reason(e, src.key)))
-            if n_pending >= opts.batch_items:
-                flush()
+        while True:
+            ev = events.get()
+            if ev.kind == "end":
+                break
+            if ev.kind == "error":
+                assert ev.error is not None
+                raise ev.error
+            if ev.kind == "batch":
+                items = [e[1] for p in ev.batch for e in p.entries]
+                inflight.append((ev.batch, ev.files, submit(items)))
+                while len(inflight) >= depth:
+                    drain_one()
+                continue
+            if ev.kind == "unchanged":
+                report.unchanged += 1
+            elif ev.kind == "skip":
+                report.skipped.append((ev.key, ev.reason))
+            elif ev.kind == "fail":
+                report.failed.append((ev.key, ev.reason))
             if bar is not None:
-                bar.update(task, advance=1, items=report.indexed_items + n_pending)
-        flush()
+                bar.update(task, advance=ev.files)
+        while inflight:
+            drain_one()
         if opts.prune:
             _prune(sources, paths, store, ledger, report)
     finally:
+        stop.set()
+        thread.join(5)
+        for _, _, fut in inflight:
+            fut.cancel()
+        close_embedder()
         if bar is not None:
             bar.stop()
         report.seconds = time.perf_counter() - t0
     return report
+
+
+def _submitter(embedder: Any, dim: int | None) -> tuple[Callable[[list[Item]], Future[Any]], int, Callable[[], None]]:
+    """How batches reach the model: an ``EmbedderPool`` takes them itself (two per device in flight);
+    an in-process embedder runs them one at a time in a model thread, the next one queued behind."""
+    from omniret.embed.protocol import SubmitsBatches
+
+    if isinstance(embedder, SubmitsBatches):
+        def submit_pool(items: list[Item]) -> Future[Any]:
+            return embedder.submit(items, dim=dim)
+
+        return submit_pool, 2 * max(1, len(getattr(embedder, "devices", [1]))), lambda: None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniret-ingest-model")
+
+    def submit_local(items: list[Item]) -> Future[Any]:
+        return pool.submit(embedder.embed_partial, items, dim=dim)
+
+    return submit_local, 2, lambda: pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _reason(e: Exception, key: str) -> str:

@@ -42,6 +42,8 @@ _RUN = re.compile(r"\w+(?:[.\-]\w+)*")
 _SEP = re.compile(r"[._\-]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
 _ALNUM = re.compile(r"[^\W_]+")
+#: distinct words/identifiers whose terms an analyser keeps before starting its cache afresh
+_RUN_CACHE = 200_000
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class AnalyzerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, *, where: str = "lexical") -> AnalyzerConfig:
+    def from_dict(cls, d: Mapping[str, Any] | AnalyzerConfig | None, *, where: str = "lexical") -> AnalyzerConfig:
         """Validate a stored or user-given config; ``ConfigError`` names the bad field."""
         if d is None:
             return cls()
@@ -138,32 +140,44 @@ class Analyzer:
 
         return stem
 
+    @cached_property
+    def _runs(self) -> dict[str, tuple[str, ...]]:
+        """Terms of each word or identifier seen so far: text is Zipfian, so most runs are cache hits."""
+        return {}
+
+    def _run_terms(self, run: str) -> tuple[str, ...]:
+        stop, stem = self._stop, self._stem
+        if not self.config.split_identifiers:
+            w = run.casefold()
+            return () if w in stop else (stem(w),)
+        parts: list[str] = []
+        for seg in _SEP.split(run):
+            if not seg:
+                continue
+            if seg.isascii():
+                parts.extend(_CAMEL.findall(seg) or [seg])
+            else:
+                parts.extend(_ALNUM.findall(seg))
+        parts = [p.casefold() for p in parts]
+        terms = [stem(p) for p in parts if p not in stop]
+        if len(parts) > 1:
+            terms.append("".join(parts))  # the whole identifier, unstemmed
+        return tuple(terms)
+
     def tokens(self, text: str) -> list[str]:
         """Index terms of ``text`` in order (repeats kept: they are term frequencies)."""
         if not text:
             return []
         text = unicodedata.normalize("NFKC", text)
-        stop, stem = self._stop, self._stem
+        cache = self._runs
+        if len(cache) > _RUN_CACHE:
+            cache.clear()
         out: list[str] = []
-        if not self.config.split_identifiers:
-            for w in _ALNUM.findall(text):
-                w = w.casefold()
-                if w not in stop:
-                    out.append(stem(w))
-            return out
-        for run in _RUN.findall(text):
-            parts: list[str] = []
-            for seg in _SEP.split(run):
-                if not seg:
-                    continue
-                if seg.isascii():
-                    parts.extend(_CAMEL.findall(seg) or [seg])
-                else:
-                    parts.extend(_ALNUM.findall(seg))
-            parts = [p.casefold() for p in parts]
-            out.extend(stem(p) for p in parts if p not in stop)
-            if len(parts) > 1:
-                out.append("".join(parts))  # the whole identifier, unstemmed
+        for run in (_RUN if self.config.split_identifiers else _ALNUM).findall(text):
+            terms = cache.get(run)
+            if terms is None:
+                terms = cache[run] = self._run_terms(run)
+            out.extend(terms)
         return out
 
     def query_terms(self, text: str) -> list[str]:

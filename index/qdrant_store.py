@@ -16,9 +16,11 @@ Lexical index: each point whose payload has text also carries a sparse vector ``
 weights of the analysed terms, ``omniret.index.lexical``; the collection's sparse config has
 ``Modifier.IDF``, so Qdrant supplies the IDF), written by the same upsert as the dense vector. The analyser
 is recorded in the collection's metadata. Hybrid search (``hybrid_search``) is one ``query_batch_points``
-call: per query the dense and the sparse list (for each hit's own scores) and, for ``fusion="rrf"``,
-Qdrant's server-side fusion of the two as prefetches (``RrfQuery`` with ``k + 1``: Qdrant counts ranks
-from 0, omniret from 1, so the scores equal ``omniret.index.fusion.rrf``). ``fusion="weighted"`` is fused
+call: per query the dense and the sparse list (for each hit's own scores) and, for ``fusion="rrf"`` on a
+server, Qdrant's fusion of the two as prefetches (``RrfQuery`` with ``k + 1``: Qdrant counts ranks from 0,
+omniret from 1, so the scores equal ``omniret.index.fusion.rrf``). In local mode there is no server: the
+same RRF is computed from the two lists already fetched, which halves the (brute-force) sparse work
+(``server_fusion=True`` forces the Query API path there too). ``fusion="weighted"`` is always fused
 client-side from the two lists (the Query API has no score-normalising fusion). A collection made before
 the lexical index cannot gain a sparse vector (Qdrant does not add vector names to a collection): lexical
 and hybrid searches then say to re-index into a new collection.
@@ -29,15 +31,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
 
+from omniret.embed.matryoshka import truncate
 from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_qdrant
-from omniret.index.fusion import RRF_K, fuse
+from omniret.index.fusion import DEFAULT_ALPHA, RRF_K, fuse
 from omniret.index.lexical import (
     Analyzer,
     AnalyzerConfig,
@@ -47,11 +50,10 @@ from omniret.index.lexical import (
 )
 from omniret.index.protocol import (
     RESERVED_PREFIX,
-    as_matrix,
     check_funnel_dim,
+    check_search,
     check_upsert,
     funnel_pool,
-    funnel_prefix,
 )
 from omniret.types import Hit
 
@@ -75,6 +77,7 @@ class QdrantOptions(TypedDict, total=False):
     prefer_grpc: bool
     batch_size: int
     funnel_candidates: int  # funnel search: prefetch k · funnel_candidates points on the short vector
+    server_fusion: bool     # hybrid RRF through Qdrant's Query API (default: on a server yes, local mode no)
 
 
 def point_id(item_id: str) -> str:
@@ -100,6 +103,7 @@ class QdrantStore:
         self.name = name
         self.options: QdrantOptions = dict(options or {})  # type: ignore[assignment]
         self.location = str(path) if path is not None else str(url)
+        self._server_fusion = bool(self.options.get("server_fusion", url is not None))
         self._batch = int(self.options.get("batch_size", 256))
         self._lock = threading.RLock()
         try:
@@ -196,7 +200,7 @@ class QdrantStore:
         """Insert or replace by id, in batches; each batch is acknowledged (``wait=True``) before returning."""
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
         models = self._models
-        short = funnel_prefix(m, self.funnel_dim) if self.funnel_dim is not None else None
+        short = truncate(m, self.funnel_dim) if self.funnel_dim is not None else None
         for s in range(0, len(ids), self._batch):
             vecs: list[dict[str, Any]] = [{self._dense: v} for v in m[s:s + self._batch].tolist()]
             if short is not None:
@@ -221,18 +225,14 @@ class QdrantStore:
     def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None,  # noqa: A002
                *, funnel: bool | None = None) -> list[list[Hit]]:
         """Best ``k`` hits per row; ``funnel`` as in ``FaissStore.search`` (prefetch on ``short``, score on ``full``)."""
-        q = as_matrix(vectors, self.dim, what="query vectors")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
-        if funnel and self.funnel_dim is None:
-            raise ConfigError(f"funnel=True but Qdrant collection {self.name!r} has no funnel vector (create it "
-                              "with funnel_dim=...)")
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"Qdrant collection {self.name!r}", create_hint="vector")
         qf = to_qdrant(parse_filter(filter))
         models = self._models
         using = FULL if self._named else None
         if self.funnel_dim is not None and funnel is not False:
             pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
-            short = funnel_prefix(q, self.funnel_dim)
+            short = truncate(q, self.funnel_dim)
             requests = [models.QueryRequest(prefetch=models.Prefetch(query=sq.tolist(), using=SHORT, limit=pool),
                                             query=row.tolist(), using=FULL, limit=k, filter=qf, with_payload=True)
                         for row, sq in zip(q, short, strict=True)]
@@ -259,7 +259,7 @@ class QdrantStore:
         models = self._models
         if self.funnel_dim is not None and funnel is not False:
             pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
-            sq = funnel_prefix(row[None, :], self.funnel_dim)[0]
+            sq = truncate(row[None, :], self.funnel_dim)[0]
             return models.QueryRequest(prefetch=models.Prefetch(query=sq.tolist(), using=SHORT, limit=pool, filter=qf),
                                        query=row.tolist(), using=FULL, limit=k, filter=qf, with_payload=True)
         return models.QueryRequest(query=row.tolist(), using=FULL if self._named else None, limit=k, filter=qf,
@@ -280,21 +280,18 @@ class QdrantStore:
         return [[self._hit(p) for p in next(results).points] if sq is not None else [] for sq in sparse]
 
     def hybrid_search(self, vectors: np.ndarray, texts: Sequence[str], k: int, filter: Filter | None = None,  # noqa: A002
-                      *, depth: int | None = None, fusion: str = "rrf", alpha: float = 0.5,
+                      *, depth: int | None = None, fusion: str = "rrf", alpha: float = DEFAULT_ALPHA,
                       funnel: bool | None = None) -> list[list[Hit]]:
         """Dense and lexical lists (``depth`` each, default ``k``) fused into ``k`` hits, in one round trip.
 
-        ``rrf`` is fused by Qdrant (prefetch both, ``RrfQuery``); each hit also gets its side scores from
-        the two lists fetched in the same call. ``weighted`` is fused client-side (see module docstring).
+        ``rrf`` is fused by Qdrant on a server (prefetch both, ``RrfQuery``); each hit also gets its side
+        scores from the two lists fetched in the same call. ``weighted`` (and RRF in local mode) is fused
+        client-side from those lists (see module docstring).
         """
-        q = as_matrix(vectors, self.dim, what="query vectors")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"Qdrant collection {self.name!r}", create_hint="vector")
         if len(texts) != len(q):
             raise ConfigError(f"hybrid search: {len(q)} query vectors but {len(texts)} query texts")
-        if funnel and self.funnel_dim is None:
-            raise ConfigError(f"funnel=True but Qdrant collection {self.name!r} has no funnel vector (create it "
-                              "with funnel_dim=...)")
         self._check_lexical()
         models = self._models
         depth = max(depth or k, k)
@@ -309,7 +306,7 @@ class QdrantStore:
             if sq is not None:
                 s_at = len(requests)
                 requests.append(models.QueryRequest(query=sq, using=SPARSE, limit=depth, filter=qf, with_payload=True))
-                if fusion == "rrf":
+                if fusion == "rrf" and self._server_fusion:
                     f_at = len(requests)
                     prefetch = [models.Prefetch(query=dense.query, using=dense.using, prefetch=dense.prefetch,
                                                 limit=depth, filter=qf),
@@ -358,7 +355,7 @@ class QdrantStore:
             if offset is None:
                 return out
 
-    def build_lexical(self, progress: Any = None) -> int:
+    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Nothing to build: new collections index text on upsert, and an older one cannot gain a sparse
         vector (its lexical and hybrid searches say how to re-index); returns 0."""
         return 0

@@ -58,7 +58,7 @@ class ItemError(OmniretError, ValueError):
     @classmethod
     def for_item(cls, index: int | None, item_id: Any, reason: str) -> ItemError:
         """Build the error for one item with the standard message shape."""
-        where = []
+        where: list[str] = []
         if index is not None:
             where.append(f"item {index}")
         if item_id is not None:
@@ -122,3 +122,8 @@ class CollectionMismatch(CollectionError):
 
 class DistributedError(OmniretError, RuntimeError):
     """A distributed run lost a rank (killed, hung past the timeout, network gone) or cannot form."""
+
+
+class WorkerError(DistributedError):
+    """A worker process (an embedding device worker, a Ray actor) died, hung or failed a batch; names the
+    worker and its device. Work committed before it stays committed: re-running resumes."""

@@ -32,12 +32,15 @@ from omniret.index.qdrant_store import QdrantStore
 from omniret.index.searcher import first_stage
 
 BACKENDS = ["faiss", "qdrant"]
+#: Qdrant twice: RRF fused from the two lists (local mode's default) and by the Query API (a server's)
+FUSING = ["faiss", "qdrant", "qdrant-server-fusion"]
 
 
 def _store(backend: str, tmp_path: Path, dim: int = 8, **kw: Any) -> Any:
     if backend == "faiss":
         return FaissStore(tmp_path / "faiss", dim=dim, **kw)
-    return QdrantStore("t", dim=dim, path=":memory:", **kw)
+    options = {"server_fusion": True} if backend == "qdrant-server-fusion" else {}
+    return QdrantStore("t", dim=dim, path=":memory:", options=options, **kw)
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
@@ -87,7 +90,7 @@ def _filled(backend: str, tmp_path: Path) -> Any:
     return store
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FUSING)
 def test_hybrid_is_the_rrf_of_both_lists_computed_by_hand(backend: str, tmp_path: Path) -> None:
     store = _filled(backend, tmp_path)
     dense = first_stage(store, QUERY, ["zebra"], 5, mode="dense")[0]
@@ -132,7 +135,7 @@ def test_fusion_functions_on_plain_lists() -> None:
     assert [h.id for h in weighted(dense, lexical, 3, alpha=0.0)][:1] == ["y"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FUSING)
 def test_filters_apply_to_both_sides(backend: str, tmp_path: Path) -> None:
     store = _filled(backend, tmp_path)
     flt = {"even": True}  # a, c, e

@@ -19,8 +19,26 @@ for _name in _COMMAND_MODULES:
         importlib.import_module(f"omniret.cli.{_name}")
 
 
+#: options whose value may be left out, and the value that stands for it (``--ray`` alone: a local Ray
+#: cluster); click can declare that, but typer does not pass the declaration through
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def fill_optional_values(argv: list[str]) -> list[str]:
+    """``argv`` with the stand-in value after an optional-value option given last or before another option."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main() -> None:
     """Console entry point."""
+    import sys
+
+    sys.argv[1:] = fill_optional_values(sys.argv[1:])
     run()
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from omniret.cli._app import (
     CollectionOpt,
+    DevicesOpt,
     DimOpt,
     InstructionOpt,
     JsonOpt,
@@ -23,6 +24,7 @@ from omniret.cli._app import (
     err_console,
     fail,
     handles_errors,
+    renamed,
 )
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="faiss (embedded, default) or qdrant.")]
@@ -31,7 +33,7 @@ ModeOpt = Annotated[str, typer.Option("--mode", help="First stage: dense (vector
 FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf (reciprocal rank, k=60) or weighted "
                                                          "(min-max-normalised scores, --alpha).")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="Weighted fusion: the dense side's weight in [0, 1] "
-                                                                "(default 0.5).")]
+                                                                "(default 0.7).")]
 QdrantUrlOpt = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL (implies "
                                                                         "--backend qdrant).")]
 
@@ -58,37 +60,85 @@ def index_cmd(
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Text chunk size in tokens.")] = 200,
     chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens shared by neighbouring chunks.")] = 40,
     segment_seconds: Annotated[float, typer.Option("--segment-seconds", help="Video segment length.")] = 10.0,
-    batch_items: Annotated[int, typer.Option("--batch-items", help="Items per embedding call.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per embedding call.")] = 64,
+    old_batch_items: Annotated[int | None, typer.Option("--batch-items", hidden=True)] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove items of files no longer on disk.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
+    devices: DevicesOpt = None,
+    recall: Annotated[float | None, typer.Option(
+        "--recall", help="After indexing, pick the index's search setting (HNSW efSearch, IVF nprobe, re-scoring "
+                         "pool) whose recall@10 on a sample of the collection's own vectors reaches this target; "
+                         "recorded and applied on every open.")] = None,
+    shards: Annotated[int | None, typer.Option(
+        "--shards", min=1, help="Qdrant: shards of a new collection (spread over the cluster's nodes).")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", min=1, help="Qdrant: copies of each shard in a new collection (survives a node loss).")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Run as a Ray Data job: alone (last, or before another option) or 'local', on a local Ray cluster; "
+             "with auto or ray://HOST:10001, on that cluster (several nodes: use a Qdrant collection, --qdrant-url). Needs pip install 'omniret[ray]'.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", min=1, help="Embedding actors (default: one per GPU, else CPUs - 1).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
+    from omniret.embed.pool import load_embedder_on, parse_devices
     from omniret.errors import CollectionNotFound
     from omniret.index import open_collection
+    from omniret.index.collection import recorded_model
     from omniret.index.ingest import IngestOptions
+    from omniret.index.tuning import check_recall
 
+    devs = parse_devices(devices)  # these checks come before any model loads or file is read
+    check_recall(recall)
+    if ray is not None:
+        from omniret.index.ray_ingest import check_address, import_ray
+
+        if devs is not None:
+            fail("--devices and --ray are two ways to scale out: pick one (Ray places its own actors)")
+        import_ray()
+        check_address(ray)
+        devs = ["cpu"]  # the driver loads the model on CPU only for its tokenizer and modalities
     settings = cli_settings()
-    extra = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
-    kw = dict(root=root or settings.collections_path, backend=backend, url=qdrant_url, dim=dim, index=index,
-              funnel_dim=funnel_dim, device=settings.device, dtype=settings.dtype, **extra)
-    if model is None:  # an existing collection loads its recorded model; a new one the configured default
-        try:
-            coll = open_collection(collection, create=False, **kw)
-        except CollectionNotFound:
-            coll = open_collection(collection, embedder=settings.embed_model, **kw)
-    else:
-        coll = open_collection(collection, embedder=model, **kw)
+    opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                         segment_seconds=segment_seconds, prune=prune,
+                         batch_items=renamed(batch_size, old_batch_items, new="--batch-size", old="--batch-items",
+                                             default=64))
+    extra: dict[str, Any] = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
+    if shards is not None or replicas is not None:
+        if backend != "qdrant" and qdrant_url is None:
+            fail("--shards/--replicas are Qdrant collection settings: add --qdrant-url (or --backend qdrant)")
+        extra.update({k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v is not None})
+    root = root or settings.collections_path
+    kw: dict[str, Any] = dict(root=root, backend=backend, url=qdrant_url, dim=dim, index=index, funnel_dim=funnel_dim,
+                              device=settings.device, dtype=settings.dtype, **extra)
+    embedder: Any = model
+    if devs is not None:
+        # the coordinator holds no model: the workers (or the one device) do
+        embedder = load_embedder_on(model or recorded_model(collection, root) or settings.embed_model, devs,
+                                    dtype=settings.dtype)
     try:
-        opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                             segment_seconds=segment_seconds, prune=prune,
-                             batch_items=batch_items)
-        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console)
+        if embedder is None:  # an existing collection loads its recorded model; a new one the configured default
+            try:
+                coll = open_collection(collection, create=False, **kw)
+            except CollectionNotFound:
+                coll = open_collection(collection, embedder=settings.embed_model, **kw)
+        else:
+            coll = open_collection(collection, embedder=embedder, **kw)
+    except BaseException:
+        _close(embedder)
+        raise
+    try:
+        report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console,
+                                ray=ray if ray is not None else False, ray_actors=ray_actors)
         total = coll.count()
+        tuned = coll.tune(recall) if recall is not None else None
     finally:
         coll.close()
+        _close(embedder)
     if json_out:
-        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total}))
+        console.print_json(json.dumps({**report.to_dict(), "collection": collection, "count": total,
+                                       "recall_tuning": tuned.to_dict() if tuned is not None else None}))
     else:
         for src, reason in report.skipped:
             err_console.print(f"[yellow]skipped[/] {src}: {reason}", highlight=False)
@@ -99,8 +149,20 @@ def index_cmd(
                       f"{len(report.skipped)} skipped, {len(report.failed)} failed"
                       + (f", {report.pruned} pruned" if report.pruned else "") + f"; {total} items in total",
                       highlight=False)
+        if tuned is not None:
+            what = (f"{tuned.param}={tuned.value}" if tuned.param else "exact search")
+            console.print(f"recall tuning: {what} gives recall@{tuned.k} {tuned.recall:.3f} on {tuned.sample} "
+                          f"held-out vectors (target {tuned.target:g}" + ("" if tuned.met else ", NOT met") + ")",
+                          highlight=False)
     if strict and report.failed:
         raise typer.Exit(2)
+
+
+def _close(embedder: Any) -> None:
+    """Stop an embedder's worker processes (a pool); in-process models need nothing."""
+    close = getattr(embedder, "close", None)
+    if callable(close):
+        close()
 
 
 @app.command("search")
@@ -212,13 +274,13 @@ def _manifest(name: str, root: Path | None) -> dict[str, Any]:
 def collections_info(name: Annotated[str, typer.Argument(help="Collection name.")], root: RootOpt = None,
                      json_out: JsonOpt = False) -> None:
     """Show a collection's model, dim, backend, index and item count (no model is loaded)."""
-    from omniret.index.collection import _open_store
+    from omniret.index.collection import open_store
     from omniret.index.ingest import Ledger
 
     m = _manifest(name, root)
-    store = _open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)
+    store = open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)
     try:
-        info = {**m, "count": store.count(), "store": store.info()}
+        info: dict[str, Any] = {**m, "count": store.count(), "store": store.info()}
     finally:
         store.close()
     ledger = Ledger(Path(m["path"]) / "ledger.sqlite")
@@ -230,6 +292,11 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
     for key in ("name", "model", "dim", "funnel_dim", "backend", "index", "count", "sources", "lexical", "created",
                 "path"):
         console.print(f"[bold]{key}[/]: {info.get(key)}", highlight=False)
+    tuned = info.get("recall_tuning")
+    if tuned:
+        what = f"{tuned['param']}={tuned['value']}" if tuned.get("param") else "exact search"
+        console.print(f"[bold]recall tuning[/]: {what}, recall@{tuned['k']} {tuned['recall']} on {tuned['sample']} "
+                      f"held-out vectors of {tuned.get('count')} (target {tuned['target']})", highlight=False)
 
 
 @collections_app.command("build-lexical")
@@ -255,7 +322,10 @@ def collections_build_lexical(name: Annotated[str, typer.Argument(help="Collecti
         with Progress(TextColumn(f"lexical index of {name}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True) as bar:
             task = bar.add_task("lexical", total=None)
-            added = store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total))
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            added = store.build_lexical(advance)
         console.print(f"{name}: lexical index built ({added} items with text)")
     finally:
         store.close()

@@ -10,6 +10,7 @@ import typer
 
 from omniret.cli._app import (
     DeviceOpt,
+    DevicesOpt,
     DtypeOpt,
     ModelOpt,
     RerankerOpt,
@@ -25,11 +26,11 @@ from omniret.cli._app import (
 def settings_env(*, host: str | None, port: int | None, model: str | None, reranker: str | None,
                  no_reranker: bool, root: str | None, api_keys: list[str] | None, device: str | None,
                  dtype: str | None, micro_batching: bool | None, qdrant_url: str | None = None,
-                 cors_origins: list[str] | None = None) -> dict[str, str]:
+                 cors_origins: list[str] | None = None, devices: str | None = None) -> dict[str, str]:
     """``OMNIRET_*`` variables for the given options: the app (and every uvicorn worker) reads them."""
     env: dict[str, str] = {}
     pairs = {"HOST": host, "PORT": port, "EMBED_MODEL": model, "COLLECTIONS_ROOT": root, "DEVICE": device,
-             "DTYPE": dtype, "QDRANT_URL": qdrant_url}
+             "DTYPE": dtype, "QDRANT_URL": qdrant_url, "DEVICES": devices}
     for key, value in pairs.items():
         if value is not None:
             env[f"OMNIRET_{key}"] = str(value)
@@ -82,6 +83,7 @@ def serve(
     micro_batching: Annotated[bool | None, typer.Option("--micro-batching/--no-micro-batching",
                                                         help="Merge concurrent requests into model batches.")] = None,
     device: DeviceOpt = None,
+    devices: DevicesOpt = None,
     dtype: DtypeOpt = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
@@ -95,8 +97,15 @@ def serve(
     os.environ.update(settings_env(host=host, port=port, model=model, reranker=reranker, no_reranker=no_reranker,
                                    root=str(root) if root is not None else None, api_keys=api_key,
                                    device=device, dtype=dtype, micro_batching=micro_batching,
-                                   qdrant_url=qdrant_url, cors_origins=cors_origins_or_none(cors_origin)))
+                                   qdrant_url=qdrant_url, cors_origins=cors_origins_or_none(cors_origin),
+                                   devices=devices))
     settings = get_settings()  # validates the options before any model loads
+    if settings.devices:
+        from omniret.embed.pool import parse_devices
+
+        parse_devices(settings.devices)
+        if workers > 1:
+            fail("--devices and --workers: give one (--devices runs one model replica per device in one server)")
     warning = settings.exposure_warning()
     if warning:
         err_console.rule("[bold red]WARNING", style="red")

@@ -1,0 +1,127 @@
+"""``--ray``: a Ray Data job on a local cluster gives the collection a single process gives; the killed
+driver's re-run completes with nothing lost or duplicated; a bad address or a missing Ray fails first."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from omniret.errors import ConfigError
+from omniret.index import open_collection
+from tests.test_index_scale_out import assert_same_collection, collection_vectors, make_corpus
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'omniret[ray]')")
+
+
+def _cleanup(procs: list) -> None:  # noqa: ANN001
+    """Ray's local processes sometimes outlive a driver by a while: end the ones this test started."""
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=20)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+@pytest.fixture
+def local_ray():  # noqa: ANN201
+    import psutil
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    children = psutil.Process().children(recursive=True)
+    yield ray
+    children += psutil.Process().children(recursive=True)
+    ray.shutdown()
+    _cleanup(children)
+
+
+def test_ray_job_equals_single_process(tmp_path: Path, minilm_path: Path, tiny_vl_embedding: Path,
+                                       local_ray) -> None:  # noqa: ANN001
+    folder = make_corpus(tmp_path / "corpus")
+    (folder / "empty.txt").write_bytes(b"")
+    opts = {"segment_seconds": 2.0, "batch_items": 4, "chunk_tokens": 64, "chunk_overlap": 8}
+    for model in (minilm_path, tiny_vl_embedding):
+        name = Path(model).name.replace(".", "-")
+        single = open_collection(f"single-{name}", root=tmp_path / "cols", embedder=str(model))
+        rep1 = single.add_files(folder, progress=False, **opts)
+        viaray = open_collection(f"ray-{name}", root=tmp_path / "cols", embedder=single.embedder)
+        rep2 = viaray.add_files(folder, progress=False, ray=True, ray_actors=1, **opts)
+        assert rep2.failed == rep1.failed == [("empty.txt", "empty file")]
+        assert sorted(rep2.skipped) == sorted(rep1.skipped)
+        assert (rep2.indexed_files, rep2.indexed_items) == (rep1.indexed_files, rep1.indexed_items)
+        a, b = collection_vectors(single), collection_vectors(viaray)
+        assert_same_collection(a, b)
+        assert [g["payload"] for g in viaray.get(sorted(a))] == [g["payload"] for g in single.get(sorted(a))]
+        # the same ledger: a re-run reads nothing it indexed
+        again = viaray.add_files(folder, progress=False, ray=True, ray_actors=1, **opts)
+        assert again.unchanged == rep1.indexed_files and again.indexed_files == 0
+        single.close()
+        viaray.close()
+    assert {"media/red.png", "media/clip.mp4#t=2-3", "media/science.pdf#page=2"} <= set(b)
+
+
+def test_killed_ray_driver_rerun_completes(tmp_path: Path, minilm_path: Path) -> None:
+    import psutil
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    n = 240
+    for i in range(n):
+        (docs / f"doc{i:03d}.txt").write_text(f"document number {i} talks about topic {i % 17} and item {i}")
+    root = tmp_path / "cols"
+    cmd = [sys.executable, "-c", "from omniret.cli import main; main()", "index", str(docs), "--collection", "c",
+           "--model", str(minilm_path), "--root", str(root), "--json", "--batch-items", "4", "--ray-actors", "1",
+           "--ray"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = root / "c" / "ledger.sqlite"
+    children: list = []
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True) or children
+            with sqlite3.connect(ledger) as db:
+                if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 8:
+                    break
+        except (sqlite3.Error, psutil.NoSuchProcess):
+            continue
+    assert proc.poll() is None, "the driver ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _cleanup(children)
+    with sqlite3.connect(ledger) as db:
+        done = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    assert 0 < done < n
+    coll = open_collection("c", root=root)
+    report = coll.add_files(docs, progress=False, batch_items=8)
+    assert report.unchanged == done and report.indexed_files == n - done
+    ids = coll.store.ids()
+    assert len(ids) == len(set(ids)) == n == coll.count()
+    coll.close()
+
+
+def test_unreachable_address_and_missing_ray_fail_before_any_work(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from omniret.index.ray_ingest import check_address, import_ray
+
+    with pytest.raises(ConfigError, match=r"--ray 'ray://127\.0\.0\.1:1': cannot reach the Ray cluster at "
+                                          r"127\.0\.0\.1:1"):
+        check_address("ray://127.0.0.1:1")
+    with pytest.raises(ConfigError, match=r"give auto, ray://HOST:PORT"):
+        check_address("nowhere")
+    root = tmp_path / "cols"
+    out = subprocess.run([sys.executable, "-c", "from omniret.cli import main; main()", "index", str(tmp_path),
+                          "--collection", "c", "--root", str(root), "--model", "minilm", "--ray", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
+    assert not root.exists()
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"--ray needs Ray Data: pip install 'omniret\[ray\]'"):
+        import_ray()

@@ -1,0 +1,184 @@
+"""Scale-out indexing: a device pool (``--devices cpu,cpu``) gives the collection a single process gives;
+a killed worker or coordinator fails clearly and a re-run completes with nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omniret.embed.pool import EmbedderPool, parse_devices
+from omniret.errors import ConfigError, WorkerError
+from omniret.index import open_collection
+from tests.test_index_ingest import DOCS, write_text_pdf, write_video
+
+
+def make_corpus(root: Path) -> Path:
+    """Text, images, a PDF and a video: every kind of item ingestion makes."""
+    from PIL import Image
+
+    for rel, text in DOCS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    (root / "long.md").write_text(" ".join(f"sentence {i} says something about item {i % 13}." for i in range(300)))
+    (root / "media").mkdir()
+    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
+        Image.new("RGB", (64, 48), rgb).save(root / "media" / f"{name}.png")
+    write_text_pdf(root / "media" / "science.pdf", ["Volcanoes erupt molten lava from the mantle",
+                                                    "Glaciers carve valleys out of solid rock"])
+    write_video(root / "media" / "clip.mp4")
+    return root
+
+
+def collection_vectors(coll) -> dict[str, np.ndarray]:  # noqa: ANN001
+    ids = coll.store.ids()
+    assert len(ids) == len(set(ids))
+    return {g["id"]: g["vector"] for g in coll.get(ids)}
+
+
+def assert_same_collection(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert worst <= 1e-5, f"vectors differ by {worst}"
+
+
+@pytest.mark.parametrize("model", ["minilm", "tiny_vl"])
+def test_device_pool_equals_single_process(tmp_path: Path, model: str, request: pytest.FixtureRequest) -> None:
+    path = str(request.getfixturevalue("minilm_path" if model == "minilm" else "tiny_vl_embedding"))
+    folder = make_corpus(tmp_path / "corpus")
+    opts = {"segment_seconds": 2.0, "batch_items": 4, "chunk_tokens": 64, "chunk_overlap": 8}
+    single = open_collection("single", root=tmp_path / "cols", embedder=path)
+    rep1 = single.add_files(folder, progress=False, **opts)
+    pooled = open_collection("pooled", root=tmp_path / "cols", embedder=single.embedder)
+    rep2 = pooled.add_files(folder, progress=False, devices="cpu,cpu", **opts)
+    assert rep2.failed == rep1.failed == []
+    assert (rep2.indexed_files, rep2.indexed_items) == (rep1.indexed_files, rep1.indexed_items)
+    a, b = collection_vectors(single), collection_vectors(pooled)
+    assert_same_collection(a, b)
+    expected = {"long.md#chunk=1", "media/science.pdf#page=2"}
+    if model == "tiny_vl":
+        expected |= {"media/red.png", "media/clip.mp4#t=0-2", "media/clip.mp4#t=2-3"}
+    assert expected <= set(a)
+    assert [g["payload"] for g in pooled.get(sorted(a))] == [g["payload"] for g in single.get(sorted(a))]
+    single.close()
+    pooled.close()
+
+
+def test_killed_worker_fails_its_batch_and_rerun_completes(tmp_path: Path, minilm_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    n = 400
+    for i in range(n):
+        (docs / f"doc{i:03d}.txt").write_text(f"document {i} talks about topic {i % 17} and item {i}")
+    pool = EmbedderPool(minilm_path, "cpu,cpu")
+    coll = open_collection("c", root=tmp_path / "cols", embedder=pool)
+    ledger = tmp_path / "cols" / "c" / "ledger.sqlite"
+    victim = pool.pids[1]
+
+    def kill_when_started() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                with sqlite3.connect(ledger) as db:
+                    if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 16:
+                        break
+            except sqlite3.Error:
+                continue
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match=r"embedding worker 1 \(cpu, pid \d+\) died while embedding a batch of "
+                                          r"\d+ items: it exited with code -9"):
+        coll.add_files(docs, progress=False, batch_items=4)
+    killer.join()
+    assert time.monotonic() - t0 < 120
+    pool.close()
+    coll.close()
+    with sqlite3.connect(ledger) as db:
+        done = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    assert 16 <= done < n
+    # re-run in one process: the rest is indexed, every id once, and the vectors are the single-process ones
+    coll = open_collection("c", root=tmp_path / "cols")
+    report = coll.add_files(docs, progress=False, batch_items=4)
+    assert report.unchanged == done and report.indexed_files == n - done
+    ids = coll.store.ids()
+    assert len(ids) == len(set(ids)) == n == coll.count()
+    ref = open_collection("ref", root=tmp_path / "cols", embedder=coll.embedder)
+    ref.add_files(docs, progress=False, batch_items=4)
+    assert_same_collection(collection_vectors(coll), collection_vectors(ref))
+    coll.close()
+    ref.close()
+
+
+def test_killed_coordinator_rerun_completes_and_workers_exit(tmp_path: Path, minilm_path: Path) -> None:
+    """``omniret index --devices cpu,cpu`` killed with SIGKILL: its workers exit, the re-run finishes the job."""
+    import psutil
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    n = 300
+    for i in range(n):
+        (docs / f"doc{i:03d}.txt").write_text(f"document number {i} talks about topic {i % 17} and item {i}")
+    root = tmp_path / "cols"
+    cmd = [sys.executable, "-c", "from omniret.cli import main; main()", "index", str(docs), "--collection", "c",
+           "--model", str(minilm_path), "--root", str(root), "--json", "--batch-items", "4", "--devices", "cpu,cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = root / "c" / "ledger.sqlite"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(ledger) as db:
+                if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 12:
+                    break
+        except sqlite3.Error:
+            continue
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(children) >= 2
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"workers outlived their coordinator: {alive}"
+    with sqlite3.connect(ledger) as db:
+        done = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    assert 0 < done < n
+    coll = open_collection("c", root=root)
+    report = coll.add_files(docs, progress=False, batch_items=8)
+    assert report.unchanged == done
+    ids = coll.store.ids()
+    assert len(ids) == len(set(ids)) == n == coll.count()
+    coll.close()
+
+
+def test_worker_that_cannot_load_fails_clearly(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    missing.mkdir()
+    with pytest.raises(WorkerError, match=r"embedding worker 0 \(cpu, pid \d+\) could not load model .*no-such-model"):
+        EmbedderPool(missing, ["cpu"], start_timeout=300)
+
+
+def test_bad_devices_fail_before_any_work(tmp_path: Path) -> None:
+    for bad, msg in [("tpu0", r"device 'tpu0' is not a device: use auto, cpu"),
+                     ("cuda:7", r"device 'cuda:7': this machine has \d+ visible CUDA device"),
+                     ("cpu,,cpu", r"give auto, or a comma-separated list")]:
+        with pytest.raises(ConfigError, match=msg):
+            parse_devices(bad)
+    assert parse_devices("auto") in (["cpu"], [f"cuda:{i}" for i in range(8)][: len(parse_devices("auto") or [])])
+    assert parse_devices(" cpu , cpu") == ["cpu", "cpu"]
+    root = tmp_path / "cols"
+    out = subprocess.run([sys.executable, "-c", "from omniret.cli import main; main()", "index", str(tmp_path),
+                          "--collection", "c", "--root", str(root), "--model", "minilm", "--devices", "tpu0"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "device 'tpu0' is not a device" in out.stderr
+    assert not root.exists(), "a collection was created before the devices were checked"
