@@ -71,7 +71,7 @@ class AnalyzerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, *, where: str = "lexical") -> AnalyzerConfig:
+    def from_dict(cls, d: Mapping[str, Any] | AnalyzerConfig | None, *, where: str = "lexical") -> AnalyzerConfig:
         """Validate a stored or user-given config; ``ConfigError`` names the bad field."""
         if d is None:
             return cls()

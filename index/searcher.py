@@ -183,6 +183,6 @@ class Searcher:
                 pairs = zip(idx, self.reranker.score(q, docs, instruction=self.rerank_instruction), strict=True)
             for i, s in pairs:
                 head[i].rerank_score = float(s)
-        scored = sorted((h for h in head if h.rerank_score is not None), key=lambda h: -h.rerank_score)
+        scored = sorted((h for h in head if h.rerank_score is not None), key=lambda h: -(h.rerank_score or 0.0))
         rest = sorted([h for h in head if h.rerank_score is None] + tail, key=lambda h: -h.score)
         return scored + rest
