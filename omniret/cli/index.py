@@ -270,11 +270,11 @@ def _manifest(name: str, root: Path | None) -> dict[str, Any]:
 def collections_info(name: Annotated[str, typer.Argument(help="Collection name.")], root: RootOpt = None,
                      json_out: JsonOpt = False) -> None:
     """Show a collection's model, dim, backend, index and item count (no model is loaded)."""
-    from omniret.index.collection import _open_store
+    from omniret.index.collection import collection_store
     from omniret.index.ingest import Ledger
 
     m = _manifest(name, root)
-    store = _open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)
+    store = collection_store(name, root)
     try:
         info = {**m, "count": store.count(), "store": store.info()}
     finally:
