@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from omniret.embed.matryoshka import truncate
 from omniret.embed.protocol import Embedder, EmbedResult, SubmitsBatches
 from omniret.errors import ItemFailure
 from omniret.types import Item
+
+if TYPE_CHECKING:  # prometheus_client is only needed when the service records metrics
+    from omniret.api.metrics import Metrics
 
 log = logging.getLogger("omniret.api")
 

@@ -9,7 +9,6 @@ because it must count bytes as they arrive, before anything buffers them.
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from omniret.api.errors import ApiError, error_response
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
+from omniret.rerank.protocol import Reranker
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from the server's api_keys setting.")
 
@@ -89,7 +89,7 @@ def embedder(request: Request) -> Embedder:
     return state.embedder
 
 
-def reranker(request: Request) -> Any:
+def reranker(request: Request) -> Reranker:
     """The served reranker (400 when the server runs without one)."""
     state = get_state(request)
     if not state.ready:

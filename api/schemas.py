@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from omniret.index.collection import COLLECTION_NAME
+
 # --------------------------------------------------------------------------------------- shared
 
 
@@ -169,7 +171,7 @@ class ModelList(BaseModel):
 class CreateCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    name: str = Field(..., pattern=COLLECTION_NAME)
     backend: Literal["faiss", "qdrant"] = "faiss"
     model: str | None = Field(None, description="Must be the served embedding model (default: it).")
     dim: int | None = Field(None, description="Matryoshka dimension of the stored vectors.")

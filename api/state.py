@@ -10,6 +10,7 @@ from omniret.api.batching import MicroBatcher
 from omniret.api.metrics import Metrics
 from omniret.api.tokens import TokenCounter
 from omniret.embed.protocol import Embedder
+from omniret.rerank.protocol import Reranker
 from omniret.settings import Settings
 
 
@@ -21,7 +22,7 @@ class ServiceState:
     metrics: Metrics
     root: Path
     embedder: Embedder | None = None
-    reranker: Any = None
+    reranker: Reranker | None = None
     batcher: MicroBatcher | None = None
     load_error: str | None = None
     loading: bool = True

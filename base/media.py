@@ -46,8 +46,8 @@ def floor_by_factor(number: float, factor: int) -> int:
     return math.floor(number / factor) * factor
 
 
-def smart_resize(height: int, width: int, factor: int = 32, min_pixels: int | None = None,
-                 max_pixels: int | None = None) -> tuple[int, int]:
+def smart_resize(height: int, width: int, factor: int = 32, min_pixels: float | None = None,
+                 max_pixels: float | None = None) -> tuple[int, int]:
     """Target ``(height, width)``: multiples of ``factor``, area in ``[min_pixels, max_pixels]``, aspect kept.
 
     qwen-vl-utils 0.0.14 ``smart_resize``: round each side to the factor, then scale down (floor) or up
@@ -210,7 +210,9 @@ def pdf_page_items(path: str | Path, *, scale: float = 2.0, password: str | None
                 raise ItemError.for_item(None, p, f"PDF {p}: page {page_no} out of range 1..{n}")
             page = doc[page_no - 1]
             try:
-                image = page.render(scale=scale).to_pil()
+                # pypdfium2 annotates scale as int, but it takes any float (it is the points-to-pixels factor)
+                render: Any = page.render
+                image = render(scale=scale).to_pil()
                 textpage = page.get_textpage()
                 try:
                     text = textpage.get_text_range()
@@ -280,9 +282,10 @@ class _Reader:
                 errors.append(f"decord: {e}")
         if _torchcodec_available():
             try:
-                from torchcodec.decoders import VideoDecoder
+                import importlib
 
-                self._dec = VideoDecoder(path)
+                # optional, and absent where decord is installed: import it by name
+                self._dec = importlib.import_module("torchcodec.decoders").VideoDecoder(path)
                 md = self._dec.metadata
                 self.num_frames = int(md.num_frames)
                 self.fps = float(md.average_fps)

@@ -5,7 +5,7 @@ Shared by the embedder and the reranker. omniret owns this pipeline instead of c
 ``<|vision_start|>…<|vision_end|>`` pair while the published models were run with transformers 4.57.3
 (no outer pair), (b) transformers 5's video processor needs torchvision, and (c) preparing one item at a
 time lets media decoding run in worker threads and bad items fail alone. Every step follows
-qwen-vl-utils 0.0.14 and the 4.57.3 processor exactly (see ../shared/design.md, "Fidelity").
+qwen-vl-utils 0.0.14 and the 4.57.3 processor exactly (see ARCHITECTURE.md, "Fidelity rules").
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def normalize_patches(patches: Any, mean: Sequence[float], std: Sequence[float])
     return out.view(n, width)
 
 
-def patchify_image(x: Any, *, patch_size: int, merge_size: int, temporal_patch_size: int) -> tuple[Any, tuple]:
+def patchify_image(x: Any, *, patch_size: int, merge_size: int, temporal_patch_size: int) -> tuple[Any, tuple[int, int, int]]:
     """Normalised image ``(C, H, W)`` -> ``((gh*gw), C*T*p*p)`` patches and grid (Qwen2-VL image layout)."""
     c, h, w = x.shape
     p, m, tp = patch_size, merge_size, temporal_patch_size
@@ -189,7 +189,7 @@ def patchify_image(x: Any, *, patch_size: int, merge_size: int, temporal_patch_s
     return patches.reshape(gh * gw, c * tp * p * p).contiguous(), (1, gh, gw)
 
 
-def patchify_video(x: Any, *, patch_size: int, merge_size: int, temporal_patch_size: int) -> tuple[Any, tuple]:
+def patchify_video(x: Any, *, patch_size: int, merge_size: int, temporal_patch_size: int) -> tuple[Any, tuple[int, int, int]]:
     """Normalised clip ``(T, C, H, W)`` -> patches and grid (4.57.3 Qwen3-VL video processor layout)."""
     import torch
 

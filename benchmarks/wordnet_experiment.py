@@ -117,13 +117,13 @@ def main() -> None:
     results["(b) contrastive + mined hard negatives"] = scores(str(w / "contrastive"), d)
     times["matryoshka"] = sh(f"{omniret} train embed --model minilm --data {w}/mined.jsonl --out {w}/matryoshka "
                              f"{common} --lr 5e-5 --hard-negatives 1 "
-                             f"--matryoshka-dims 256,128,64,32", w / "matryoshka" / "omniret.json")
+                             f"--dims 256,128,64,32", w / "matryoshka" / "omniret.json")
     results["(b') contrastive + Matryoshka loss"] = scores(str(w / "matryoshka"), d)
     suffix = ("" if a.rerank_loss == "pointwise" else f"-{a.rerank_loss}") \
         + ("" if a.rerank_epochs == 1 else f"-{a.rerank_epochs}ep")
     rerank_common = common.replace("--epochs 1", f"--epochs {a.rerank_epochs}")
     rr, dist = w / f"reranker{suffix}", w / f"distilled{suffix}"
-    times["rerank"] = sh(f"{omniret} train rerank --model minilm --data {w}/mined.jsonl --out {rr} "
+    times["rerank"] = sh(f"{omniret} train rerank --reranker minilm --data {w}/mined.jsonl --out {rr} "
                          f"{rerank_common} --lr {a.rerank_lr} --hard-negatives 1 --loss {a.rerank_loss}", rr / "omniret.json")
     tag = f"{a.rerank_loss}, {a.rerank_epochs} epoch{'s' if a.rerank_epochs > 1 else ''}"
     results[f"(r) pretrained top-20 reranked by the trained cross-encoder ({tag})"] = scores(

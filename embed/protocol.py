@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -33,6 +33,12 @@ class Embedder(Protocol):
     def embed_partial(self, items: Sequence[ItemLike], *, instruction: str | None = None,
                       dim: int | None = None) -> EmbedResult: ...
 
+    def embed_chunks(self, chunks: Iterable[Sequence[ItemLike]], *, instruction: str | None = None,
+                     dim: int | None = None) -> Iterator[EmbedResult]:
+        """``embed_partial`` over a stream of chunks, in chunk order; a backend may prepare chunk i+1
+        (media decoding) while chunk i runs on the model."""
+        ...
+
 
 @dataclass
 class EmbedResult:
@@ -40,7 +46,7 @@ class EmbedResult:
 
     vectors: np.ndarray
     indices: list[int]
-    failures: list[ItemFailure] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list[ItemFailure])
 
     @property
     def ok(self) -> bool:

@@ -37,7 +37,12 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.name = spec.name if spec is not None else str(name_or_path)
         self.path = str(name_or_path)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        full = int(get_dim())
+        declared = get_dim()
+        if declared is None:
+            from omniret.errors import ModelLoadError
+
+            raise ModelLoadError(f"{name_or_path}: the sentence-transformers model declares no embedding dimension")
+        full = int(declared)
         self.dim = full
         self.dims = tuple(spec.dims) if spec is not None and spec.dims else (full,)
         self.modalities = frozenset({"text"})

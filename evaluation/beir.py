@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError
 from omniret.evaluation.reports import RunResult
 from omniret.evaluation.sweeps import Progress, SweepConfig, evaluate_retrieval
 from omniret.jsonl import iter_jsonl
+from omniret.rerank.protocol import Reranker
 from omniret.types import Item
 
 #: the instruction queries get when none is given (the Qwen3 embedding cards' retrieval default)
@@ -95,7 +97,7 @@ def load_beir(path: str | Path, split: str = "test") -> BeirData:
                     queries={q: it for q, it in queries.items() if q in qrels}, qrels=qrels)
 
 
-def run_beir(path: str | Path, embedder: Any, reranker: Any = None, *, split: str = "test",
+def run_beir(path: str | Path, embedder: Embedder, reranker: Reranker | None = None, *, split: str = "test",
              config: SweepConfig | None = None, progress: Progress | None = None) -> list[RunResult]:
     """Evaluate ``embedder`` (and ``reranker``) on a BEIR-format folder; one result per setting."""
     config = config or SweepConfig()

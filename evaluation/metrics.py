@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, overload
 
 from omniret.errors import ConfigError
 
@@ -62,8 +63,18 @@ class _Desc(str):
 
     __slots__ = ()
 
-    def __lt__(self, other: str) -> bool:  # type: ignore[override]
+    def __lt__(self, other: str) -> bool:
         return str.__gt__(self, other)
+
+
+@overload
+def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = ..., *,
+                 per_query: Literal[False] = False) -> dict[str, float]: ...
+
+
+@overload
+def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = ..., *,
+                 per_query: Literal[True]) -> dict[str, dict[str, float]]: ...
 
 
 def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRICS, *,

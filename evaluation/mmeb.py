@@ -27,10 +27,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError
 from omniret.evaluation.beir import read_jsonl, read_qrels_tsv
 from omniret.evaluation.reports import RunResult
 from omniret.evaluation.sweeps import Progress, SweepConfig, evaluate_retrieval
+from omniret.jsonl import resolve_media
+from omniret.rerank.protocol import Reranker
 from omniret.types import ITEM_KEYS, Item
 
 CATEGORIES = ("image", "video", "visdoc")
@@ -56,14 +59,6 @@ class MmebTask:
         return MAIN_METRIC[self.category]
 
 
-def _resolve(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and not value.startswith(("data:", "http://", "https://")) and not Path(value).is_absolute():
-        return str(base / value)
-    if isinstance(value, list):
-        return [_resolve(v, base) for v in value]
-    return value
-
-
 def read_items(path: Path) -> tuple[dict[str, Item], bool]:
     """Items of a queries/candidates file by id, and whether any is a PDF page."""
     from omniret.base.media import pdf_page_items
@@ -84,7 +79,7 @@ def read_items(path: Path) -> tuple[dict[str, Item], bool]:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; an item takes {list(ITEM_KEYS)} and \"page\"")
         for key in ("image", "video"):
             if key in row:
-                row[key] = _resolve(row[key], base)
+                row[key] = resolve_media(row[key], base)
         if page is not None:
             pdf = row.get("image")
             if not isinstance(pdf, str) or not pdf.lower().endswith(".pdf"):
@@ -147,7 +142,7 @@ def load_mmeb(path: str | Path, split: str = "test") -> MmebTask:
                     rerank_instruction=meta.get("rerank_instruction"))
 
 
-def run_mmeb(path: str | Path, embedder: Any, reranker: Any = None, *, split: str = "test",
+def run_mmeb(path: str | Path, embedder: Embedder, reranker: Reranker | None = None, *, split: str = "test",
              config: SweepConfig | None = None, progress: Progress | None = None) -> list[RunResult]:
     """Evaluate on an MMEB-style folder; metrics default to MMEB-V2's (Hit@1, nDCG@5, Recall@k)."""
     task = load_mmeb(path, split)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError, DimensionError
 from omniret.evaluation.reports import RunResult
 from omniret.types import Item
@@ -29,7 +30,7 @@ from omniret.types import Item
 # the classes built by them, so `import omniret.evaluation` works without it.
 
 
-def _mteb() -> Any:
+def load_mteb() -> Any:
     try:
         import mteb
     except ImportError as e:  # pragma: no cover - the [eval] extra installs it
@@ -37,7 +38,7 @@ def _mteb() -> Any:
     return mteb
 
 
-def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None = None,
+def make_encoder(embedder: Embedder, *, dim: int | None = None, revision: str | None = None,
                  batch_size: int = 32, instruction: str | None = None) -> Any:
     """Wrap an omniret ``Embedder`` as an mteb encoder (an ``AbsEncoder`` subclass instance).
 
@@ -45,7 +46,7 @@ def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None 
     different dims are stored side by side. ``instruction`` replaces the task's query instruction
     (``""``: queries get none, as for models not trained with instructions).
     """
-    _mteb()
+    load_mteb()
     from mteb.models.abs_encoder import AbsEncoder
     from mteb.models.model_meta import ModelMeta, ScoringFunction
     from mteb.types import PromptType
@@ -63,7 +64,7 @@ def make_encoder(embedder: Any, *, dim: int | None = None, revision: str | None 
             self.model = embedder
             self.dim = out_dim
             self.batch_size = batch_size
-            modalities = ["text"] + (["image"] if "image" in getattr(embedder, "modalities", ()) else [])
+            modalities = ["text"] + (["image"] if "image" in embedder.modalities else [])
             name = str(embedder.name)
             if Path(name).exists() or "/" not in name:  # a local checkpoint: mteb wants "org/model"
                 name = f"local/{Path(name).name or name}"
@@ -106,7 +107,7 @@ def local_retrieval_task(name: str, corpus: Mapping[str, str | tuple[str, str]],
                          instruction: str | None = None, description: str = "A local retrieval task.",
                          main_score: str = "ndcg_at_10") -> Any:
     """An mteb retrieval task over in-memory data (no download): corpus doc id -> text or (title, text)."""
-    _mteb()
+    load_mteb()
     from datasets import Dataset
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -123,12 +124,14 @@ def local_retrieval_task(name: str, corpus: Mapping[str, str | tuple[str, str]],
     query_rows = [{"id": str(q), "text": t} for q, t in queries.items()]
     relevant = {str(q): {str(d): int(s) for d, s in docs_.items()} for q, docs_ in qrels.items()}
 
+    # mteb types the prompt as its PromptDict, a TypedDict built at runtime that a checker cannot read
+    prompt: Any = {"query": instruction} if instruction else None
     metadata = TaskMetadata(
         name=name, description=description, type="Retrieval", category="t2t",
         reference=None, dataset={"path": f"local/{name}", "revision": "local"},
         eval_splits=[split], eval_langs=["eng-Latn"], main_score=main_score, date=None, domains=None,
         task_subtypes=None, license=None, annotations_creators=None, dialect=None, sample_creation=None,
-        bibtex_citation="", modalities=["text"], prompt={"query": instruction} if instruction else None,
+        bibtex_citation="", modalities=["text"], prompt=prompt,
     )
 
     class LocalRetrievalTask(AbsTaskRetrieval):
@@ -137,7 +140,9 @@ def local_retrieval_task(name: str, corpus: Mapping[str, str | tuple[str, str]],
                 return
             split_data = {"corpus": Dataset.from_list(docs), "queries": Dataset.from_list(query_rows),
                           "relevant_docs": relevant, "top_ranked": None}
-            self.dataset = {"default": {split: split_data}}
+            # mteb annotates one split's data here, but reads {subset: {split: data}}
+            dataset: Any = {"default": {split: split_data}}
+            self.dataset = dataset
             self.data_loaded = True
 
     LocalRetrievalTask.metadata = metadata
@@ -166,7 +171,7 @@ def _metric_name(key: str) -> str | None:
     return None
 
 
-def run_mteb(embedder: Any, tasks: Sequence[str | Any], out_dir: str | Path, *, dims: Sequence[int] | None = None,
+def run_mteb(embedder: Embedder, tasks: Sequence[str | Any], out_dir: str | Path, *, dims: Sequence[int] | None = None,
              split: str = "test", batch_size: int = 32, instruction: str | None = None,
              metrics: Sequence[str] | None = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "hit@1"),
              overwrite: bool = True) -> list[RunResult]:
@@ -178,7 +183,7 @@ def run_mteb(embedder: Any, tasks: Sequence[str | Any], out_dir: str | Path, *, 
     mteb's result files go under ``out_dir/mteb``; the returned runs hold every ranking metric mteb
     reported for ``split`` among ``metrics`` (None: all of them) plus ``main_score``.
     """
-    mteb = _mteb()
+    mteb = load_mteb()
     resolved = []
     names = [t for t in tasks if isinstance(t, str) and not Path(t).is_dir()]
     resolved.extend(beir_task(t, split) for t in tasks if isinstance(t, str) and Path(t).is_dir())

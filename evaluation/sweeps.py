@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError, DimensionError
 from omniret.evaluation.metrics import DEFAULT_METRICS, check_metrics, evaluate_run, run_from_rankings
 from omniret.evaluation.reports import RunResult
+from omniret.rerank.protocol import Reranker
 from omniret.types import Item
 
 #: ``progress(stage, done, total)``: the CLI draws bars from it
@@ -66,7 +68,7 @@ class SweepConfig:
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
-def check_config(config: SweepConfig, *, full_dim: int, reranker: Any) -> tuple[list[int], list[int], list[str]]:
+def check_config(config: SweepConfig, *, full_dim: int, reranker: Reranker | None) -> tuple[list[int], list[int], list[str]]:
     """Validate the sweep before any model work; returns (dims, rerank depths, metrics)."""
     dims = sorted({int(d) for d in (config.dims or [full_dim])})
     bad = [d for d in dims if d < 1 or d > full_dim]
@@ -129,7 +131,7 @@ def open_store(backend: str, path: Path, dim: int, index: str) -> Any:
 
 
 def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], corpus: Mapping[str, Item],
-                       qrels: Mapping[str, Mapping[str, int]], embedder: Any, reranker: Any = None,
+                       qrels: Mapping[str, Mapping[str, int]], embedder: Embedder, reranker: Reranker | None = None,
                        config: SweepConfig | None = None, *, progress: Progress | None = None) -> list[RunResult]:
     """Score every (dim, mode, rerank depth) setting; one ``RunResult`` each: dims ascending, then modes in
     the given order, then depths."""
@@ -194,7 +196,7 @@ def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], co
     return results
 
 
-def _score_mode(dataset: str, split: str, embedder: Any, reranker: Any, queries: Mapping[str, Item],
+def _score_mode(dataset: str, split: str, embedder: Embedder, reranker: Reranker | None, queries: Mapping[str, Item],
                 corpus: Mapping[str, Item], qrels: Mapping[str, Mapping[str, int]], config: SweepConfig,
                 first: dict[str, list[str]], tops: list[int], metrics: list[str], *, dim: int, mode: str,
                 fusion: str, alpha: float, k: int, num_docs: int, build_s: float, search_ms: float,
@@ -209,7 +211,7 @@ def _score_mode(dataset: str, split: str, embedder: Any, reranker: Any, queries:
         settings = {"dim": dim, "mode": mode, "rerank_top": top, "backend": config.backend,
                     "index": config.index,
                     "k": k, "num_queries": len(qids), "num_docs": num_docs,
-                    "matryoshka_dim": dim in tuple(getattr(embedder, "dims", ())) or dim == embedder.dim,
+                    "matryoshka_dim": dim in embedder.dims or dim == embedder.dim,
                     "query_instruction": config.query_instruction, **config.extra_settings}
         if mode == "hybrid":
             settings["fusion"] = fusion
@@ -229,7 +231,7 @@ def _score_mode(dataset: str, split: str, embedder: Any, reranker: Any, queries:
     return results
 
 
-def _embed(embedder: Any, items: list[Item], instruction: str | None, batch_size: int, stage: str,
+def _embed(embedder: Embedder, items: list[Item], instruction: str | None, batch_size: int, stage: str,
            progress: Progress | None) -> np.ndarray:
     parts = []
     for start in range(0, len(items), batch_size):
@@ -239,7 +241,7 @@ def _embed(embedder: Any, items: list[Item], instruction: str | None, batch_size
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def _rerank_depths(reranker: Any, queries: Mapping[str, Item], corpus: Mapping[str, Item],
+def _rerank_depths(reranker: Reranker | None, queries: Mapping[str, Item], corpus: Mapping[str, Item],
                    first: dict[str, list[str]], tops: list[int], instruction: str | None,
                    progress: Progress | None, dim: int) -> dict[int, tuple[dict[str, list[str]], float]]:
     """For each depth: the rankings (reranked head + first-stage tail) and rerank ms per query."""
@@ -249,6 +251,8 @@ def _rerank_depths(reranker: Any, queries: Mapping[str, Item], corpus: Mapping[s
     done_depth = 0
     for top in tops:
         if top > done_depth:
+            if reranker is None:  # check_config refuses this first
+                raise ConfigError(f"rerank depth {top} needs a reranker")
             for i, (q, ids) in enumerate(first.items()):
                 todo = ids[done_depth:top]
                 if todo:

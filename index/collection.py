@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import (
     CollectionError,
     CollectionExists,
@@ -37,16 +38,21 @@ from omniret.errors import (
 from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import Filter
 from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
+from omniret.index.protocol import VectorStore
 from omniret.index.searcher import Searcher
 from omniret.index.tuning import TuneResult, check_recall
+from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item
 
 MANIFEST = "collection.json"
+#: a collection name: letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit (it is a
+#: folder name and a Qdrant collection name); the API validates with the same pattern
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 #: payload keys the collection writes itself (an item's content and where it came from); an item's
 #: ``metadata`` may not use them, so user metadata can never pose as the item or point at another file
 RESERVED_PAYLOAD_KEYS = frozenset({"text", "image", "video", "video_start", "video_end", "kind", "path", "source",
                                    "sha256"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(COLLECTION_NAME)
 BACKENDS = ("faiss", "qdrant")
 
 
@@ -66,11 +72,11 @@ def _check_name(name: str) -> None:
                           "starting with a letter or digit)")
 
 
-def _model_name(embedder: Any) -> str:
+def _model_name(embedder: Embedder | str | os.PathLike[str]) -> str:
     if isinstance(embedder, (str, os.PathLike)):
         from omniret.registry import resolve
 
-        source, spec = resolve(embedder)
+        source, spec = resolve(os.fspath(embedder))
         return spec.name if spec is not None else source
     return str(embedder.name)
 
@@ -93,8 +99,8 @@ class AddReport:
 class Collection:
     """A named, persistent set of items with the model that embeds them. Use ``open_collection``."""
 
-    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: Any, embedder: Any,
-                 reranker: Any = None) -> None:
+    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: VectorStore, embedder: Embedder,
+                 reranker: Reranker | None = None) -> None:
         self.name = name
         self.path = path
         self.manifest = manifest
@@ -121,10 +127,10 @@ class Collection:
 
     @property
     def modalities(self) -> frozenset[str]:
-        return frozenset(getattr(self.embedder, "modalities", {"text"}))
+        return frozenset(self.embedder.modalities)
 
     def _embed_dim(self) -> int | None:
-        return self.dim if self.dim != getattr(self.embedder, "dim", self.dim) else None
+        return self.dim if self.dim != self.embedder.dim else None
 
     # -- writing -----------------------------------------------------------------------------------
     def add(self, items: Sequence[Any], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
@@ -272,10 +278,15 @@ class Collection:
 
         Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
         """
-        if getattr(self.store, "lexical_ready", True) or self.manifest.get("backend") == "qdrant":
-            return 0  # an older Qdrant collection cannot gain a sparse vector; its lexical searches say so
+        from omniret.index.faiss_store import FaissStore
+
+        store = self.store
+        # only a FAISS store can be behind: an older Qdrant collection cannot gain a sparse vector (its
+        # lexical searches say so), and a new one indexes text as it goes
+        if not isinstance(store, FaissStore) or store.lexical_ready:
+            return 0
         if not progress:
-            return int(self.store.build_lexical())
+            return int(store.build_lexical())
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -284,10 +295,10 @@ class Collection:
                        transient=True)
         with bar:
             task = bar.add_task("lexical", total=None, name=self.name)
-            return int(self.store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
+            return int(store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total)))
 
     # -- reading -----------------------------------------------------------------------------------
-    def searcher(self, reranker: Any = None) -> Searcher:
+    def searcher(self, reranker: Reranker | None = None) -> Searcher:
         return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
                         instruction=self.manifest.get("instruction"), dim=self.dim)
 
@@ -340,7 +351,8 @@ def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str
 
 
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
-                    url: str | None = None, embedder: Any = None, dim: int | None = None, reranker: Any = None,
+                    url: str | None = None, embedder: Embedder | str | os.PathLike[str] | None = None,
+                    dim: int | None = None, reranker: Reranker | str | os.PathLike[str] | None = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
                     funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
                     dtype: str | None = None, lexical: dict[str, Any] | None = None, progress: bool = True,
@@ -381,6 +393,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         if embedder is None:
             raise ConfigError(f"collection {name!r} does not exist yet: pass embedder= (an Embedder or a model "
                               "name) to create it")
+        wanted = embedder
     else:
         if not exist_ok:
             raise CollectionExists(f"collection {name!r} exists already")
@@ -406,14 +419,17 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
             raise CollectionMismatch(f"collection {name!r} was created with funnel_dim "
                                   f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
                                   "at creation; use a new collection)")
-        embedder = embedder if embedder is not None else manifest["model"]
-    if isinstance(embedder, (str, os.PathLike)):
+        wanted = embedder if embedder is not None else str(manifest["model"])
+    if isinstance(wanted, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        embedder = load_embedder(embedder, device=device, dtype=dtype)
+        model = load_embedder(os.fspath(wanted), device=device, dtype=dtype)
+    else:
+        model = wanted
+    embedder = model
     if manifest is None:
         dim = int(dim or embedder.dim)
-        dims = tuple(getattr(embedder, "dims", ()) or (embedder.dim,))
+        dims = tuple(embedder.dims or (embedder.dim,))
         if dim not in dims:
             raise DimensionError(f"dim={dim} is not one of model {embedder.name}'s dims {list(dims)}")
         if funnel_dim is not None and (funnel_dim not in dims or funnel_dim >= dim):
@@ -423,7 +439,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                     "funnel_dim": funnel_dim,
                     "lexical": AnalyzerConfig.from_dict(lexical).to_dict(),
                     "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
-                    "modalities": sorted(getattr(embedder, "modalities", {"text"})),
+                    "modalities": sorted(embedder.modalities),
                     "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "store_options": {k: v for k, v in store_options.items() if k != "api_key"}}
         new = True
@@ -439,13 +455,13 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
         new_lexical = True
     else:
         new_lexical = False
-    store = _open_store(path, name, manifest, url, store_options, create=new)
+    store = open_store(path, name, manifest, url, store_options, create=new)
     if new or new_lexical:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, path / MANIFEST)
-    coll = Collection(name, path, manifest, store, embedder, reranker)
+    coll = Collection(name, path, manifest, store, model, reranker)
     try:
         coll.build_lexical(progress=progress)
     except BaseException:
@@ -454,8 +470,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     return coll
 
 
-def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
-                *, create: bool) -> Any:
+def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
+               *, create: bool) -> VectorStore:
+    """The store a manifest describes (FAISS in the folder, or Qdrant local/server); no model is loaded."""
     opts = {**manifest.get("store_options", {}), **options}
     if manifest["backend"] == "qdrant":
         from omniret.index.qdrant_store import QdrantStore
@@ -472,14 +489,21 @@ def _open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None
                       lexical=manifest.get("lexical"))
 
 
-def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
-    """The store of an existing collection, opened without loading its model (admin commands)."""
+def _existing(name: str, root: str | os.PathLike[str] | None, *, say_where: bool) -> tuple[Path, dict[str, Any]]:
+    """An existing collection's folder and manifest, else ``CollectionNotFound`` (naming the folder it looked
+    in when ``say_where``: the admin commands do, the service must not show its paths)."""
     _check_name(name)
     path = _root(root) / name
     manifest = _read_manifest(path)
     if manifest is None:
-        raise CollectionNotFound(f"no collection {name!r} in {path.parent}")
-    return _open_store(path, name, manifest, manifest.get("url"), {}, create=False)
+        raise CollectionNotFound(f"no collection {name!r}" + (f" in {path.parent}" if say_where else ""))
+    return path, manifest
+
+
+def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
+    """The store of an existing collection, opened without loading its model (admin commands)."""
+    path, manifest = _existing(name, root, say_where=True)
+    return open_store(path, name, manifest, manifest.get("url"), {}, create=False)
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -497,11 +521,7 @@ def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[st
 
 def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> None:
     """Delete a collection: its folder, and its Qdrant collection when it lives on a server."""
-    _check_name(name)
-    path = _root(root) / name
-    manifest = _read_manifest(path)
-    if manifest is None:
-        raise CollectionNotFound(f"no collection {name!r}")
+    path, manifest = _existing(name, root, say_where=False)
     if manifest.get("backend") == "qdrant" and manifest.get("url"):
         from omniret.index.qdrant_store import QdrantStore
 

@@ -33,14 +33,15 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
 
+from omniret.embed.matryoshka import truncate
 from omniret.errors import ConfigError, DimensionError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_sql
 from omniret.index.lexical import Analyzer, AnalyzerConfig, fts_match, payload_text
-from omniret.index.protocol import as_matrix, check_funnel_dim, check_upsert, funnel_pool, funnel_prefix
+from omniret.index.protocol import check_funnel_dim, check_search, check_upsert, funnel_pool
 from omniret.index.tuning import (
     EF_GRID,
     RESCORE_GRID,
@@ -102,7 +103,8 @@ class FaissStore:
                  lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
         import faiss
 
-        self._faiss = faiss
+        # faiss's SWIG stubs do not describe its Python API (downcast_index, SearchParameters*): use it untyped
+        self._faiss: Any = faiss
         self.path = Path(path)
         if index not in INDEX_KINDS:
             raise ConfigError(f"index={index!r}: choose one of {', '.join(INDEX_KINDS)}")
@@ -127,14 +129,18 @@ class FaissStore:
                              "tokenize='unicode61 remove_diacritics 0')")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the SQLite store {db_path}: {e}") from e
+        self._closed = False
+        self.kind: IndexKind
+        #: the options in force: the defaults, then the stored ones, then this call's
+        self.options: dict[str, Any]
         meta = self._meta()
         if "dim" in meta:
             stored_dim = int(meta["dim"])
             if dim is not None and dim != stored_dim:
                 raise DimensionError(f"FAISS store {self.path}: expected dimension {stored_dim}, got {dim}")
             self.dim = stored_dim
-            self.kind: IndexKind = meta["index"]
-            self.options: FaissOptions = {**_DEFAULTS, **json.loads(meta["options"]), **(options or {})}
+            self.kind = cast(IndexKind, meta["index"])
+            self.options = {**_DEFAULTS, **json.loads(meta["options"]), **(options or {})}
             stored_funnel = int(meta["funnel_dim"]) if meta.get("funnel_dim") else None
             if funnel_dim is not None and funnel_dim != stored_funnel:
                 # the short index is fixed at creation, as Qdrant's named vectors are
@@ -355,23 +361,50 @@ class FaissStore:
         self._dead = set()
         return index
 
-    def _index_file(self) -> Path:
-        return self.path / "index.faiss"
+    # -- the FAISS files: caches of SQLite, one path for the main and the funnel index ------------------
+    def _cache_file(self, name: str) -> Path:
+        return self.path / f"{name}.faiss"
+
+    def _read_cache(self, name: str, dim: int, *, flags: int = 0) -> tuple[Any, dict[str, Any]]:
+        """The saved ``NAME.faiss`` (read with FAISS IO ``flags``, e.g. memory-mapped) and its sidecar
+        ``NAME.json``; ``(None, {})`` when either is missing or unreadable, or the index has another width:
+        the caller then rebuilds it from SQLite."""
+        f, side = self._cache_file(name), self.path / f"{name}.json"
+        if not (f.exists() and side.exists()):
+            return None, {}
+        try:
+            saved: dict[str, Any] = json.loads(side.read_text())
+            index = self._faiss.read_index(str(f), flags)
+        except (RuntimeError, ValueError, OSError):
+            return None, {}
+        if index.d != dim:
+            return None, {}
+        return index, saved
+
+    def _write_cache(self, name: str, index: Any, facts: dict[str, Any]) -> None:
+        """Write ``NAME.faiss``, then its sidecar (SQLite's generation, ``facts``), each by temp file + rename."""
+        gen = self._generation()
+        f = self._cache_file(name)
+        tmp = f.with_suffix(".faiss.tmp")
+        self._faiss.write_index(index, str(tmp))
+        os.replace(tmp, f)
+        side_tmp = self.path / f"{name}.json.tmp"
+        side_tmp.write_text(json.dumps({"generation": gen, **facts, "ntotal": int(index.ntotal)}))
+        os.replace(side_tmp, self.path / f"{name}.json")
+
+    def _out_of_date(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(stale, missing)``: fids the index holds that SQLite no longer has, and the reverse."""
+        in_index = self._faiss.vector_to_array(index.id_map).astype(np.int64)
+        live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
+        return (np.setdiff1d(in_index, live, assume_unique=True),
+                np.setdiff1d(live, in_index, assume_unique=True))
 
     def _load_or_rebuild(self) -> Any:
-        faiss = self._faiss
-        f, side = self._index_file(), self.path / "index.json"
-        index = None
-        if f.exists() and side.exists():
-            try:
-                saved = json.loads(side.read_text())
-                mapped = bool(self.options.get("mmap")) and self.kind in ("flat", "sq8", "hnsw")
-                index = faiss.read_index(str(f), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
-                self._mapped = mapped
-                if saved.get("kind") != self.kind or index.d != self.dim:
-                    index = None
-            except (RuntimeError, ValueError, OSError):
-                index = None  # unreadable cache: rebuilt from SQLite below
+        mapped = bool(self.options.get("mmap")) and self.kind in ("flat", "sq8", "hnsw")
+        index, saved = self._read_cache("index", self.dim, flags=self._faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+        if index is not None and saved.get("kind") != self.kind:
+            index = None
+        self._mapped = mapped
         if index is None:
             self._mapped = False
             index = self._build()
@@ -397,10 +430,7 @@ class FaissStore:
         """Make the FAISS index hold exactly SQLite's rows (the file may be behind after a crash)."""
         if same_generation and self.kind != "hnsw":
             return
-        in_index = self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
-        stale = np.setdiff1d(in_index, live, assume_unique=True)
-        missing = np.setdiff1d(live, in_index, assume_unique=True)
+        stale, missing = self._out_of_date(self._index)
         if not self._remove_fids(stale) and len(missing):
             fids, vecs = self._vectors(missing.tolist())
             self._add(fids, vecs)
@@ -414,7 +444,7 @@ class FaissStore:
         if self._mapped:
             # not clone_index: a clone shares the mapped codes; nothing was written since the file was
             # mapped (every write comes through here first), so reading it whole gives the same index
-            self._index = self._faiss.read_index(str(self._index_file()))
+            self._index = self._faiss.read_index(str(self._cache_file("index")))
             self._mapped = False
             self._apply_search_params()
 
@@ -445,14 +475,7 @@ class FaissStore:
         return False
 
     def _save(self) -> None:
-        faiss, f = self._faiss, self._index_file()
-        gen = self._generation()
-        tmp = f.with_suffix(".faiss.tmp")
-        faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, f)
-        side_tmp = self.path / "index.json.tmp"
-        side_tmp.write_text(json.dumps({"generation": gen, "kind": self.kind, "ntotal": int(self._index.ntotal)}))
-        os.replace(side_tmp, self.path / "index.json")
+        self._write_cache("index", self._index, {"kind": self.kind})
         self._save_funnel()
         self._changes = 0
 
@@ -467,30 +490,18 @@ class FaissStore:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(fd))
         fids, vecs = self._vectors()
         if len(fids):
-            index.add_with_ids(funnel_prefix(vecs, fd), fids)
+            index.add_with_ids(truncate(vecs, fd), fids)
         return index
 
     def _load_or_rebuild_funnel(self) -> Any:
-        f, side = self.path / "funnel.faiss", self.path / "funnel.json"
-        index, saved = None, {}
-        if f.exists() and side.exists():
-            try:
-                saved = json.loads(side.read_text())
-                index = self._faiss.read_index(str(f))
-                if index.d != self.funnel_dim:
-                    index = None
-            except (RuntimeError, ValueError, OSError):
-                index = None  # unreadable cache: rebuilt from SQLite below
+        index, saved = self._read_cache("funnel", int(self.funnel_dim or 0))
         if index is None:
             self._funnel = self._build_funnel()
             self._save_funnel()
             return self._funnel
         self._funnel = index
         if saved.get("generation") != self._generation():
-            in_index = self._faiss.vector_to_array(index.id_map).astype(np.int64)
-            live = np.fromiter((r[0] for r in self._db.execute("SELECT fid FROM items")), dtype=np.int64)
-            stale = np.setdiff1d(in_index, live, assume_unique=True)
-            missing = np.setdiff1d(live, in_index, assume_unique=True)
+            stale, missing = self._out_of_date(index)
             self._funnel_update(stale, *self._vectors(missing.tolist()))
             self._save_funnel()
         return index
@@ -502,19 +513,12 @@ class FaissStore:
         if len(removed):
             self._funnel.remove_ids(removed)
         if len(fids):
-            self._funnel.add_with_ids(funnel_prefix(vecs, int(self.funnel_dim or 0)), np.asarray(fids, np.int64))
+            self._funnel.add_with_ids(truncate(vecs, int(self.funnel_dim or 0)), np.asarray(fids, np.int64))
 
     def _save_funnel(self) -> None:
         if self._funnel is None:
             return
-        f = self.path / "funnel.faiss"
-        tmp = f.with_suffix(".faiss.tmp")
-        self._faiss.write_index(self._funnel, str(tmp))
-        os.replace(tmp, f)
-        side_tmp = self.path / "funnel.json.tmp"
-        side_tmp.write_text(json.dumps({"generation": self._generation(), "funnel_dim": self.funnel_dim,
-                                        "ntotal": int(self._funnel.ntotal)}))
-        os.replace(side_tmp, self.path / "funnel.json")
+        self._write_cache("funnel", self._funnel, {"funnel_dim": self.funnel_dim})
 
     def save(self) -> None:
         """Write the FAISS file now (it is also written on close and every ``save_every`` changes)."""
@@ -570,12 +574,8 @@ class FaissStore:
         ``funnel``: None searches through the short-prefix index when the store has one, True requires
         one, False searches the main index only. Funnel hits carry exact full-dim scores.
         """
-        q = as_matrix(vectors, self.dim, what="query vectors")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
-        if funnel and self.funnel_dim is None:
-            raise ConfigError(f"funnel=True but FAISS store {self.path} has no funnel index (create it with "
-                              "funnel_dim=...)")
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"FAISS store {self.path}", create_hint="index")
         use_funnel = self.funnel_dim is not None and funnel is not False
         pool = funnel_pool(k, dict(self.options), f"FAISS store {self.path}") if use_funnel else 0
         conds = parse_filter(filter)
@@ -622,7 +622,7 @@ class FaissStore:
         n = index.ntotal
         if n == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        short_q = funnel_prefix(q, int(self.funnel_dim or 0))
+        short_q = truncate(q, int(self.funnel_dim or 0))
         if allowed is not None:
             _, fids = index.search(short_q, min(pool, n, len(allowed)),
                                    params=faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)))
@@ -804,7 +804,7 @@ class FaissStore:
                 if "nprobe" in res.extra:
                     chosen["nprobe"] = int(res.extra["nprobe"])
             res.settings = chosen
-            self.options.update(chosen)  # type: ignore[typeddict-item]
+            self.options.update(chosen)
             self._apply_search_params()
             stored = json.loads(self._meta().get("options", "{}"))
             self._set_meta({"options": json.dumps({**stored, **chosen}),
@@ -825,7 +825,7 @@ class FaissStore:
             self._apply_search_params()
             return self._search_all(q, k)[1]
         finally:
-            self.options = saved  # type: ignore[assignment]
+            self.options = saved
             self._apply_search_params()
 
     def _chunks(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -857,17 +857,17 @@ class FaissStore:
     def close(self) -> None:
         """Write the FAISS file and close SQLite (idempotent)."""
         with self._lock:
-            if self._db is None:
+            if self._closed:
                 return
             try:
                 self._save()
             finally:
                 self._db.close()
-                self._db = None  # type: ignore[assignment]
+                self._closed = True
 
     # -- internals -------------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._db is None:
+        if self._closed:
             raise StoreError(f"FAISS store {self.path} is closed")
 
     def _fids_of(self, ids: list[str]) -> dict[str, int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from omniret.errors import FilterError
 
@@ -189,7 +189,8 @@ def parse_filter_args(args: list[str] | None) -> Filter:
                     num = _cli_value(val)
                     if isinstance(num, bool) or not isinstance(num, (int, float)):
                         raise FilterError(f"--filter {raw!r}: {sym} takes a number")
-                    existing = flt.get(key) if isinstance(flt.get(key), dict) else {}
+                    prior = flt.get(key)
+                    existing: dict[str, Any] = cast(dict[str, Any], prior) if isinstance(prior, dict) else {}
                     flt[key] = {**existing, op: num}
                 break
         else:

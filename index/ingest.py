@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from omniret.base.models import find_tokenizer
 from omniret.errors import ItemError
-from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
+from omniret.index.chunking import Chunker, html_to_text
 from omniret.jsonl import iter_jsonl, resolve_media
-from omniret.types import Item
+from omniret.types import IMAGE_SUFFIXES, Item
 
 TEXT_SUFFIXES = frozenset({
     ".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".xml", ".yaml",
@@ -42,7 +43,6 @@ TEXT_SUFFIXES = frozenset({
     ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala", ".go", ".rs", ".c", ".h", ".cc", ".cpp",
     ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".bash", ".sql", ".r", ".lua", ".pl", ".css", ".vue",
 })
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 PDF_SUFFIXES = frozenset({".pdf"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
@@ -203,7 +203,7 @@ class FileReader:
 
     def __init__(self, embedder: Any, options: IngestOptions, *, private_tokenizer: bool = False) -> None:
         self.embedder = embedder
-        self.modalities = frozenset(getattr(embedder, "modalities", {"text"}))
+        self.modalities = frozenset(embedder.modalities)
         self.options = options
         tok = find_tokenizer(embedder)
         if tok is not None and private_tokenizer:

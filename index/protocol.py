@@ -43,6 +43,10 @@ class VectorStore(Protocol):
 
     def close(self) -> None: ...
 
+    def info(self) -> dict[str, Any]:
+        """Backend facts (backend, index kind, dim, options) for ``Collection.info()``."""
+        ...
+
 
 @runtime_checkable
 class LexicalStore(Protocol):
@@ -103,7 +107,8 @@ def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, 
         raise StoreError(f"upsert: id {dup!r} appears twice in one batch")
     if any(not i for i in ids):
         raise StoreError("upsert: ids must be non-empty strings")
-    pls = [dict(p) if p else {} for p in payloads] if payloads is not None else [{} for _ in ids]
+    pls: list[dict[str, Any]] = ([dict(p) if p else {} for p in payloads] if payloads is not None
+                                 else [{} for _ in ids])
     if len(pls) != len(ids):
         raise StoreError(f"upsert: {len(ids)} ids but {len(pls)} payloads")
     for i, p in zip(ids, pls, strict=True):
@@ -117,11 +122,25 @@ def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, 
     return ids, m, pls
 
 
+def check_search(vectors: Any, k: int, dim: int, *, funnel: bool | None, funnel_dim: int | None,
+                 where: str, create_hint: str) -> np.ndarray:
+    """The query matrix of a ``search`` call, after the checks both stores make: the width, ``k > 0``, and
+    ``funnel=True`` only on a store that has a funnel index."""
+    from omniret.errors import ConfigError
+
+    q = as_matrix(vectors, dim, what="query vectors")
+    if k <= 0:
+        raise ConfigError(f"k must be > 0, got {k}")
+    if funnel and funnel_dim is None:
+        raise ConfigError(f"funnel=True but {where} has no funnel {create_hint} (create it with funnel_dim=...)")
+    return q
+
+
 #: default funnel pool: k·10 short-prefix candidates re-scored at full dim
 FUNNEL_CANDIDATES = 10
 
 
-def check_funnel_dim(funnel_dim: int | None, dim: int, *, where: str) -> int | None:
+def check_funnel_dim(funnel_dim: object, dim: int, *, where: str) -> int | None:
     """``funnel_dim`` as an int in (0, dim), or None; ``DimensionError`` naming the store otherwise."""
     if funnel_dim is None:
         return None
@@ -131,13 +150,6 @@ def check_funnel_dim(funnel_dim: int | None, dim: int, *, where: str) -> int | N
         raise DimensionError(f"{where}: funnel_dim={funnel_dim!r} must be an int between 1 and {dim - 1} "
                              f"(a prefix shorter than the stored dimension {dim})")
     return funnel_dim
-
-
-def funnel_prefix(vectors: np.ndarray, funnel_dim: int) -> np.ndarray:
-    """The first ``funnel_dim`` components of each row, re-normalised (a Matryoshka prefix)."""
-    short = np.ascontiguousarray(vectors[:, :funnel_dim], dtype=np.float32)
-    norms = np.linalg.norm(short, axis=1, keepdims=True)
-    return short / np.where(norms > 0, norms, 1.0)
 
 
 def funnel_pool(k: int, options: dict[str, Any], where: str) -> int:

@@ -37,6 +37,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from omniret.embed.matryoshka import truncate
 from omniret.errors import ConfigError, DimensionError, OmniretError, StoreError
 from omniret.index.filters import Filter, parse_filter, to_qdrant
 from omniret.index.fusion import DEFAULT_ALPHA, RRF_K, fuse
@@ -49,11 +50,10 @@ from omniret.index.lexical import (
 )
 from omniret.index.protocol import (
     RESERVED_PREFIX,
-    as_matrix,
     check_funnel_dim,
+    check_search,
     check_upsert,
     funnel_pool,
-    funnel_prefix,
 )
 from omniret.types import Hit
 
@@ -200,7 +200,7 @@ class QdrantStore:
         """Insert or replace by id, in batches; each batch is acknowledged (``wait=True``) before returning."""
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
         models = self._models
-        short = funnel_prefix(m, self.funnel_dim) if self.funnel_dim is not None else None
+        short = truncate(m, self.funnel_dim) if self.funnel_dim is not None else None
         for s in range(0, len(ids), self._batch):
             vecs: list[dict[str, Any]] = [{self._dense: v} for v in m[s:s + self._batch].tolist()]
             if short is not None:
@@ -225,18 +225,14 @@ class QdrantStore:
     def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None,  # noqa: A002
                *, funnel: bool | None = None) -> list[list[Hit]]:
         """Best ``k`` hits per row; ``funnel`` as in ``FaissStore.search`` (prefetch on ``short``, score on ``full``)."""
-        q = as_matrix(vectors, self.dim, what="query vectors")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
-        if funnel and self.funnel_dim is None:
-            raise ConfigError(f"funnel=True but Qdrant collection {self.name!r} has no funnel vector (create it "
-                              "with funnel_dim=...)")
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"Qdrant collection {self.name!r}", create_hint="vector")
         qf = to_qdrant(parse_filter(filter))
         models = self._models
         using = FULL if self._named else None
         if self.funnel_dim is not None and funnel is not False:
             pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
-            short = funnel_prefix(q, self.funnel_dim)
+            short = truncate(q, self.funnel_dim)
             requests = [models.QueryRequest(prefetch=models.Prefetch(query=sq.tolist(), using=SHORT, limit=pool),
                                             query=row.tolist(), using=FULL, limit=k, filter=qf, with_payload=True)
                         for row, sq in zip(q, short, strict=True)]
@@ -263,7 +259,7 @@ class QdrantStore:
         models = self._models
         if self.funnel_dim is not None and funnel is not False:
             pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
-            sq = funnel_prefix(row[None, :], self.funnel_dim)[0]
+            sq = truncate(row[None, :], self.funnel_dim)[0]
             return models.QueryRequest(prefetch=models.Prefetch(query=sq.tolist(), using=SHORT, limit=pool, filter=qf),
                                        query=row.tolist(), using=FULL, limit=k, filter=qf, with_payload=True)
         return models.QueryRequest(query=row.tolist(), using=FULL if self._named else None, limit=k, filter=qf,
@@ -292,14 +288,10 @@ class QdrantStore:
         scores from the two lists fetched in the same call. ``weighted`` (and RRF in local mode) is fused
         client-side from those lists (see module docstring).
         """
-        q = as_matrix(vectors, self.dim, what="query vectors")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
+        q = check_search(vectors, k, self.dim, funnel=funnel, funnel_dim=self.funnel_dim,
+                         where=f"Qdrant collection {self.name!r}", create_hint="vector")
         if len(texts) != len(q):
             raise ConfigError(f"hybrid search: {len(q)} query vectors but {len(texts)} query texts")
-        if funnel and self.funnel_dim is None:
-            raise ConfigError(f"funnel=True but Qdrant collection {self.name!r} has no funnel vector (create it "
-                              "with funnel_dim=...)")
         self._check_lexical()
         models = self._models
         depth = max(depth or k, k)

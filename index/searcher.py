@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError, ItemError, SearchModeError
 from omniret.index.filters import Filter
 from omniret.index.fusion import DEFAULT_ALPHA, check_fusion, check_mode, check_query_text, fuse, tag
 from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
-from omniret.types import Hit, Item
+from omniret.rerank.protocol import Reranker
+from omniret.types import Hit, Item, ItemLike
 
 
 def query_text(item: Item) -> str:
@@ -110,12 +112,13 @@ def item_from_payload(payload: dict[str, Any], modalities: frozenset[str] | set[
 class Searcher:
     """Query item -> embed (query instruction) -> ``store.search(candidates)`` -> rerank the top.
 
-    ``reranker`` follows the ``Reranker`` protocol (``score(query, documents, *, instruction=None)`` in
-    [0, 1]). ``dim`` is the store's width when the embedder is Matryoshka and the collection shorter.
+    ``reranker`` scores the top candidates in [0, 1]. ``dim`` is the store's width when the embedder is
+    Matryoshka and the collection shorter.
     """
 
-    def __init__(self, embedder: Any, store: VectorStore, reranker: Any = None, *, instruction: str | None = None,
-                 dim: int | None = None, rerank_instruction: str | None = None) -> None:
+    def __init__(self, embedder: Embedder, store: VectorStore, reranker: Reranker | None = None, *,
+                 instruction: str | None = None, dim: int | None = None,
+                 rerank_instruction: str | None = None) -> None:
         self.embedder = embedder
         self.store = store
         self.reranker = reranker
@@ -123,14 +126,14 @@ class Searcher:
         self.rerank_instruction = rerank_instruction
         self.dim = dim if dim is not None else store.dim
 
-    def embed_query(self, query: Any, instruction: str | None = None) -> Any:
+    def embed_query(self, query: ItemLike, instruction: str | None = None) -> np.ndarray:
         item = Item.coerce(query, index=0)
         if item.is_empty:
             raise ItemError.for_item(0, item.id, "the query is empty; give text and/or an image")
-        dim = self.dim if self.dim != getattr(self.embedder, "dim", self.dim) else None
+        dim = self.dim if self.dim != self.embedder.dim else None
         return self.embedder.embed([item], instruction=instruction or self.instruction, dim=dim)
 
-    def search(self, query_item: Any, k: int = 10, filter: Filter | None = None,  # noqa: A002
+    def search(self, query_item: ItemLike, k: int = 10, filter: Filter | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, *, rerank: bool | None = None,
                instruction: str | None = None, funnel: bool | None = None, mode: str = "dense",
                fusion: str = "rrf", alpha: float | None = None) -> list[Hit]:
@@ -148,41 +151,36 @@ class Searcher:
         if rerank and self.reranker is None:
             raise ConfigError("rerank=True but this searcher has no reranker; pass reranker= (e.g. "
                               "load_reranker('Qwen/Qwen3-VL-Reranker-2B'))")
-        use_rerank = self.reranker is not None and rerank is not False
-        n_cand = max(k, candidates) if use_rerank else k
+        reranker = self.reranker if rerank is not False else None
+        n_cand = max(k, candidates) if reranker is not None else k
         text = query_text(Item.coerce(query_item, index=0))
         check_query_text(mode, text)
         q = self.embed_query(query_item, instruction) if mode != "lexical" else None
         hits = first_stage(self.store, q, [text], n_cand, filter=filter, mode=mode, fusion=fusion, alpha=alpha_,
                            depth=max(n_cand, candidates), funnel=funnel)[0]
-        if not use_rerank or not hits:
+        if reranker is None or not hits:
             return hits[:k]
         top = min(rerank_top if rerank_top is not None else min(candidates, 50), len(hits))
         if top <= 0:
             return hits[:k]
-        return self._rerank(Item.coerce(query_item), hits, top)[:k]
+        return self._rerank(reranker, Item.coerce(query_item), hits, top)[:k]
 
-    def _rerank(self, query: Item, hits: list[Hit], top: int) -> list[Hit]:
-        modalities = frozenset(getattr(self.reranker, "modalities", {"text"}))
+    def _rerank(self, reranker: Reranker, query: Item, hits: list[Hit], top: int) -> list[Hit]:
         head, tail = hits[:top], hits[top:]
-        docs, idx = [], []
+        docs: list[Item] = []
+        idx: list[int] = []
         for i, h in enumerate(head):
-            doc = item_from_payload(h.payload, modalities)
+            doc = item_from_payload(h.payload, reranker.modalities)
             if doc is not None:
                 docs.append(doc)
                 idx.append(i)
         if docs:
             q = Item(text=query.text, image=query.image, video=query.video, video_start=query.video_start,
                      video_end=query.video_end, fps=query.fps, max_frames=query.max_frames)
-            partial = getattr(self.reranker, "score_partial", None)
-            if partial is not None:
-                # a document that cannot be scored now (file moved) keeps its vector rank instead
-                res = partial(q, docs, instruction=self.rerank_instruction)
-                pairs = zip((idx[j] for j in res.indices), res.scores, strict=True)
-            else:
-                pairs = zip(idx, self.reranker.score(q, docs, instruction=self.rerank_instruction), strict=True)
-            for i, s in pairs:
-                head[i].rerank_score = float(s)
-        scored = sorted((h for h in head if h.rerank_score is not None), key=lambda h: -(h.rerank_score or 0.0))
+            # a document that cannot be scored now (file moved) keeps its vector rank instead
+            res = reranker.score_partial(q, docs, instruction=self.rerank_instruction)
+            for j, s in zip(res.indices, res.scores, strict=True):
+                head[idx[j]].rerank_score = float(s)
+        scored = sorted((h for h in head if h.rerank_score is not None), key=lambda h: -h.final_score)
         rest = sorted([h for h in head if h.rerank_score is None] + tail, key=lambda h: -h.score)
         return scored + rest

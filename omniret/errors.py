@@ -58,7 +58,7 @@ class ItemError(OmniretError, ValueError):
     @classmethod
     def for_item(cls, index: int | None, item_id: Any, reason: str) -> ItemError:
         """Build the error for one item with the standard message shape."""
-        where = []
+        where: list[str] = []
         if index is not None:
             where.append(f"item {index}")
         if item_id is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["embedding", "reranker"]
 Arch = Literal["qwen3_vl", "qwen3_text", "sentence_transformers", "cross_encoder"]
@@ -38,7 +38,7 @@ class ModelSpec:
     path: str | None = None  # local path that replaces the hub id (offline packages)
     aliases: tuple[str, ...] = ()
     description: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict[str, Any])
 
     @property
     def source(self) -> str:
@@ -107,11 +107,12 @@ def lookup(name: str) -> ModelSpec | None:
     return None
 
 
-def checkpoint_meta(path: str | Path) -> dict:
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The ``omniret.json`` a local checkpoint carries (empty when it has none)."""
     p = Path(path) / "omniret.json"
     if p.is_file():
-        return json.loads(p.read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+        return meta
     return {}
 
 
@@ -165,8 +166,11 @@ def detect_arch(source: str, spec: ModelSpec | None = None) -> Arch:
     try:  # a hub id that the registry does not know: ask its config (works online)
         from transformers import AutoConfig
 
-        model_type = AutoConfig.from_pretrained(source).model_type
+        auto: Any = AutoConfig  # its from_pretrained is only partly annotated
+        config = auto.from_pretrained(source)
+        model_type = str(config.model_type)
     except Exception as e:  # noqa: BLE001 - any failure means we cannot tell
         raise ModelLoadError(f"{source}: cannot read its config ({type(e).__name__}: {e}); expected a "
                              "Qwen3-VL, Qwen3 or sentence-transformers checkpoint") from e
-    return {"qwen3_vl": "qwen3_vl", "qwen3": "qwen3_text"}.get(model_type, "sentence_transformers")
+    archs: dict[str, Arch] = {"qwen3_vl": "qwen3_vl", "qwen3": "qwen3_text"}
+    return archs.get(model_type, "sentence_transformers")

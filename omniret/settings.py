@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -45,17 +45,17 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             if path.suffix in {".yaml", ".yml"}:
                 import yaml
 
-                data = yaml.safe_load(text) or {}
+                data: Any = yaml.safe_load(text) or {}
             else:
                 data = _toml_loads(text)
         except Exception as e:  # noqa: BLE001 - any parse error is the user's file
             raise ConfigError(f"config file {path}: cannot parse ({e})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: expected a table of settings, got {type(data).__name__}")
-        data = data.get("omniret", data)
-        if not isinstance(data, dict):
+        table: Any = cast(dict[str, Any], data).get("omniret", data)
+        if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: [omniret] must be a table of settings")
-        out = {str(k).lower(): v for k, v in data.items()}
+        out = {str(k).lower(): v for k, v in cast(dict[Any, Any], table).items()}
         known = set(self.settings_cls.model_fields)
         unknown = sorted(set(out) - known)
         if unknown:
@@ -68,11 +68,12 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 
 def _toml_loads(text: str) -> dict[str, Any]:
     """TOML with the standard library on Python 3.11+, the ``tomli`` backport (a dependency there) on 3.10."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
-    return tomllib.loads(text)
+    import importlib
+
+    # imported by name: a type check on 3.10 rules need not have the backport installed to read this
+    toml: Any = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    data: dict[str, Any] = toml.loads(text)
+    return data
 
 
 class _ApiKeyAliasSource(PydanticBaseSettingsSource):
@@ -104,9 +105,12 @@ def _key_list(raw: str, name: str) -> list[str]:
             value = json.loads(text)
         except ValueError as e:
             raise ConfigError(f"{name}: not a JSON list of keys ({e})") from e
-        if not isinstance(value, list) or not all(isinstance(k, str) and k for k in value):
+        if not isinstance(value, list):
             raise ConfigError(f"{name}: expected a JSON list of non-empty strings")
-        return value
+        keys = cast(list[Any], value)
+        if not all(isinstance(k, str) and k for k in keys):
+            raise ConfigError(f"{name}: expected a JSON list of non-empty strings")
+        return [str(k) for k in keys]
     return [text]
 
 

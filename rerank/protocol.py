@@ -41,7 +41,7 @@ class ScoreResult:
 
     scores: np.ndarray
     indices: list[int]
-    failures: list[ItemFailure] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list[ItemFailure])
 
     @property
     def ok(self) -> bool:
@@ -58,7 +58,7 @@ class RerankResult:
 
     indices: list[int]
     scores: np.ndarray
-    failures: list[ItemFailure] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list[ItemFailure])
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -1,12 +1,14 @@
 """Shared fixtures: tiny random checkpoints of the real architectures, built once and cached.
 
-The cache lives in ``.cache/test-models/<FIXTURE_VERSION>`` at the repository root (ignored by git),
-or under ``OMNIRET_TEST_CACHE``. Tests receive paths; a test that changes a checkpoint copies it first
-(``copy_checkpoint``), so the cached one stays pristine.
+The cache lives outside the repository, in ``$OMNIRET_TEST_CACHE`` (default
+``~/.cache/omniret/test-models``), in a folder named by a hash of ``omniret/testing.py``: a change to
+the builders gets fresh checkpoints, and worktrees of one revision share them. Tests receive paths; a test
+that changes a checkpoint copies it first (``copy_checkpoint``), so the cached one stays pristine.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,12 +19,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FIXTURE_VERSION = "v2"
-REPO = Path(__file__).resolve().parents[1]
+def _builders_hash() -> str:
+    """The checkpoints are a function of the code that builds them: hash that code."""
+    import hashlib
+
+    import omniret.testing
+
+    return hashlib.sha256(Path(omniret.testing.__file__).read_bytes()).hexdigest()[:16]
 
 
 def _cache_root() -> Path:
-    root = Path(os.environ.get("OMNIRET_TEST_CACHE", REPO / ".cache" / "test-models")) / FIXTURE_VERSION
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omniret" / "test-models"
+    root = Path(os.environ.get("OMNIRET_TEST_CACHE", default)).expanduser() / _builders_hash()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -48,6 +56,18 @@ def tiny_vl_embedding() -> Path:
     from omniret.testing import build_tiny_qwen3_vl
 
     return _build_once("qwen3-vl-embedding", lambda p: build_tiny_qwen3_vl(p, seed=0, kind="embedding"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_matryoshka(tiny_vl_embedding: Path) -> Path:
+    """The tiny Qwen3-VL embedding checkpoint declaring Matryoshka dims 16 and 32 beside its full 64 (as a
+    fine-tune of Qwen3-VL-Embedding-2B says so in its ``omniret.json``)."""
+    def build(out: Path) -> None:
+        shutil.copytree(tiny_vl_embedding, out)
+        (out / "omniret.json").write_text(json.dumps({"base_model": "Qwen/Qwen3-VL-Embedding-2B", "dims": [16, 32]}),
+                                          encoding="utf-8")
+
+    return _build_once("qwen3-vl-embedding-matryoshka", build)
 
 
 @pytest.fixture(scope="session")

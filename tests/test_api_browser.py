@@ -6,12 +6,14 @@ cards with page thumbnails and both scores. The screenshot lands in the test's t
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from media_files import make_pdf, make_video
 
 from omniret.api import create_app
 from omniret.api.server import BackgroundServer
@@ -20,19 +22,27 @@ from omniret.settings import Settings
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
+MISSING = CHROMIUM is None or CHROMEDRIVER is None
+INSTALL = "apt-get install -y chromium chromium-driver"
+#: a CI run must not be green without the browser test: there a missing chromium fails instead of skipping
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
-                              "chromium-driver)"),
+    pytest.mark.skipif(MISSING and not IN_CI, reason=f"needs Debian's chromium and chromium-driver ({INSTALL})"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_present() -> None:
+    """Reached only when the module is not skipped: under CI a missing browser is a failure, said first."""
+    if MISSING:
+        pytest.fail(f"CI is set but chromium or chromedriver is missing ({INSTALL}); the search page is untested")
 
 
 @pytest.fixture(scope="module")
 def server(tiny_vl_embedding: Path, tiny_vl_reranker: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
-    from test_api_multimodal import make_pdf, make_video
-
     from omniret.embed import load_embedder
     from omniret.rerank import load_reranker
 

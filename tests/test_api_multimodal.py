@@ -12,18 +12,13 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from media_files import make_pdf, make_video, picture
+from PIL import Image
 
 from omniret import Item
 from omniret.api import create_app
 from omniret.api.server import BackgroundServer
 from omniret.settings import Settings
-
-
-def _picture(color: str, label: str, size: tuple[int, int] = (96, 64)) -> Image.Image:
-    im = Image.new("RGB", size, color)
-    ImageDraw.Draw(im).text((6, 20), label, fill="white")
-    return im
 
 
 def _png_bytes(im: Image.Image) -> bytes:
@@ -34,26 +29,6 @@ def _png_bytes(im: Image.Image) -> bytes:
 
 def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-def make_pdf(path: Path) -> Path:
-    pages = [_picture("navy", "page one: invoices"), _picture("darkgreen", "page two: gardens")]
-    pages[0].save(path, save_all=True, append_images=pages[1:])
-    return path
-
-
-def make_video(path: Path, seconds: float = 2.0, fps: int = 8) -> Path:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for i in range(int(seconds * fps)):
-            rgb = np.zeros((64, 64, 3), np.uint8)
-            rgb[:, : 4 * (i + 1) % 64] = (200, 40, 40)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        out.mux(stream.encode())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +60,7 @@ def client(server: BackgroundServer) -> Iterator[httpx.Client]:
 
 def test_image_text_and_video_items(client: httpx.Client, models, tmp_path: Path) -> None:
     emb, _ = models
-    png = _png_bytes(_picture("purple", "cat"))
+    png = _png_bytes(picture("purple", "cat"))
     video = make_video(tmp_path / "clip.mp4")
     r = client.post("/v1/embeddings", json={"input": [
         {"image": _data_uri(png, "image/png")},
@@ -107,7 +82,7 @@ def test_image_text_and_video_items(client: httpx.Client, models, tmp_path: Path
 
 def test_rerank_cohere_shape(client: httpx.Client, models) -> None:
     _, rr = models
-    png = _png_bytes(_picture("orange", "fox"))
+    png = _png_bytes(picture("orange", "fox"))
     docs = ["a fox in the snow", {"image": _data_uri(png, "image/png")}, "tax forms"]
     r = client.post("/v1/rerank", json={"query": "fox", "documents": docs, "top_n": 2, "return_documents": True})
     assert r.status_code == 200, r.text
@@ -130,7 +105,7 @@ def test_upload_pdf_video_image_then_search(client: httpx.Client, tmp_path: Path
     assert client.post("/v1/collections", json={"name": "media"}).status_code == 201
     pdf = make_pdf(tmp_path / "report.pdf")
     video = make_video(tmp_path / "clip.mp4")
-    png = _png_bytes(_picture("maroon", "logo"))
+    png = _png_bytes(picture("maroon", "logo"))
     files = [("files", ("report.pdf", pdf.read_bytes(), "application/pdf")),
              ("files", ("clip.mp4", video.read_bytes(), "video/mp4")),
              ("files", ("logo.png", png, "image/png"))]
@@ -168,7 +143,7 @@ def test_upload_pdf_video_image_then_search(client: httpx.Client, tmp_path: Path
 
 def test_json_items_with_media_are_kept_and_previewed(client: httpx.Client) -> None:
     assert client.post("/v1/collections", json={"name": "json-media"}).status_code == 201
-    png = _png_bytes(_picture("teal", "chart"))
+    png = _png_bytes(picture("teal", "chart"))
     r = client.post("/v1/collections/json-media/items", json={"items": [
         {"id": "chart", "image": _data_uri(png, "image/png"), "metadata": {"team": "sales"}},
         {"id": "memo", "text": "quarterly memo"}]})
@@ -191,14 +166,14 @@ def _stored(server_root: Path, name: str) -> list[Path]:
 
 def test_refused_json_adds_keep_no_media(client: httpx.Client, server_root: Path) -> None:
     assert client.post("/v1/collections", json={"name": "refused"}).status_code == 201
-    png = _data_uri(_png_bytes(_picture("olive", "kept?")), "image/png")
+    png = _data_uri(_png_bytes(picture("olive", "kept?")), "image/png")
     # raise: one bad item refuses the request, and the good item's image is not kept
     r = client.post("/v1/collections/refused/items", json={"items": [{"id": "a", "image": png},
                                                                       {"id": "b", "text": ""}]})
     assert r.status_code == 400 and r.json()["error"]["item"]["index"] == 1
     assert _stored(server_root, "refused") == []
     # skip: the failed item's media are removed, the stored item's stay
-    other = _data_uri(_png_bytes(_picture("navy", "stays")), "image/png")
+    other = _data_uri(_png_bytes(picture("navy", "stays")), "image/png")
     r = client.post("/v1/collections/refused/items", json={"on_error": "skip", "items": [
         {"id": "ok", "image": other}, {"id": "bad", "image": png, "metadata": {"path": "/etc/passwd"}}]})
     assert r.status_code == 200 and r.json()["added"] == 1, r.text
@@ -210,7 +185,7 @@ def test_thumbnails_obey_the_image_limits(models, client: httpx.Client, server_r
                                           tmp_path: Path) -> None:
     emb, rr = models
     assert client.post("/v1/collections", json={"name": "big"}).status_code == 201
-    big = _data_uri(_png_bytes(_picture("gray", "big", size=(400, 300))), "image/png")
+    big = _data_uri(_png_bytes(picture("gray", "big", size=(400, 300))), "image/png")
     assert client.post("/v1/collections/big/items", json={"items": [{"id": "big", "image": big}]}).status_code == 200
     assert client.get("/v1/collections/big/items/big/thumbnail").status_code == 200
     # the same storage served with a lower limit: the stored image is measured, not decoded

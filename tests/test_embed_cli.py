@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from media_files import write_video
 from PIL import Image
 from typer.testing import CliRunner
 
 from omniret.cli import app
-from tests.test_embed_qwen3_vl import write_video
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 """Qwen3-VL embedder fidelity: prompts, token ids, pixels and vectors against an independent computation.
 
-The reference here is written in the test, straight from the facts of ../shared/design.md: the prompt
+The reference here is written in the test, straight from the fidelity rules of ARCHITECTURE.md: the prompt
 string by hand, pixels by transformers' own image processor (images) or a numpy patchify (video), and
 the checkpoint's own ``Qwen3VLForConditionalGeneration`` run one item at a time, unpadded, with
 transformers computing the MRoPE positions, last token pooled.
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from media_files import write_video
 from PIL import Image
+from video_reference import clip_resize, decord_frames, video_block, video_pixels
 
 from omniret import Item, ItemError
 from omniret.base.media import smart_resize
@@ -62,22 +64,6 @@ def _rand_image(w: int, h: int, mode: str = "RGB", seed: int = 0) -> Image.Image
     return img
 
 
-def write_video(path: Path, n: int = 12, fps: int = 6, w: int = 64, h: int = 48, seed: int = 0) -> Path:
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for _ in range(n):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 # -- the independent reference ----------------------------------------------------------------------------
 def chat(instruction: str, user: str) -> str:
     return (f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
@@ -103,23 +89,6 @@ def image_pixels(images: list[Image.Image]) -> dict:
                                     image_std=[0.5] * 3)
     out = proc(images=images, do_resize=False, return_tensors="pt")
     return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
-
-
-def video_pixels(frames: np.ndarray) -> tuple[torch.Tensor, list[int]]:
-    """frames: float (T, C, H, W) in [0, 255]; explicit numpy patchify (T padded to even)."""
-    x = (frames.astype(np.float32) / 255.0 - 0.5) / 0.5
-    if x.shape[0] % 2:
-        x = np.concatenate([x, x[-1:]], 0)
-    t, c, h, w = x.shape
-    gt, gh, gw = t // 2, h // 16, w // 16
-    p = x.reshape(gt, 2, c, gh // 2, 2, 16, gw // 2, 2, 16).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return torch.from_numpy(p.reshape(gt * gh * gw, c * 2 * 16 * 16).copy()), [gt, gh, gw]
-
-
-def video_block(grid: list[int], times: list[float]) -> str:
-    _, gh, gw = grid
-    return "".join(f"<{t:.1f} seconds><|vision_start|>" + "<|video_pad|>" * (gh * gw // 4) + "<|vision_end|>"
-                   for t in times)
 
 
 def reference_vector(model, tok, prompt: str, images: list[Image.Image] | None = None,
@@ -276,22 +245,6 @@ def test_image_vectors_match_reference(emb, ref_model, tok, tmp_path):
     assert smart_resize(3000, 4000, 32, 4 * 32 * 32, 1800 * 32 * 32) == (1152, 1536)  # the huge one is capped
 
 
-def _decord_frames(path: Path, idx: list[int]) -> np.ndarray:
-    import decord
-
-    return decord.VideoReader(str(path)).get_batch(idx).asnumpy()
-
-
-def _clip_resize(frames_thwc: np.ndarray, total_pixels: float) -> np.ndarray:
-    n, h, w, _ = frames_thwc.shape
-    min_px = 128 * 32 * 32
-    max_px = max(min(768 * 32 * 32, total_pixels / n * 2), int(min_px * 1.05))
-    rh, rw = smart_resize(h, w, 32, min_px, max_px)
-    x = torch.from_numpy(frames_thwc).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=(rh, rw), mode="bicubic", align_corners=False, antialias=True)
-    return x.clamp(0, 255).round().numpy()
-
-
 @pytest.mark.parametrize(("fps", "idx"), [(1.0, [0, 11]), (3.0, [0, 2, 4, 7, 9, 11])])
 def test_video_file_vectors_match_reference(emb, ref_model, tok, tmp_path, fps, idx):
     # 12 frames at 6 fps = 2 s. fps=1 -> 2 frames, clamped up to min 4 -> but <= total; fps=3 -> 6 frames.
@@ -301,7 +254,7 @@ def test_video_file_vectors_match_reference(emb, ref_model, tok, tmp_path, fps, 
     want_idx = torch.linspace(0, 11, n).round().long().tolist()
     if fps == 3.0:
         assert want_idx == idx
-    frames = _clip_resize(_decord_frames(path, want_idx), 128000 * 32 * 32 * 0.9)
+    frames = clip_resize(decord_frames(path, want_idx), 128000 * 32 * 32 * 0.9)
     pv, grid = video_pixels(frames)
     ts = [i / 6 for i in want_idx]
     times = [(ts[i] + ts[i + 1]) / 2 for i in range(0, len(ts), 2)]
@@ -320,7 +273,7 @@ def test_frame_list_vectors_match_reference(emb, ref_model, tok, tmp_path):
     # each frame snapped to multiples of 64 first (factor 64), padded to an even count, then the clip resize
     h, w = smart_resize(70, 100, 64, 4 * 64 * 64, 16384 * 64 * 64)
     first = np.stack([np.asarray(f.resize((w, h), Image.Resampling.BICUBIC)) for f in frames + frames[-1:]])
-    clip = _clip_resize(first, 10 * 768 * 32 * 32)
+    clip = clip_resize(first, 10 * 768 * 32 * 32)
     _, grid = video_pixels(clip)
     prompt = chat(DEFAULT, video_block(grid, [0.25, 1.25]))
     close(got, reference_vector(ref_model, tok, prompt, videos=[clip]))

@@ -52,19 +52,42 @@ def _ids(rows: list) -> list[list[str]]:
     return [[h.id for h in row] for row in rows]
 
 
-def test_full_pool_equals_exact(backend: str, tmp_path: Path) -> None:
-    """With k × funnel_candidates ≥ n the funnel sees every item: the exact full-dim answer, same scores."""
-    n = 200
-    vecs, q = matryoshka_like(n, 0), matryoshka_like(5, 1)
-    store = open_store(backend, tmp_path, memory=True, funnel_candidates=20)
+def prefix_blind(n: int, n_queries: int, seed: int, cluster: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors whose 16-dim prefix only says which cluster of ``cluster`` items a vector is in, and
+    whose tail says which item: a prefix search finds the cluster but ranks within it at random, so only
+    re-scoring at full dim gets the true neighbours. Queries are noisy copies of items."""
+    rng = np.random.default_rng(seed)
+    centers = 10.0 * np.eye(FUNNEL, dtype=np.float32)[: n // cluster]
+    which = np.repeat(np.arange(n // cluster), cluster)
+    head = centers[which] + 0.01 * rng.standard_normal((n, FUNNEL)).astype(np.float32)
+    tail = rng.standard_normal((n, DIM - FUNNEL)).astype(np.float32)
+    vecs = np.hstack([head, tail])
+    picks = rng.choice(n, n_queries, replace=False)
+    q = vecs[picks] + np.hstack([0.01 * rng.standard_normal((n_queries, FUNNEL)),
+                                 0.3 * rng.standard_normal((n_queries, DIM - FUNNEL))]).astype(np.float32)
+    return (vecs / np.linalg.norm(vecs, axis=1, keepdims=True),
+            q / np.linalg.norm(q, axis=1, keepdims=True))
+
+
+def test_funnel_rescoring_recovers_what_the_prefix_misses(backend: str, tmp_path: Path) -> None:
+    """A pool of k×3 = 30 of 200 items: the 16-dim prefix alone gets about half the true top 10; the funnel,
+    re-scoring its pool at full dim, gets all of them, in order, with exact full-dim scores."""
+    n, k = 200, 10
+    vecs, q = prefix_blind(n, 5, 0)
+    exact = np.argsort(-(q @ vecs.T), axis=1, kind="stable")[:, :k]
+    short = vecs[:, :FUNNEL] / np.linalg.norm(vecs[:, :FUNNEL], axis=1, keepdims=True)
+    qs = q[:, :FUNNEL] / np.linalg.norm(q[:, :FUNNEL], axis=1, keepdims=True)
+    prefix_only = np.argsort(-(qs @ short.T), axis=1)[:, :k]
+    prefix_recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(prefix_only, exact, strict=True)])
+    assert prefix_recall < 0.8, "the data must be one where the prefix alone misses neighbours"
+    store = open_store(backend, tmp_path, memory=True, funnel_candidates=3)
     store.upsert([f"v{i}" for i in range(n)], vecs, _payloads(n))
-    funnel = store.search(q, k=10)
-    exact = np.argsort(-(q @ vecs.T), axis=1, kind="stable")[:, :10]
+    funnel = store.search(q, k=k)
     assert _ids(funnel) == [[f"v{i}" for i in row] for row in exact]
     for row, qq in zip(funnel, q, strict=True):
         np.testing.assert_allclose([h.score for h in row], [vecs[int(h.id[1:])] @ qq for h in row], atol=1e-5)
     if backend != "faiss-hnsw":  # HNSW's own answer is approximate; flat and Qdrant local are exact
-        assert _ids(store.search(q, k=10, funnel=False)) == _ids(funnel)
+        assert _ids(store.search(q, k=k, funnel=False)) == _ids(funnel)
     assert funnel[0][0].payload == _payloads(n)[int(funnel[0][0].id[1:])]
     store.close()
 

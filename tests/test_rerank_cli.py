@@ -27,7 +27,7 @@ def test_rerank_json_matches_the_python_api(tiny_vl_reranker, docs):
     from omniret.cli.embed import read_items_jsonl
     from omniret.rerank import load_reranker
 
-    res = CliRunner().invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "-m", str(tiny_vl_reranker),
+    res = CliRunner().invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "--reranker", str(tiny_vl_reranker),
                                    "--top-n", "3", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -41,19 +41,32 @@ def test_rerank_json_matches_the_python_api(tiny_vl_reranker, docs):
 
 def test_rerank_table_and_errors(tiny_vl_reranker, docs):
     runner = CliRunner()
+    # -m was this command's reranker before -m meant the embedding model everywhere: it still works, warned
     res = runner.invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "-m", str(tiny_vl_reranker)])
     assert res.exit_code == 0, res.output
+    assert "--model/-m is deprecated; use --reranker" in res.output
     assert "[image: p.png] caption" in res.stdout and "a dog on grass" in res.stdout
     with docs.open("a") as f:
         f.write(json.dumps({"image": "missing.png", "id": "gone"}) + "\n")
-    res = runner.invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "-m", str(tiny_vl_reranker)])
+    res = runner.invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "--reranker", str(tiny_vl_reranker)])
     assert res.exit_code == 1
     said = " ".join(res.output.split())  # rich wraps long lines
     assert "error: item 4 id='gone': image" in said and "missing.png: no such file" in said
-    res = runner.invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "-m", str(tiny_vl_reranker),
+    res = runner.invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "--reranker", str(tiny_vl_reranker),
                               "--skip-errors", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert len(out["results"]) == 4 and out["failures"][0]["id"] == "gone"
-    res = runner.invoke(app, ["rerank", "--docs", str(docs), "-m", str(tiny_vl_reranker)])
+    res = runner.invoke(app, ["rerank", "--docs", str(docs), "--reranker", str(tiny_vl_reranker)])
     assert res.exit_code == 1 and "no query" in res.output
+
+
+def test_table_prints_full_values_off_a_terminal(tiny_vl_reranker, tmp_path):
+    """In a log (not a terminal) no cell is cut to fit 80 columns: the long id and the document stay whole."""
+    long_id = "an-identifier-long-enough-that-an-80-column-table-would-cut-it"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": long_id, "text": "a cat " * 8}) + "\n" + json.dumps({"text": "a dog"}) + "\n")
+    res = CliRunner().invoke(app, ["rerank", "--query", "a cat", "--docs", str(docs), "--reranker",
+                                   str(tiny_vl_reranker)])
+    assert res.exit_code == 0, res.output
+    assert long_id in res.stdout and ("a cat " * 8).strip() in res.stdout and "…" not in res.stdout

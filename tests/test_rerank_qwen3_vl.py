@@ -3,9 +3,9 @@
 The independent side is written here from the reference's facts: the prompt as a literal string,
 ``Qwen3VLForConditionalGeneration`` with its full LM head, one pair per forward, and
 sigmoid(logit_yes − logit_no) at the last position. Images (and PDF pages) of sizes that are already
-multiples of 32 go through transformers' own PIL image processor, so no omniret code touches that side;
-a video's pixels come from the shared input builder (its fidelity is the embedder's tests' business),
-and what is checked here is the pair layout, the head and the batching around it.
+multiples of 32 go through transformers' own PIL image processor, and a video's frames, sizes and pixels
+come from ``video_reference`` (decord, torch resizing, a numpy patchify), so no omniret input code
+touches that side.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from video_reference import clip_resize, decord_frames, video_block, video_pixels
 
 from omniret import Item
 from omniret.errors import ConfigError, ItemError, ModelLoadError
@@ -216,10 +217,19 @@ def test_text_pdf_page_score(rr, full, tok, media):
 
 
 def test_text_video_score(rr, full, tok, media):
+    """The reference's input is built without omniret: decord's frames at fps 2 (4 of 12 frames at 6 fps,
+    ``linspace(0, 11, 4).round()``), qwen-vl-utils' sizing, a numpy patchify and the prompt as a string."""
+    import torch
+
+    idx = torch.linspace(0, 11, 4).round().long().tolist()
+    frames = clip_resize(decord_frames(media["video"], idx), 128000 * 32 * 32 * 0.9)
+    pv, grid = video_pixels(frames)
+    ts = [i / 6 for i in idx]
+    times = [(ts[i] + ts[i + 1]) / 2 for i in range(0, len(ts), 2)]
+    ids = tok(prompt(DEFAULT_INSTRUCTION, "a clip", video_block(grid, times)))["input_ids"]
+    want = reference_score(full, tok, ids, pixel_values_videos=pv, video_grid_thw=torch.tensor([grid]))
     doc = Item(video=str(media["video"]), fps=2)
-    enc = rr.encode_pair("a clip", doc)
-    want = reference_score(full, tok, enc.input_ids, pixel_values_videos=enc.pixel_values_videos,
-                           video_grid_thw=enc.video_grid_thw)
+    assert list(rr.encode_pair("a clip", doc).input_ids) == ids
     got = rr.score("a clip", [doc, "some text"])
     assert abs(float(got[0]) - want) < TOL
     assert abs(float(got[1]) - reference_text(full, tok, DEFAULT_INSTRUCTION, "a clip", "some text")) < TOL

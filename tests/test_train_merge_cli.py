@@ -66,7 +66,7 @@ def test_train_embed_cli_minilm_matryoshka(tmp_path: Path, minilm_path: Path) ->
     out = tmp_path / "o"
     res = CliRunner().invoke(app, ["train", "embed", "--model", str(minilm_path), "--data", str(data),
                                    "--out", str(out), "--max-steps", "2", "--batch-size", "4",
-                                   "--matryoshka-dims", "128,64"])
+                                   "--dims", "128,64"])
     assert res.exit_code == 0, res.output
     from sentence_transformers import SentenceTransformer
 

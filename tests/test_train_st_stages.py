@@ -98,7 +98,7 @@ def test_cross_encoder_rerank_stage_from_the_cli(minilm_path: Path, tmp_path: Pa
     config = tmp_path / "train.yaml"
     config.write_text("warmup_ratio: 0.0\nrerank_loss: listwise\nepochs: 3\n", encoding="utf-8")
     out = tmp_path / "ce"
-    res = CliRunner().invoke(app, ["train", "rerank", "--config", str(config), "--model", str(minilm_path),
+    res = CliRunner().invoke(app, ["train", "rerank", "--config", str(config), "--reranker", str(minilm_path),
                                    "--data", str(data), "--out", str(out), "--epochs", "8", "--batch-size", "4",
                                    "--lr", "2e-4", "--hard-negatives", "2", "--device", "cpu", "--max-length", "32"])
     assert res.exit_code == 0, res.output

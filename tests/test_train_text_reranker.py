@@ -89,7 +89,7 @@ def test_text_reranker_lora_both_resumes(tiny_text_reranker: Path, copy_checkpoi
 def test_train_rerank_cli_text_qwen3(tiny_text_reranker: Path, copy_checkpoint, data: Path, tmp_path: Path) -> None:
     src = copy_checkpoint(tiny_text_reranker)
     out = tmp_path / "cli-out"
-    res = CliRunner().invoke(app, ["train", "rerank", "--model", str(src), "--data", str(data), "--out", str(out),
+    res = CliRunner().invoke(app, ["train", "rerank", "--reranker", str(src), "--data", str(data), "--out", str(out),
                                    "--max-steps", "3", "--batch-size", "2", "--lr", "1e-3", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "trained rerank: 3 steps" in res.output

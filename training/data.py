@@ -8,12 +8,13 @@ are relative to the JSONL file. Every line is validated before any model work, a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omniret.errors import ConfigError, ItemError
+from omniret.jsonl import is_remote, iter_json_values, resolve_media
 from omniret.types import ITEM_KEYS, Item
 
 EXAMPLE_KEYS = ("query", "positive", "negatives", "instruction", "scores", "id")
@@ -75,12 +76,14 @@ def _unrelative(value: Any, base: Path) -> Any:
     return value
 
 
-def _relative(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and not value.startswith(("data:", "http://", "https://", "/")):
-        return str(base / value)
-    if isinstance(value, list):
-        return [_relative(v, base) for v in value]
-    return value
+def _object(obj: Any, where: str, keys: Sequence[str], *, expected: str, what: str) -> dict[str, Any]:
+    """``obj`` as a dict with only ``keys``; ``ItemError`` naming ``where`` otherwise."""
+    if not isinstance(obj, dict):
+        raise ItemError(f"{where}: expected {expected} got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(keys))
+    if unknown:
+        raise ItemError(f"{where}: unknown key(s) {unknown}; {what} takes {list(keys)}")
+    return dict(cast(dict[str, Any], obj))
 
 
 def parse_item(obj: Any, *, base: Path, where: str, check_files: bool = True) -> Item:
@@ -89,24 +92,18 @@ def parse_item(obj: Any, *, base: Path, where: str, check_files: bool = True) ->
         if not obj.strip():
             raise ItemError(f"{where}: empty text")
         return Item(text=obj)
-    if not isinstance(obj, dict):
-        raise ItemError(f"{where}: expected a string or an object with keys {list(ITEM_KEYS)}, "
-                        f"got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(ITEM_KEYS))
-    if unknown:
-        raise ItemError(f"{where}: unknown key(s) {unknown}; an item takes {list(ITEM_KEYS)}")
-    d = dict(obj)
+    d = _object(obj, where, ITEM_KEYS, expected=f"a string or an object with keys {list(ITEM_KEYS)},",
+                what="an item")
     for key in _MEDIA_KEYS:
         if d.get(key) is not None:
-            d[key] = _relative(d[key], base)
+            d[key] = resolve_media(d[key], base)
     item = Item.from_dict(d)
     if item.is_empty:
         raise ItemError(f"{where}: the item has no text, image or video")
     if check_files:
         for key, values in (("image", item.images), ("video", _flat(item.videos))):
             for v in values:
-                if isinstance(v, str) and not v.startswith(("data:", "http://", "https://")) \
-                        and not Path(v).is_file():
+                if isinstance(v, str) and not is_remote(v) and not Path(v).is_file():
                     raise ItemError(f"{where}: {key} file {v} does not exist")
     return item
 
@@ -121,24 +118,13 @@ def _flat(videos: list[Any]) -> list[Any]:
 def _lines(path: Path) -> Iterable[tuple[int, Any]]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such data file")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ItemError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+    return iter_json_values(path, error=ItemError)
 
 
 def parse_example(obj: Any, *, base: Path, where: str, check_files: bool = True) -> TrainExample:
     """One training example from its JSON object (see module docstring)."""
-    if not isinstance(obj, dict):
-        raise ItemError(f"{where}: expected an object with keys query, positive, negatives, instruction; "
-                        f"got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(EXAMPLE_KEYS))
-    if unknown:
-        raise ItemError(f"{where}: unknown key(s) {unknown}; an example takes {list(EXAMPLE_KEYS)}")
+    obj = _object(obj, where, EXAMPLE_KEYS, expected="an object with keys query, positive, negatives, instruction;",
+                  what="an example")
     for key in ("query", "positive"):
         if obj.get(key) is None:
             raise ItemError(f"{where}: missing {key!r}")

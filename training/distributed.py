@@ -82,8 +82,8 @@ def init_distributed(timeout_s: float = 1800.0, device: str | None = None) -> Di
         if cuda:
             torch.cuda.set_device(local)
         try:
-            dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s),
-                                    **({"device_id": torch.device("cuda", local)} if cuda else {}))
+            device_kw: dict[str, Any] = {"device_id": torch.device("cuda", local)} if cuda else {}
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s), **device_kw)
         except (RuntimeError, ValueError) as e:
             raise DistributedError(f"rank {rank}: cannot join the process group of {world} ranks "
                                    f"(MASTER_ADDR={os.environ.get('MASTER_ADDR')}, "

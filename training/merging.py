@@ -8,7 +8,9 @@ integer buffers) is taken from the first checkpoint, so the result loads exactly
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,7 +69,8 @@ def merge_state_dicts(states: Sequence[dict[str, Any]], *, method: Method = "lin
             out[k] = tensors[0].clone()
             continue
         if method == "linear":
-            acc = sum(wi * t.double() for wi, t in zip(w, tensors, strict=True))
+            # summed in order, like sum() but without its int start value
+            acc = functools.reduce(operator.add, [wi * t.double() for wi, t in zip(w, tensors, strict=True)])
             out[k] = acc.to(tensors[0].dtype).contiguous()
         else:
             acc, cum = tensors[0], w[0]

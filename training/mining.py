@@ -11,16 +11,17 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from omniret.embed.protocol import Embedder
 from omniret.errors import ConfigError
+from omniret.rerank.protocol import Reranker
 from omniret.training.data import TrainExample, item_key
 from omniret.types import Item
 
 
-def mine_hard_negatives(examples: Sequence[TrainExample], corpus: Sequence[Item], embedder: Any, *,
+def mine_hard_negatives(examples: Sequence[TrainExample], corpus: Sequence[Item], embedder: Embedder, *,
                         num_negatives: int = 4, candidates: int = 30, skip_top: int = 0,
-                        reranker: Any = None, max_score: float | None = None, ratio: float | None = None,
+                        reranker: Reranker | None = None, max_score: float | None = None, ratio: float | None = None,
                         query_instruction: str | None = None, batch_size: int = 256,
                         progress: Callable[[int], None] | None = None) -> list[TrainExample]:
     """Examples with ``negatives`` replaced by mined ones (their existing negatives are dropped).
@@ -72,7 +73,7 @@ def mine_hard_negatives(examples: Sequence[TrainExample], corpus: Sequence[Item]
     return out
 
 
-def _filter(reranker: Any, ex: TrainExample, cands: list[Item], max_score: float | None,
+def _filter(reranker: Reranker, ex: TrainExample, cands: list[Item], max_score: float | None,
             ratio: float | None) -> list[Item]:
     if not cands:
         return cands

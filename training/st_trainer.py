@@ -210,8 +210,11 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     model = SentenceTransformer(source, device=cfg.device)
     if cfg.max_length:
         model.max_seq_length = cfg.max_length
-    full = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-               else model.get_sentence_embedding_dimension())
+    declared = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                else model.get_sentence_embedding_dimension())
+    if declared is None:
+        raise ConfigError(f"{cfg.model}: the sentence-transformers model declares no embedding dimension")
+    full = int(declared)
     dims = loss_dims(cfg.matryoshka_dims, full)
     distill = cfg.stage == "distill"
     gather = not distill and gather_default(cfg.gather_negatives)

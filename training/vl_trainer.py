@@ -49,6 +49,17 @@ class TrainableTower:
     device: Any
     lora: bool = False
 
+    def _load(self, loader: Callable[..., Any], cfg: TrainConfig) -> Any:
+        """The backend ``loader`` gives for ``cfg`` (bf16 on a GPU unless told), whose model this tower
+        trains: a concrete Qwen backend, since training drives its model and input builder directly."""
+        import torch
+
+        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
+        backend = loader(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
+                         **({"max_length": cfg.max_length} if cfg.max_length else {}))
+        self.source, self.model, self.device = backend.path, backend.model, backend.device
+        return backend
+
     def _setup(self, cfg: TrainConfig) -> None:
         self.lora = cfg.lora
         if cfg.lora:
@@ -62,6 +73,10 @@ class TrainableTower:
             if cfg.lora:
                 self.model.enable_input_require_grads()
         self.model.train()
+
+    def forward(self, prepared: Sequence[Any]) -> Any:
+        """The differentiable output for prepared inputs (pooled vectors, or yes-no logits)."""
+        raise NotImplementedError
 
     def parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -128,16 +143,9 @@ class VLEmbedModel(TrainableTower):
     """A trainable view of a ``Qwen3VLEmbedder``: ``prepare`` items, ``forward`` them to pooled vectors."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        import torch
-
         from omniret.embed import load_embedder
 
-        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
-        self.embedder = load_embedder(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                      **({"max_length": cfg.max_length} if cfg.max_length else {}))
-        self.source = self.embedder.path
-        self.model = self.embedder.model
-        self.device = self.embedder.device
+        self.embedder = self._load(load_embedder, cfg)
         self._setup(cfg)
 
     @property
@@ -184,7 +192,7 @@ class TextEmbedModel(VLEmbedModel):
         return last_token_pool(hidden, mask).float()
 
 
-def _embed(model: VLEmbedModel, prepared: list[Any], loss_of: Callable[[Any], Any], chunk: int | None) -> float:
+def _embed(model: TrainableTower, prepared: list[Any], loss_of: Callable[[Any], Any], chunk: int | None) -> float:
     """Forward + backward of one batch; with ``chunk``, GradCache-style so memory holds one chunk."""
     import torch
 
@@ -199,6 +207,7 @@ def _embed(model: VLEmbedModel, prepared: list[Any], loss_of: Callable[[Any], An
     loss = loss_of(reps)
     loss.backward()
     grads = reps.grad
+    assert grads is not None  # reps requires grad and the loss depends on it
     for i in range(0, len(prepared), chunk):
         out = model.forward(prepared[i:i + chunk])
         out.backward(grads[i:i + out.shape[0]])
@@ -403,12 +412,7 @@ class VLRerankModel(TrainableTower):
         from omniret.rerank import load_reranker
         from omniret.rerank.yes_no import LM_HEAD_KEY, ties_word_embeddings, yes_no_rows
 
-        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
-        self.reranker = load_reranker(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                      **({"max_length": cfg.max_length} if cfg.max_length else {}))
-        self.source = self.reranker.path
-        self.model = self.reranker.model
-        self.device = self.reranker.device
+        self.reranker = self._load(load_reranker, cfg)
         config = json.loads((Path(self.source) / "config.json").read_text(encoding="utf-8"))
         self.tied = ties_word_embeddings(config) or self.reranker.head_source != LM_HEAD_KEY
         w_yes, w_no, _ = yes_no_rows(self.source, self.reranker.yes_id, self.reranker.no_id)

@@ -39,20 +39,19 @@ from omniret.api.schemas import (
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
 from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError
-from omniret.index.collection import RESERVED_PAYLOAD_KEYS
+from omniret.index.collection import COLLECTION_NAME, RESERVED_PAYLOAD_KEYS
 from omniret.index.fusion import check_fusion, check_mode, check_query_text
-from omniret.types import Item
+from omniret.types import IMAGE_SUFFIXES, Item
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
                    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
                               409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(COLLECTION_NAME)
 _THUMB_PX = 320
 #: longest stored upload name (bytes of the name part, before the content-hash prefix): file systems
 #: refuse names over 255 bytes
 _MAX_NAME_BYTES = 120
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -500,7 +499,7 @@ def _source(payload: dict[str, Any]) -> tuple[str | None, str | None]:
             suffix = Path(v).suffix.lower()
             if suffix == ".pdf":
                 return v, "pdf"
-            if suffix in _IMAGE_SUFFIXES or (key == "image" and kind == "image"):
+            if suffix in IMAGE_SUFFIXES or (key == "image" and kind == "image"):
                 return v, "image"
     return None, None
 
@@ -585,7 +584,8 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: in
             pg = pdf[min(max(page, 1), n) - 1]
             w, h = pg.get_size()
             scale = min(1.0, 2 * _THUMB_PX / max(w, h, 1.0))
-            im = pg.render(scale=scale).to_pil()
+            render: Any = pg.render  # pypdfium2 annotates scale as int; it takes any float
+            im = render(scale=scale).to_pil()
         finally:
             pdf.close()
     else:

@@ -105,6 +105,5 @@ def _cards(state: ServiceState) -> list[ModelCard]:
                                modalities=sorted(e.modalities)))
     if state.reranker is not None:
         r = state.reranker
-        cards.append(ModelCard(id=state.rerank_id or "reranker", kind="reranker",
-                               modalities=sorted(getattr(r, "modalities", ()) or ())))
+        cards.append(ModelCard(id=state.rerank_id or "reranker", kind="reranker", modalities=sorted(r.modalities)))
     return cards

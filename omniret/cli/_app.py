@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,8 +21,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+#: Off a terminal (a log file, a pipe, CI) rich would squeeze tables into 80 columns and cut cells to
+#: ``0.8…``; there the consoles are as wide as their lines, so every value is printed in full.
+_LOG_WIDTH = 100_000
+console = Console(width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 # Options shared by several commands, declared once.
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Embedding model: registry name, hub id or path "
@@ -39,6 +43,10 @@ DimOpt = Annotated[int | None, typer.Option("--dim", help="Matryoshka dimension 
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Collections folder (default: $OMNIRET_HOME/collections).")]
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 def cli_settings() -> Settings:
@@ -61,7 +69,7 @@ def debug_enabled() -> bool:
         return False
 
 
-def fail(message: str, hint: str | None = None) -> None:
+def fail(message: str, hint: str | None = None) -> NoReturn:
     """Print one error line (and the next command to try), then exit 1."""
     from rich.markup import escape
 
@@ -70,6 +78,17 @@ def fail(message: str, hint: str | None = None) -> None:
     if hint:
         err_console.print(f"[dim]try:[/] {escape(hint)}", highlight=False)
     raise typer.Exit(1)
+
+
+def renamed(value: T, old_value: T | None, *, new: str, old: str, default: T) -> T:
+    """The value of an option that has a new spelling: the old one still works (hidden from ``--help``,
+    kept for scripts) with a warning; both at once is an error."""
+    if old_value is None:
+        return value
+    if value != default:
+        fail(f"{old} and {new} are the same option; give only {new}")
+    err_console.print(f"[yellow]warning:[/] {old} is deprecated; use {new}", highlight=False)
+    return old_value
 
 
 def run() -> None:
@@ -87,12 +106,12 @@ def run() -> None:
         sys.exit(1)
 
 
-def handles_errors(fn):  # noqa: ANN001, ANN201 - decorator keeps the command's own signature
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorator for commands: omniret's errors become one line and exit code 1 (traceback with OMNIRET_DEBUG=1)."""
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from omniret.errors import OmniretError
 
         try:

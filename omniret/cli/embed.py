@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from omniret.cli._app import (
     err_console,
     fail,
     handles_errors,
+    renamed,
 )
 
 
@@ -46,15 +48,19 @@ def _embed_all(embedder: Any, items: list[dict[str, Any]], *, batch_size: int, i
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from omniret.embed.protocol import EmbedResult
+    from omniret.errors import ItemFailure
+
     vectors: list[Any] = []
     kept: list[dict[str, Any]] = []
-    failures = []
+    failures: list[ItemFailure] = []
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("embed", total=len(items))
         chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
         # the next chunk's media decode overlaps this chunk's forward
-        for n, result in enumerate(embedder.embed_chunks(chunks, instruction=instruction, dim=dim)):
+        results: Iterator[EmbedResult] = embedder.embed_chunks(chunks, instruction=instruction, dim=dim)
+        for n, result in enumerate(results):
             start, chunk = n * batch_size, chunks[n]
             if result.failures and not skip_errors:
                 f = result.failures[0]
@@ -76,7 +82,8 @@ def embed(
     image: Annotated[list[Path] | None, typer.Option("--image", help="Image or PDF file(s), one item each.")] = None,
     video: Annotated[list[Path] | None, typer.Option("--video", help="Video file(s), one item each.")] = None,
     input: Annotated[Path | None, typer.Option("--input", "-f", help="JSONL file of items.")] = None,  # noqa: A002
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .npy or .jsonl.")] = Path("embeddings.npy"),
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write: .npy or .jsonl.")] = Path("embeddings.npy"),
+    old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
     model: ModelOpt = None,
     instruction: InstructionOpt = None,
     dim: DimOpt = None,
@@ -108,8 +115,9 @@ def embed(
         items.extend(read_items_jsonl(input))
     if not items:
         fail("nothing to embed", hint='omniret embed "some text"  or  omniret embed --input items.jsonl')
+    output = renamed(output, old_output, new="--out", old="--output", default=Path("embeddings.npy"))
     if output.suffix not in {".npy", ".jsonl"}:
-        fail(f"--output {output}: use a .npy or .jsonl file name")
+        fail(f"--out {output}: use a .npy or .jsonl file name")
 
     settings = cli_settings()
     embedder: Any = (load_embedder_on(model or settings.embed_model, devs, dtype=dtype or settings.dtype)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -52,7 +54,7 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
     """``["64,128", "256"]`` -> ``[64, 128, 256]``; a bad value fails naming the option."""
     if not values:
         return None
-    out = []
+    out: list[int] = []
     for v in values:
         for part in v.split(","):
             if not part.strip():
@@ -66,7 +68,7 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
 
 def _floats(values: list[str] | None, option: str) -> list[float] | None:
     """``["0.3,0.5", "0.7"]`` -> ``[0.3, 0.5, 0.7]``; a bad value fails naming the option."""
-    out = []
+    out: list[float] = []
     for part in _names(values):
         try:
             out.append(float(part))
@@ -155,77 +157,73 @@ def _sweep_config(dims: list[str] | None, rerank_top: list[str] | None, reranker
                        alphas=_floats(alpha, "--alpha"))
 
 
-@eval_app.command("beir")
-@handles_errors
-def eval_beir(
-    path: Annotated[Path, typer.Argument(help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
-    model: ModelOpt = None,
-    reranker: RerankerOpt = None,
-    dims: DimsOpt = None,
-    rerank_top: RerankTopOpt = None,
-    split: SplitOpt = "test",
-    out: OutOpt = Path("eval-out"),
-    backend: BackendOpt = "faiss",
-    index: IndexOpt = "flat",
-    k: KOpt = 100,
-    metrics: MetricsOpt = None,
-    instruction: QueryInstrOpt = None,
-    rerank_instruction: RerankInstrOpt = None,
-    batch_size: BatchOpt = 32,
-    mode: ModesOpt = None,
-    fusion: FusionOpt = None,
-    alpha: AlphaOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-) -> None:
-    """Score a model on a local BEIR-format dataset: first stage (dense, lexical, hybrid), optional rerank,
-    dims sweep."""
-    from omniret.evaluation.beir import load_beir, run_beir
-    from omniret.evaluation.metrics import DEFAULT_METRICS
-    from omniret.evaluation.sweeps import check_modes
+def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: int, doc: str
+                   ) -> Callable[..., None]:
+    """The ``eval beir`` / ``eval mm`` command: one set of options, one flow (check the options and the
+    folder, load the models, run the sweep, write the report); only the dataset reader differs, and only
+    ``beir`` sweeps first-stage modes (dense, lexical, hybrid)."""
+    def command(
+        path: Path,
+        model: ModelOpt = None,
+        reranker: RerankerOpt = None,
+        dims: DimsOpt = None,
+        rerank_top: RerankTopOpt = None,
+        split: SplitOpt = "test",
+        out: OutOpt = Path("eval-out"),
+        backend: BackendOpt = "faiss",
+        index: IndexOpt = "flat",
+        k: KOpt = 100,
+        metrics: MetricsOpt = None,
+        instruction: QueryInstrOpt = None,
+        rerank_instruction: RerankInstrOpt = None,
+        batch_size: BatchOpt = default_batch,
+        mode: ModesOpt = None,
+        fusion: FusionOpt = None,
+        alpha: AlphaOpt = None,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
+    ) -> None:
+        from omniret.evaluation.beir import load_beir, run_beir
+        from omniret.evaluation.metrics import DEFAULT_METRICS
+        from omniret.evaluation.mmeb import MMEB_METRICS, load_mmeb, run_mmeb
+        from omniret.evaluation.sweeps import check_modes
 
-    config = _sweep_config(dims, rerank_top, reranker, k, backend, index, metrics, instruction,
-                           rerank_instruction, batch_size, DEFAULT_METRICS, modes=mode, fusion=fusion, alpha=alpha)
-    check_modes(config)  # a bad --mode, --fusion or --alpha fails before the models load
-    load_beir(path, split)  # a bad folder fails before the models load
-    emb, rr = _load(model, reranker, device, dtype)
-    bars, update = _progress()
-    with bars:
-        runs = run_beir(path, emb, rr, split=split, config=config, progress=update)
-    _finish(runs, out, title=f"BEIR {path.name} ({split})", main_metric=config.metrics[0])
+        config = _sweep_config(dims, rerank_top, reranker, k, backend, index, metrics, instruction,
+                               rerank_instruction, batch_size, DEFAULT_METRICS if kind == "beir" else MMEB_METRICS,
+                               modes=mode, fusion=fusion, alpha=alpha)
+        check_modes(config)  # a bad --mode, --fusion or --alpha fails before the models load
+        # a bad folder fails before the models load
+        if kind == "beir":
+            load_beir(path, split)
+            run, title, main_metric = run_beir, f"BEIR {path.name} ({split})", config.metrics[0]
+        else:
+            task = load_mmeb(path, split)
+            run, title, main_metric = run_mmeb, f"{task.name} ({task.category}, {split})", task.main_metric
+        emb, rr = _load(model, reranker, device, dtype)
+        bars, update = _progress()
+        with bars:
+            runs = run(path, emb, rr, split=split, config=config, progress=update)
+        _finish(runs, out, title=title, main_metric=main_metric)
+
+    # typer reads the positional argument's help from its annotation, which differs per command, and the
+    # options from the signature: an MMEB folder has no lexical first stage, so mm leaves out the mode options
+    command.__annotations__["path"] = Annotated[Path, typer.Argument(help=path_help)]
+    if kind == "mm":
+        sig = inspect.signature(command)
+        command.__signature__ = sig.replace(
+            parameters=[p for p in sig.parameters.values() if p.name not in {"mode", "fusion", "alpha"}])
+    command.__doc__ = doc
+    command.__name__ = command.__qualname__ = f"eval_{kind}"
+    return handles_errors(command)
 
 
-@eval_app.command("mm")
-@handles_errors
-def eval_mm(
-    path: Annotated[Path, typer.Argument(help="MMEB-style folder: queries.jsonl, candidates.jsonl, qrels.")],
-    model: ModelOpt = None,
-    reranker: RerankerOpt = None,
-    dims: DimsOpt = None,
-    rerank_top: RerankTopOpt = None,
-    split: SplitOpt = "test",
-    out: OutOpt = Path("eval-out"),
-    backend: BackendOpt = "faiss",
-    index: IndexOpt = "flat",
-    k: KOpt = 100,
-    metrics: MetricsOpt = None,
-    instruction: QueryInstrOpt = None,
-    rerank_instruction: RerankInstrOpt = None,
-    batch_size: BatchOpt = 8,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-) -> None:
-    """Score a model on an MMEB-style multimodal folder (Hit@1 / nDCG@5 / Recall@k as MMEB-V2 reports)."""
-    from omniret.evaluation.mmeb import MMEB_METRICS, load_mmeb, run_mmeb
-
-    config = _sweep_config(dims, rerank_top, reranker, k, backend, index, metrics, instruction,
-                           rerank_instruction, batch_size, MMEB_METRICS)
-    task = load_mmeb(path, split)
-    emb, rr = _load(model, reranker, device, dtype)
-    bars, update = _progress()
-    with bars:
-        runs = run_mmeb(path, emb, rr, split=split, config=config, progress=update)
-    _finish(runs, out, title=f"{task.name} ({task.category}, {split})", main_metric=task.main_metric)
+eval_beir = eval_app.command("beir")(_sweep_command(
+    "beir", "BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", 32,
+    "Score a model on a local BEIR-format dataset: first stage (dense, lexical, hybrid), optional rerank,\n"
+    "dims sweep."))
+eval_mm = eval_app.command("mm")(_sweep_command(
+    "mm", "MMEB-style folder: queries.jsonl, candidates.jsonl, qrels.", 8,
+    "Score a model on an MMEB-style multimodal folder (Hit@1 / nDCG@5 / Recall@k as MMEB-V2 reports)."))
 
 
 @eval_app.command("mteb")
@@ -254,9 +252,9 @@ def eval_mteb(
     names = _names(tasks)
     if not names:
         fail("no task given", hint="omniret eval mteb --tasks SciFact")
-    from omniret.evaluation.mteb_runner import _mteb, run_mteb
+    from omniret.evaluation.mteb_runner import load_mteb, run_mteb
 
-    mteb = _mteb()
+    mteb = load_mteb()
     known = [n for n in names if not Path(n).is_dir()]
     if known:
         try:

@@ -24,6 +24,7 @@ from omniret.cli._app import (
     err_console,
     fail,
     handles_errors,
+    renamed,
 )
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="faiss (embedded, default) or qdrant.")]
@@ -59,7 +60,8 @@ def index_cmd(
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Text chunk size in tokens.")] = 200,
     chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens shared by neighbouring chunks.")] = 40,
     segment_seconds: Annotated[float, typer.Option("--segment-seconds", help="Video segment length.")] = 10.0,
-    batch_items: Annotated[int, typer.Option("--batch-items", help="Items per embedding call.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per embedding call.")] = 64,
+    old_batch_items: Annotated[int | None, typer.Option("--batch-items", hidden=True)] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove items of files no longer on disk.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
     devices: DevicesOpt = None,
@@ -99,7 +101,9 @@ def index_cmd(
         devs = ["cpu"]  # the driver loads the model on CPU only for its tokenizer and modalities
     settings = cli_settings()
     opts = IngestOptions(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                         segment_seconds=segment_seconds, prune=prune, batch_items=batch_items)
+                         segment_seconds=segment_seconds, prune=prune,
+                         batch_items=renamed(batch_size, old_batch_items, new="--batch-size", old="--batch-items",
+                                             default=64))
     extra: dict[str, Any] = {"funnel_candidates": funnel_candidates} if funnel_candidates is not None else {}
     if shards is not None or replicas is not None:
         if backend != "qdrant" and qdrant_url is None:
@@ -270,13 +274,13 @@ def _manifest(name: str, root: Path | None) -> dict[str, Any]:
 def collections_info(name: Annotated[str, typer.Argument(help="Collection name.")], root: RootOpt = None,
                      json_out: JsonOpt = False) -> None:
     """Show a collection's model, dim, backend, index and item count (no model is loaded)."""
-    from omniret.index.collection import collection_store
+    from omniret.index.collection import open_store
     from omniret.index.ingest import Ledger
 
     m = _manifest(name, root)
-    store = collection_store(name, root)
+    store = open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)
     try:
-        info = {**m, "count": store.count(), "store": store.info()}
+        info: dict[str, Any] = {**m, "count": store.count(), "store": store.info()}
     finally:
         store.close()
     ledger = Ledger(Path(m["path"]) / "ledger.sqlite")
@@ -318,7 +322,10 @@ def collections_build_lexical(name: Annotated[str, typer.Argument(help="Collecti
         with Progress(TextColumn(f"lexical index of {name}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True) as bar:
             task = bar.add_task("lexical", total=None)
-            added = store.build_lexical(lambda done, total: bar.update(task, completed=done, total=total))
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            added = store.build_lexical(advance)
         console.print(f"{name}: lexical index built ({added} items with text)")
     finally:
         store.close()

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from omniret.cli._app import DeviceOpt, RerankerOpt, app, cli_settings, console, err_console, handles_errors
+from omniret.cli._app import (
+    DeviceOpt,
+    RerankerOpt,
+    app,
+    cli_settings,
+    console,
+    err_console,
+    handles_errors,
+    renamed,
+)
 
 train_app = typer.Typer(help="Fine-tune embedders and rerankers: contrastive, reranker, distillation stages.",
                         no_args_is_help=True)
@@ -24,7 +33,10 @@ MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Examples per step (default 16).")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default 2e-5).")]
 HardNegOpt = Annotated[int | None, typer.Option("--hard-negatives", help="Hard negatives per example (default 1).")]
-MrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", help="Comma-separated dims, e.g. 256,128,64.")]
+MrlOpt = Annotated[str | None, typer.Option("--dims", help="Matryoshka dims to train, comma-separated, e.g. "
+                                                          "256,128,64.")]
+#: the old spelling of --dims (one spelling per idea across commands: eval's sweep is --dims too)
+OldMrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", hidden=True)]
 LoraOpt = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (peft) or full fine-tuning.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="InfoNCE temperature (default 0.05).")]
 ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
@@ -60,7 +72,7 @@ def _dims(value: str | None) -> list[int] | None:
     try:
         return [int(x) for x in value.split(",") if x.strip()]
     except ValueError as e:
-        raise ConfigError(f"--matryoshka-dims {value!r}: expected comma-separated integers like 256,128,64") from e
+        raise ConfigError(f"--dims {value!r}: expected comma-separated integers like 256,128,64") from e
 
 
 def _run(stage: str, config: Path | None, **flags: Any) -> None:
@@ -94,12 +106,13 @@ def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt,
 def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
                 epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                 lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
-                lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
+                old_mrl: OldMrlOpt = None, lora: LoraOpt = None, temperature: TempOpt = None, resume: ResumeOpt = None,
                 save_steps: SaveStepsOpt = None, gradcache_chunk: GradCacheOpt = None,
                 device: DeviceOpt = None, max_length: MaxLenOpt = None,
                 global_batch_size: GlobalBatchOpt = None, gather_negatives: GatherOpt = None,
                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka."""
+    matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, temperature, resume, save_steps, gradcache_chunk, device, max_length)
     _run("embed", kw.pop("config"), **kw,
@@ -108,7 +121,11 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
 
 @train_app.command("rerank")
 @handles_errors
-def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
+def train_rerank(config: ConfigOpt = None,
+                 model: Annotated[str | None, typer.Option("--reranker", help="Reranker checkpoint dir or registry "
+                                                                             "name to train.")] = None,
+                 old_model: Annotated[str | None, typer.Option("--model", "-m", hidden=True)] = None,
+                 data: DataOpt = None, out: OutOpt = None,
                  epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                  lr: LrOpt = None, hard_negatives: HardNegOpt = None, lora: LoraOpt = None,
                  resume: ResumeOpt = None, save_steps: SaveStepsOpt = None, device: DeviceOpt = None,
@@ -117,6 +134,8 @@ def train_rerank(config: ConfigOpt = None, model: TrainModelOpt = None, data: Da
                  global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
                  fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Reranker stage: yes/no loss (Qwen3-VL, Qwen3-Reranker) or a sentence-transformers CrossEncoder."""
+    # -m is the embedding model in every command; this one used to take the reranker under --model/-m
+    model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length)
     _run("rerank", kw.pop("config"), rerank_loss=loss, **kw,
@@ -131,11 +150,12 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   student_temperature: Annotated[float | None, typer.Option("--student-temperature")] = None,
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
-                  lora: LoraOpt = None, resume: ResumeOpt = None, save_steps: SaveStepsOpt = None,
-                  device: DeviceOpt = None, max_length: MaxLenOpt = None,
+                  old_mrl: OldMrlOpt = None, lora: LoraOpt = None, resume: ResumeOpt = None,
+                  save_steps: SaveStepsOpt = None, device: DeviceOpt = None, max_length: MaxLenOpt = None,
                   global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
                   fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
+    matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, None, resume, save_steps, None, device, max_length)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
@@ -206,5 +226,5 @@ def merge(
             raise ConfigError(f"--weights {weights!r}: expected comma-separated numbers") from e
     if method not in ("linear", "slerp"):
         raise ConfigError(f"--method {method!r}: use linear or slerp")
-    merge_checkpoints(checkpoints, out, method=method, weights=w)  # type: ignore[arg-type]
+    merge_checkpoints(checkpoints, out, method=method, weights=w)
     console.print(json.dumps({"out": str(out), "method": method, "checkpoints": [str(c) for c in checkpoints]}))
