@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from omniret.api.inputs import model_max_tokens
-from omniret.index.chunking import find_tokenizer
+from omniret.base.models import find_tokenizer
 from omniret.types import Item
 
 

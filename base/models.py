@@ -59,3 +59,18 @@ def last_token_pool(hidden: Any, attention_mask: Any) -> Any:
 
     last = attention_mask.shape[1] - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def find_tokenizer(model: Any) -> Any:
+    """A backend's fast tokenizer (one that returns offsets), where the backends keep it (``tokenizer``,
+    ``model.tokenizer``, ``processor.tokenizer``, in that order), or None. Text chunking uses it, and an
+    embedding pool hands its name to the coordinator so both chunk alike."""
+    for path in ("tokenizer", "model.tokenizer", "processor.tokenizer"):
+        obj = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if obj is not None and getattr(obj, "is_fast", False):
+            return obj
+    return None

@@ -130,16 +130,10 @@ def _worker_main(wid: int, device: str, model: str, dtype: str | None, options: 
 
 def _tokenizer_of(emb: Any) -> str | None:
     """Where the coordinator can load the same tokenizer (text chunking must match a single process)."""
-    # the same places, in the same order, as omniret.index.chunking.find_tokenizer looks
-    for path in ("tokenizer", "model.tokenizer", "processor.tokenizer"):
-        obj = emb
-        for attr in path.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if obj is not None and getattr(obj, "is_fast", False):
-            return str(getattr(obj, "name_or_path", "")) or None
-    return None
+    from omniret.base.models import find_tokenizer
+
+    tok = find_tokenizer(emb)
+    return (str(getattr(tok, "name_or_path", "")) or None) if tok is not None else None
 
 
 # -- coordinator ---------------------------------------------------------------------------------

@@ -46,19 +46,6 @@ def html_to_text(html: str) -> str:
     return re.sub(r"[ \t]*\n\s*", "\n", re.sub(r"[ \t\r\f\v]+", " ", text)).strip()
 
 
-def find_tokenizer(embedder: Any) -> Any:
-    """The embedder's fast tokenizer (one that returns offsets), or None for the whitespace fallback."""
-    for path in ("tokenizer", "model.tokenizer", "processor.tokenizer"):
-        obj = embedder
-        for attr in path.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if obj is not None and getattr(obj, "is_fast", False):
-            return obj
-    return None
-
-
 class Chunker:
     """Splits text into windows of ``size`` tokens that overlap by ``overlap`` tokens."""
 

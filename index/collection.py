@@ -489,13 +489,20 @@ def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None,
                       lexical=manifest.get("lexical"))
 
 
-def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
-    """The store of an existing collection, opened without loading its model (admin commands)."""
+def _existing(name: str, root: str | os.PathLike[str] | None, *, say_where: bool) -> tuple[Path, dict[str, Any]]:
+    """An existing collection's folder and manifest, else ``CollectionNotFound`` (naming the folder it looked
+    in when ``say_where``: the admin commands do, the service must not show its paths)."""
     _check_name(name)
     path = _root(root) / name
     manifest = _read_manifest(path)
     if manifest is None:
-        raise CollectionNotFound(f"no collection {name!r} in {path.parent}")
+        raise CollectionNotFound(f"no collection {name!r}" + (f" in {path.parent}" if say_where else ""))
+    return path, manifest
+
+
+def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
+    """The store of an existing collection, opened without loading its model (admin commands)."""
+    path, manifest = _existing(name, root, say_where=True)
     return open_store(path, name, manifest, manifest.get("url"), {}, create=False)
 
 
@@ -514,11 +521,7 @@ def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[st
 
 def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> None:
     """Delete a collection: its folder, and its Qdrant collection when it lives on a server."""
-    _check_name(name)
-    path = _root(root) / name
-    manifest = _read_manifest(path)
-    if manifest is None:
-        raise CollectionNotFound(f"no collection {name!r}")
+    path, manifest = _existing(name, root, say_where=False)
     if manifest.get("backend") == "qdrant" and manifest.get("url"):
         from omniret.index.qdrant_store import QdrantStore
 

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from omniret.base.models import find_tokenizer
 from omniret.errors import ItemError
-from omniret.index.chunking import Chunker, find_tokenizer, html_to_text
+from omniret.index.chunking import Chunker, html_to_text
 from omniret.jsonl import iter_jsonl, resolve_media
 from omniret.types import IMAGE_SUFFIXES, Item
 

@@ -101,7 +101,7 @@ class ModelInfo:
 
     @classmethod
     def of(cls, embedder: Any) -> ModelInfo:
-        from omniret.index.chunking import find_tokenizer
+        from omniret.base.models import find_tokenizer
 
         tok = find_tokenizer(embedder)
         return cls(name=str(embedder.name), path=str(getattr(embedder, "path", embedder.name)),

@@ -94,8 +94,9 @@ def _open(state: ServiceState, name: str) -> Any:
     if cached is not None:
         return cached
     try:
+        # an older collection builds its lexical index here, once; a server has no terminal for the bar
         col = open_collection(name, root=state.root, embedder=state.embedder, reranker=state.reranker,
-                              create=False)
+                              create=False, progress=False)
     except CollectionNotFound:
         raise ApiError(404, "not_found", f"no collection named {name!r} (see GET /v1/collections)",
                        field="name") from None
