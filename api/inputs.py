@@ -244,7 +244,7 @@ class InputConverter:
                 raise ItemError.for_item(index, item_id, "empty text")
             cut = [self._text(t, index, item_id) for t in texts]
             d["text"] = cut[0] if isinstance(text, str) else cut
-        if item_id is not None and not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+        if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, (str, int))):
             raise ItemError.for_item(index, None, f"id must be a string, got {type(item_id).__name__}")
         if item_id is None and self.with_ids:
             d["id"] = content_id({**obj, "instruction": obj.get("instruction", instruction)})

@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--files", type=int, default=1200)
     ap.add_argument("--words", type=int, default=60, help="words per file (one chunk at the default 200 tokens)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="A,B pairs (0: only the scale-out comparisons)")
     ap.add_argument("--batch-items", type=int, default=64)
     ap.add_argument("--devices", default="cpu,cpu")
     ap.add_argument("--single-device", default=None, help="device of the single-process runs (default: the model's)")
@@ -102,7 +102,8 @@ def main() -> None:
         return rate, v
 
     a_rates, b_rates = [], []
-    encode()  # warm-up
+    if args.rounds:
+        encode()  # warm-up
     for i in range(args.rounds):
         la = load()
         a = encode()
@@ -112,9 +113,10 @@ def main() -> None:
         b_rates.append(b)
         print(f"round {i + 1}: encode {a:.1f} items/s (load {la}) | omniret index {b:.1f} items/s (load {lb}) | "
               f"ratio {b / a:.3f}", flush=True)
-    ratio = np.median(np.array(b_rates) / np.array(a_rates))
-    print(f"median: encode {np.median(a_rates):.1f} items/s, omniret index {np.median(b_rates):.1f} items/s, "
-          f"ratio {ratio:.3f}; loadavg {os.getloadavg()}")
+    if args.rounds:
+        ratio = np.median(np.array(b_rates) / np.array(a_rates))
+        print(f"median: encode {np.median(a_rates):.1f} items/s, omniret index {np.median(b_rates):.1f} items/s, "
+              f"ratio {ratio:.3f}; loadavg {os.getloadavg()}")
 
     if args.profile:
         coll = open_collection("prof", root=work / "cols", embedder=emb)
@@ -134,7 +136,7 @@ def main() -> None:
         rate, v = ingest("scaled", **kw)
         worst = max(float(np.abs(v[k] - ref[k]).max()) for k in ref) if sorted(v) == sorted(ref) else float("nan")
         print(f"{label}: {rate:.1f} items/s vs single process {single_rate:.1f} items/s (x{rate / single_rate:.2f}); "
-              f"same ids: {sorted(v) == sorted(ref)}, max |dv| {worst:.2e}; loadavg {l0} -> {load('')}", flush=True)
+              f"same ids: {sorted(v) == sorted(ref)}, max |dv| {worst:.2e}; loadavg {l0} -> {load()}", flush=True)
 
     if not args.skip_devices:
         compare(f"--devices {args.devices}", devices=args.devices)

@@ -78,7 +78,7 @@ def fts_bytes(db: Path) -> tuple[int, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path("benchmarks/eval/data/stdlib-docs/corpus.jsonl"))
     ap.add_argument("--queries", type=Path, default=Path("benchmarks/eval/data/stdlib-docs/queries.jsonl"))
     ap.add_argument("--n", type=int, default=20000)

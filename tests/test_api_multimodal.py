@@ -188,10 +188,18 @@ def test_thumbnails_obey_the_image_limits(models, client: httpx.Client, server_r
     big = _data_uri(_png_bytes(picture("gray", "big", size=(400, 300))), "image/png")
     assert client.post("/v1/collections/big/items", json={"items": [{"id": "big", "image": big}]}).status_code == 200
     assert client.get("/v1/collections/big/items/big/thumbnail").status_code == 200
-    # the same storage served with a lower limit: the stored image is measured, not decoded
-    settings = Settings(home=tmp_path, collections_root=server_root, max_image_pixels=100 * 100)
+    video = make_video(tmp_path / "clip.mp4")  # 64x64 frames
+    r = client.post("/v1/collections/big/files", files=[("files", ("clip.mp4", video.read_bytes(), "video/mp4"))])
+    assert r.status_code == 200 and r.json()["added"] == 1, r.text
+    clip = client.post("/v1/collections/big/search", json={"text": "clip", "k": 2, "rerank": False,
+                                                           "filter": {"kind": "video"}}).json()["hits"][0]
+    assert client.get(clip["thumbnail"]).status_code == 200
+    # the same storage served with a lower limit: stored media are measured, not decoded
+    settings = Settings(home=tmp_path, collections_root=server_root, max_image_pixels=60 * 60)
     with BackgroundServer(create_app(settings, embedder=emb, reranker=rr)) as srv:
         r = httpx.get(srv.url + "/v1/collections/big/items/big/thumbnail", timeout=60)
+        v = httpx.get(srv.url + clip["thumbnail"], timeout=60)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["message"] == ("the stored image is 400x300 = 120000 pixels, over the limit of "
-                                            "10000 (max_image_pixels)")
+                                            "3600 (max_image_pixels)")
+    assert v.status_code == 422 and "video's frames are 64x64 = 4096 pixels" in v.json()["error"]["message"]

@@ -87,3 +87,27 @@ def test_search_with_reranker(tmp_path: Path, docs: Path, tiny_vl_embedding: Pat
     hits = json.loads(r.stdout)
     scores = [h["rerank_score"] for h in hits[:3]]
     assert None not in scores and scores == sorted(scores, reverse=True) and hits[3]["rerank_score"] is None
+
+
+@pytest.mark.parametrize("command", ["embed", "index", "search", "rerank"])
+def test_omniret_device_reaches_every_model_loading_command(command: str, minilm_path: Path,
+                                                            tiny_text_reranker: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """OMNIRET_DEVICE is read once at the CLI edge and handed to the loaders (a bogus one must fail there)."""
+    cli = app
+    samples = Path(__file__).resolve().parents[1] / "samples" / "docs"
+    root = tmp_path / "root"
+    if command == "search":  # a collection to search, built without the variable
+        r = CliRunner().invoke(cli, ["index", str(samples), "-c", "s", "--model", str(minilm_path), "--root",
+                                     str(root), "--json"])
+        assert r.exit_code == 0, r.output
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "a"}\n')
+    args = {"embed": ["embed", "x", "--model", str(minilm_path), "-o", str(tmp_path / "v.npy")],
+            "index": ["index", str(samples), "-c", "s", "--model", str(minilm_path), "--root", str(root)],
+            "search": ["search", "query", "-c", "s", "--root", str(root), "--no-rerank"],
+            "rerank": ["rerank", "--query", "q", "--docs", str(docs), "--model", str(tiny_text_reranker)]}[command]
+    monkeypatch.setenv("OMNIRET_DEVICE", "nope")
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0
+    assert "device type at start of device string: nope" in str(r.exception) + r.output

@@ -145,6 +145,10 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
         "text_gradcache": (tiny_text_embedding, dict(stage="embed", gradcache_chunk=2, matryoshka_dims=[16])),
         "text_lora_checkpointing": (tiny_text_embedding, dict(stage="embed", lora=True, lora_r=4,
                                                               gradient_checkpointing=True)),
+        "text_fsdp": (tiny_text_embedding, dict(stage="embed", fsdp=True, gradcache_chunk=3)),
+        "text_fsdp_lora": (tiny_text_embedding, dict(stage="embed", fsdp=True, lora=True, lora_r=4,
+                                                     gradient_checkpointing=True)),
+        "vl_rerank_fsdp": (tiny_vl_reranker, dict(stage="rerank", fsdp=True)),
         "vl_rerank": (tiny_vl_reranker, dict(stage="rerank", rerank_loss="both")),
         "vl_distill": (tiny_vl_embedding, dict(stage="distill", matryoshka_dims=[32])),
         "minilm": (minilm, dict(stage="embed", log_steps=1)),
@@ -159,12 +163,14 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
 
     dist_losses = run_matrix({name: cfg(name, tmp_path / f"dist-{name}", 4) for name in runs}, tmp_path)
     for name, (model, _) in runs.items():
-        single = train(load_config(**cfg(name, tmp_path / f"single-{name}", 8)))["history"]
+        # one process on the global batch, never sharded: FSDP must not change the step either
+        single = train(load_config(**{**cfg(name, tmp_path / f"single-{name}", 8), "fsdp": False}))["history"]
         single = [h["loss"] if isinstance(h, dict) else h for h in single]
         assert abs(dist_losses[name][0] - single[0]) <= 1e-5, (name, dist_losses[name], single)
         assert_same_weights(tmp_path / f"dist-{name}", tmp_path / f"single-{name}", model)
         meta = json.loads((tmp_path / f"dist-{name}" / "omniret.json").read_text())["trained"]
         assert (meta["world_size"], meta["global_batch"]) == (2, 8), name
+        assert meta.get("fsdp", False) == ("fsdp" in name), name
 
 
 def _cli(model: Path, data: Path | str, out: Path, *extra: str) -> list[str]:
@@ -257,20 +263,6 @@ def test_bad_launches_fail_before_training_with_the_reason(tiny_text_embedding: 
         assert "loading the training data failed on 1 of 2 ranks; rank 1: train.jsonl: no such data file" \
             in " ".join(err.split()), err[-3000:]
         assert "training embed" not in err
-
-
-def _rank_pids(launcher: Any) -> dict[int, int]:
-    import psutil
-
-    pids = {}
-    for child in psutil.Process(launcher.pid).children(recursive=True):
-        try:
-            env = child.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if "RANK" in env and "omniret" in " ".join(child.cmdline()):
-            pids[int(env["RANK"])] = child.pid
-    return pids
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])

@@ -147,9 +147,13 @@ def allreduce_gradients(params: Sequence[torch.Tensor]) -> None:
 
     if not is_distributed():
         return
+    from torch.distributed.tensor import DTensor
+
     world = dist.get_world_size()
     grads: list[torch.Tensor] = []
     for p in params:
+        if isinstance(p, DTensor):
+            continue  # FSDP-sharded: its backward reduce-scattered (averaged) the gradient already
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)

@@ -55,6 +55,9 @@ class TrainableTower:
     source: str
     device: Any
     lora: bool = False
+    #: FSDP2-sharded (``--fsdp``): saving gathers the full weights on every rank, rank 0 writes them
+    sharded: bool = False
+    lora_scaling: float = 1.0
 
     def _load(self, loader: Callable[..., Any], cfg: TrainConfig) -> Any:
         """The backend ``loader`` gives for ``cfg`` (bf16 on a GPU unless told), whose model this tower
@@ -62,7 +65,9 @@ class TrainableTower:
         import torch
 
         bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
-        backend = loader(cfg.model, device=cfg.device, dtype=torch.bfloat16 if bf16 else torch.float32,
+        # FSDP keeps float32 master weights and computes in bf16 through its mixed-precision policy
+        dtype = torch.bfloat16 if bf16 and not cfg.fsdp else torch.float32
+        backend = loader(cfg.model, device=cfg.device, dtype=dtype,
                          **({"max_length": cfg.max_length} if cfg.max_length else {}))
         self.source, self.model, self.device = backend.path, backend.model, backend.device
         return backend
@@ -79,7 +84,32 @@ class TrainableTower:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if cfg.lora:
                 self.model.enable_input_require_grads()
+        if cfg.fsdp:
+            self._shard(cfg)
         self.model.train()
+
+    def _shard(self, cfg: TrainConfig) -> None:
+        """FSDP2 ``fully_shard`` on every decoder layer and vision block (the model's ``_no_split_modules``),
+        then the root; bf16 compute with float32 master weights and gradient reduction on GPU."""
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from omniret.training import distributed as dist
+
+        if not dist.is_distributed():
+            raise ConfigError("--fsdp shards the model over the ranks of a launch; start the run with torchrun "
+                              "or accelerate launch (more than one process)")
+        base = self.model.get_base_model() if self.lora else self.model
+        blocks = set(getattr(base, "_no_split_modules", None) or [])
+        bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
+            else MixedPrecisionPolicy()
+        for module in self.model.modules():
+            if type(module).__name__ in blocks:
+                fully_shard(module, mp_policy=policy)
+        fully_shard(self.model, mp_policy=policy)
+        self.sharded = True
+        self.lora_scaling = cfg.lora_alpha / max(cfg.lora_r, 1)
 
     def forward(self, prepared: Sequence[Any]) -> Any:
         """The differentiable output for prepared inputs (pooled vectors, or yes-no logits)."""
@@ -100,12 +130,51 @@ class TrainableTower:
         return {}
 
     def save(self, out: Path) -> None:
-        """The input checkpoint's layout with the trained tower's weights (LoRA merged)."""
+        """The input checkpoint's layout with the trained tower's weights (LoRA merged).
+
+        Sharded: every rank must call it (gathering the weights is a collective); rank 0 writes.
+        """
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            from omniret.training import distributed as dist
+
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            extra = self.extra_weights()
+            if dist.current_context().is_main:
+                tower = merge_lora_state(full, self.lora_scaling) if self.lora else full
+                write_checkpoint(Path(self.source), out, tower, extra)
+            return
         if self.lora:
             self.model = self.model.merge_and_unload()
             self.lora = False
         tower = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         write_checkpoint(Path(self.source), out, tower, self.extra_weights())
+
+
+def merge_lora_state(state: dict[str, Any], scaling: float) -> dict[str, Any]:
+    """A peft LoRA model's full state dict as the base model's: ``W + scaling · B @ A`` per adapted layer.
+
+    What ``merge_and_unload`` computes, done on the gathered tensors because a sharded model cannot merge
+    in place.
+    """
+    import torch
+
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if "lora_" in key:
+            continue
+        name = key.removeprefix("base_model.model.")
+        if ".base_layer." in name:
+            stem = key.removesuffix(".weight").removesuffix(".base_layer") if key.endswith("base_layer.weight") \
+                else None
+            name = name.replace(".base_layer.", ".")
+            if stem is not None and f"{stem}.lora_A.default.weight" in state:
+                a = state[f"{stem}.lora_A.default.weight"].to(torch.float32)
+                b = state[f"{stem}.lora_B.default.weight"].to(torch.float32)
+                value = (value.to(torch.float32) + scaling * (b @ a)).to(value.dtype)
+        out[name] = value.detach().cpu().contiguous()
+    return out
 
 
 def write_checkpoint(src: Path, out: Path, tower: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
@@ -247,6 +316,9 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
     from omniret.training import distributed as dist
 
     ctx = dist.current_context()
+    if cfg.fsdp and (cfg.save_steps or cfg.resume):
+        raise ConfigError("--fsdp with --save-steps/--resume: resumable checkpoints of a sharded model are not "
+                          "available yet; drop --save-steps, or train without --fsdp")
     ckpt_dir = cfg.out / "checkpoints"
     last = None
     global_batch = cfg.global_batch_size
@@ -313,7 +385,7 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
             keep.evaluate(step)
         keep.restore()
     run = {"world_size": ctx.world_size, "per_device_batch": per_device, "global_batch": global_batch,
-           "gather_negatives": gather}
+           "gather_negatives": gather, "fsdp": model.sharded}
     return Fit(step, history, seconds, run)
 
 
@@ -343,8 +415,12 @@ def _finish(cfg: TrainConfig, model: TrainableTower, write: Callable[[], None], 
     from omniret.training import distributed as dist
 
     ctx = dist.current_context()
-    if ctx.is_main:
+    if model.sharded:
+        with dist.collective_errors(ctx, "gathering the sharded weights"):
+            model.save(cfg.out)
+    elif ctx.is_main:
         model.save(cfg.out)
+    if ctx.is_main:
         write()
         write_history(cfg.out, fit)
     with dist.collective_errors(ctx, "saving the trained model"):

@@ -8,6 +8,7 @@ point at them and thumbnails can be served; a thumbnail is only ever rendered fr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -93,8 +94,9 @@ def _open(state: ServiceState, name: str) -> Any:
     if cached is not None:
         return cached
     try:
+        # an older collection builds its lexical index here, once; a server has no terminal for the bar
         col = open_collection(name, root=state.root, embedder=state.embedder, reranker=state.reranker,
-                              create=False)
+                              create=False, progress=False)
     except CollectionNotFound:
         raise ApiError(404, "not_found", f"no collection named {name!r} (see GET /v1/collections)",
                        field="name") from None
@@ -373,7 +375,12 @@ async def add_files(name: str, request: Request, files: list[UploadFile] = File(
     await _worker(state, _open, state, name)  # 404 before anything is written
     folder = _files_dir(state, name)
     folder.mkdir(parents=True, exist_ok=True)
-    # the temporary area is beside the final folder (same file system: the move is a rename)
+    # the temporary area is beside the final folder (same file system: the move is a rename); areas
+    # left by a killed server (older than an hour) are removed first
+    for old in folder.parent.glob(".incoming-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder.parent))
     try:
         uploads: list[tuple[str, str, Path]] = []  # (client name, sha256, staged path)
@@ -546,12 +553,17 @@ async def thumbnail(name: str, item_id: str, request: Request) -> Response:
                     headers={"Cache-Control": "private, max-age=300"})
 
 
-def _video_frame(path: Path, at: float) -> Any:
-    """The first decoded frame at or after ``at`` seconds (the segment's start)."""
+def _video_frame(path: Path, at: float, max_pixels: int) -> Any:
+    """The first decoded frame at or after ``at`` seconds (the segment's start); frames over
+    ``max_pixels`` (by the stream header) are not decoded."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
+        if w * h > max_pixels:
+            raise ApiError(422, "unrenderable", f"the stored video's frames are {w}x{h} = {w * h} pixels, over "
+                           f"the limit of {max_pixels} (max_image_pixels)", field="id")
         if at > 0 and stream.time_base:
             container.seek(int(at / stream.time_base), stream=stream, backward=True)
         first = None
@@ -570,7 +582,7 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: in
     from PIL import Image
 
     if kind == "video":
-        im = _video_frame(path, at)
+        im = _video_frame(path, at, max_pixels)
     elif kind == "pdf":
         import pypdfium2 as pdfium
 
