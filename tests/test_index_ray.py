@@ -31,14 +31,30 @@ def _cleanup(procs: list) -> None:  # noqa: ANN001
             p.kill()
 
 
+def _started_since(before: set[int]) -> list:  # noqa: ANN001
+    """This process's children that were not there before, except multiprocessing's resource tracker.
+
+    The tracker is shared by the whole test session; killing it makes the next spawn warn (an error here).
+    """
+    import psutil
+
+    started = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline()):
+                started.append(p)
+    return started
+
+
 @pytest.fixture
 def local_ray():  # noqa: ANN201
     import psutil
 
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    children = psutil.Process().children(recursive=True)
+    children = _started_since(before)
     yield ray
-    children += psutil.Process().children(recursive=True)
+    children += [p for p in _started_since(before) if p not in children]
     ray.shutdown()
     _cleanup(children)
 
