@@ -122,14 +122,10 @@ class AnchoredListwiseLoss(nn.Module):
                 task: str | None = None) -> Tensor:
         import torch
         import torch.nn.functional as F
-        from sentence_transformers.util import batch_to_device
 
-        columns = []
-        for docs in inputs[1:]:
-            tokens = batch_to_device(self.model.preprocess(list(zip(inputs[0], docs, strict=True)), prompt=prompt,
-                                                           task=task), self.model.device)
-            columns.append(self.model(tokens)["scores"].reshape(-1))
-        correction = torch.stack(columns, dim=1)
+        from omniret.training.st_trainer import candidate_scores
+
+        correction = candidate_scores(self.model, inputs, prompt=prompt, task=task)
         sims = (torch.stack(list(labels)) if isinstance(labels, list) else labels).to(correction)
         logits = self.scale * sims + correction
         return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))

@@ -71,6 +71,21 @@ class EmbeddingLossAdapter(nn.Module):
         return getattr(self.loss, "citation", "")
 
 
+
+def candidate_scores(model: Any, inputs: list[list[str]], *, prompt: str | None = None,
+                     task: str | None = None) -> Tensor:
+    """A CrossEncoder's ``(queries, candidates)`` scores for a listwise batch: ``inputs[0]`` holds the
+    queries, each later column one candidate per query."""
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    columns = []
+    for docs in inputs[1:]:
+        tokens = batch_to_device(model.preprocess(list(zip(inputs[0], docs, strict=True)), prompt=prompt,
+                                                  task=task), model.device)
+        columns.append(model(tokens)["scores"].reshape(-1))
+    return torch.stack(columns, dim=1)
+
 class CrossEncoderRerankerLoss(nn.Module):
     """A sentence-transformers CrossEncoder loss around omniret's ``RerankerLoss`` in listwise or both modes.
 
@@ -86,15 +101,7 @@ class CrossEncoderRerankerLoss(nn.Module):
 
     def forward(self, inputs: list[list[str]], labels: Tensor | None = None, prompt: str | None = None,
                 task: str | None = None) -> Tensor:
-        import torch
-        from sentence_transformers.util import batch_to_device
-
-        columns = []
-        for docs in inputs[1:]:
-            tokens = batch_to_device(self.model.preprocess(list(zip(inputs[0], docs, strict=True)), prompt=prompt,
-                                                           task=task), self.model.device)
-            columns.append(self.model(tokens)["scores"].reshape(-1))
-        return self.loss(torch.stack(columns, dim=1))
+        return self.loss(candidate_scores(self.model, inputs, prompt=prompt, task=task))
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"loss": "RerankerLoss", **self.loss.config}

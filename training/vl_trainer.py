@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from omniret.training.validation import (
 )
 
 
-class TrainableTower:
+class TrainableTower(ABC):
     """A trainable transformer tower of an omniret model: LoRA or full, gradient checkpointing, saving.
 
     Subclasses set ``self.model`` (the backbone), ``self.source`` (the input checkpoint directory) and
@@ -111,9 +112,9 @@ class TrainableTower:
         self.sharded = True
         self.lora_scaling = cfg.lora_alpha / max(cfg.lora_r, 1)
 
+    @abstractmethod
     def forward(self, prepared: Sequence[Any]) -> Any:
         """The differentiable output for prepared inputs (pooled vectors, or yes-no logits)."""
-        raise NotImplementedError
 
     def parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
