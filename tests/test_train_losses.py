@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from omniret.errors import ConfigError, DimensionError
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
@@ -111,3 +112,14 @@ def test_distillation_kl_with_temperatures() -> None:
     assert same.item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(DimensionError, match=r"teacher_scores must be \(B, C\)"):
         DistillationLoss()(q, c, torch.ones(1, 3))
+
+
+def test_distillation_label_weight_adds_the_cross_entropy_on_the_positive() -> None:
+    torch.manual_seed(0)
+    q, c, t = torch.randn(4, 8), torch.randn(4, 3, 8), torch.randn(4, 3)
+    kl = DistillationLoss(1.0, 0.1)(q, c, t)
+    s = (F.normalize(c, dim=-1) @ F.normalize(q, dim=-1).unsqueeze(-1)).squeeze(-1) / 0.1
+    ce = F.cross_entropy(s, torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(DistillationLoss(1.0, 0.1, label_weight=0.5)(q, c, t), kl + 0.5 * ce)
+    with pytest.raises(ConfigError, match="label weight"):
+        DistillationLoss(label_weight=-1.0)

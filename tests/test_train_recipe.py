@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,8 +24,9 @@ from omniret.errors import ConfigError
 from omniret.rerank import load_reranker
 from omniret.training.config import load_config
 from omniret.training.data import TrainExample, load_examples
+from omniret.training.losses import DistillationLoss
 from omniret.training.negatives import choose_negatives, sampled_negatives
-from omniret.training.runner import train
+from omniret.training.runner import teacher_logits, teacher_temperature, train
 from omniret.training.validation import KeepBest, ValidationSet, split_examples
 from omniret.types import Item
 
@@ -188,3 +191,104 @@ def test_val_split_holds_out_whole_queries_and_rejects_bad_fractions() -> None:
         split_examples(exs[:1], 0.5)
     with pytest.raises(ConfigError, match="val_split: .*fraction between 0 and 1"):
         load_config(stage="embed", model="minilm", data=Path("x"), out=Path("o"), val_split=1.5)
+
+
+def test_an_anchored_teacher_is_distilled_on_the_students_scale(minilm_path: Path, easy_files: tuple[Path, Path],
+                                                                tmp_path: Path) -> None:
+    train_file, _ = easy_files
+    # zero training steps: the teacher is the student's similarity plus a correction of zero
+    cfg = load_config(stage="rerank", model=str(minilm_path), data=train_file, out=tmp_path / "rr", epochs=0,
+                      batch_size=16, max_length=32, rerank_candidates=3, device="cpu")
+    train(cfg, log=lambda _m: None)
+    teacher = load_reranker(tmp_path / "rr", device="cpu")
+    dcfg = load_config(stage="distill", model=str(minilm_path), teacher=str(tmp_path / "rr"), data=train_file,
+                       out=tmp_path / "d")
+    said: list[str] = []
+    t = teacher_temperature(dcfg, teacher, said.append)
+    assert t == pytest.approx(teacher.scale * dcfg.student_temperature)
+    assert "anchored teacher" in said[0]
+    examples = load_examples(train_file)[:16]
+    logits = torch.tensor(teacher_logits(teacher, examples, 1))
+    emb = load_embedder(minilm_path, device="cpu")
+    q = torch.tensor(emb.embed([ex.query for ex in examples]))
+    c = torch.tensor(np.stack([emb.embed(ex.candidates[:2]) for ex in examples]))
+    # on the student's scale the teacher IS the student: nothing to distil, nothing to lose
+    assert float(DistillationLoss(t, dcfg.student_temperature)(q, c, logits)) < 1e-4
+    # at temperature 1 its softer scale alone would pull the student's similarities together
+    assert float(DistillationLoss(1.0, dcfg.student_temperature)(q, c, logits)) > 0.01
+    assert teacher_temperature(dcfg.model_copy(update={"teacher_temperature": 2.0}), teacher, said.append) == 2.0
+
+
+def _colour_pictures(root: Path, shades: dict[str, int], seed: int = 0) -> dict[str, list[str]]:
+    """Solid pictures of red and blue in random shades (hue, saturation and value jittered)."""
+    import colorsys
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    hues = {"red": 0.0, "blue": 0.62}
+    files: dict[str, list[str]] = {}
+    for name, n in shades.items():
+        files[name] = []
+        for k in range(n):
+            r, g, b = colorsys.hsv_to_rgb((hues[name] + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.5, 1.0),
+                                          rng.uniform(0.5, 1.0))
+            path = root / f"{name}-{k}.png"
+            Image.new("RGB", (64, 64), (int(r * 255), int(g * 255), int(b * 255))).save(path)
+            files[name].append(str(path))
+    return files
+
+
+def _pairwise(score: Callable[[Item, list[Item]], Any], examples: list[TrainExample]) -> float:
+    """Share of held-out (query, positive, negative) triples whose positive scores higher."""
+    wins = total = 0
+    for ex in examples:
+        s = np.asarray(score(ex.query, ex.candidates))
+        wins += int((s[0] > s[1:]).sum())
+        total += len(s) - 1
+    return wins / total
+
+
+def _first_stage(embedder: Path) -> Callable[[Item, list[Item]], np.ndarray]:
+    emb = load_embedder(embedder, device="cpu")
+
+    def score(query: Item, docs: list[Item]) -> np.ndarray:
+        v = emb.embed([query, *docs])
+        return v[1:] @ v[0]
+
+    return score
+
+
+def test_tiny_qwen3_vl_reranker_learns_colours_and_beats_the_first_stage(tiny_vl_reranker: Path,
+                                                                         tiny_vl_embedding: Path,
+                                                                         tmp_path: Path) -> None:
+    # colour words <-> pictures; held-out lines use shades never seen in training
+    files = _colour_pictures(tmp_path, {"red": 14, "blue": 14})
+    rows = {split: [{"query": f"a {c} picture", "positive": {"image": files[c][k]},
+                     "negatives": [{"image": files[o][k]}]}
+                    for c, o in (("red", "blue"), ("blue", "red")) for k in ks]
+            for split, ks in (("train", range(12)), ("val", range(12, 14)))}
+    train_file, val_file = _write(tmp_path / "train.jsonl", rows["train"]), _write(tmp_path / "val.jsonl", rows["val"])
+    cfg = load_config(stage="rerank", model=str(tiny_vl_reranker), data=train_file, out=tmp_path / "rr", max_steps=60,
+                      batch_size=8, lr=3e-3, warmup_ratio=0.0, rerank_loss="listwise", eval_data=val_file,
+                      retriever=str(tiny_vl_embedding), eval_steps=20, device="cpu")
+    summary = train(cfg, log=lambda _m: None)
+    assert summary["validation"]["beats_first_stage"] is True
+    held = load_examples(val_file)
+    rr = load_reranker(tmp_path / "rr", device="cpu")
+    first, reranked = _pairwise(_first_stage(tiny_vl_embedding), held), _pairwise(rr.score, held)
+    assert reranked >= 0.9 and reranked > first
+
+
+def test_tiny_qwen3_vl_reranker_learns_the_easy_text_task(tiny_vl_reranker: Path, tiny_vl_embedding: Path,
+                                                          easy_files: tuple[Path, Path], tmp_path: Path) -> None:
+    train_file, val_file = easy_files
+    cfg = load_config(stage="rerank", model=str(tiny_vl_reranker), data=train_file, out=tmp_path / "rr",
+                      max_steps=20, batch_size=8, lr=3e-3, warmup_ratio=0.0, rerank_loss="listwise",
+                      eval_data=val_file, retriever=str(tiny_vl_embedding), eval_steps=10, device="cpu")
+    summary = train(cfg, log=lambda _m: None)
+    v = summary["validation"]
+    assert v["beats_first_stage"] is True and v["best"]["ndcg@10"] > v["first_stage"]["ndcg@10"] + 0.1
+    held = load_examples(val_file)
+    rr = load_reranker(tmp_path / "rr", device="cpu")
+    assert _pairwise(rr.score, held) >= max(_pairwise(_first_stage(tiny_vl_embedding), held), 0.9)

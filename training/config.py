@@ -82,8 +82,13 @@ class TrainConfig(BaseModel):
     patience: int | None = None
     #: distillation stage: the teacher reranker and the temperatures
     teacher: str | None = None
-    teacher_temperature: float = 1.0
+    #: None: follow the teacher. An anchored reranker's logit is ``scale · cos + correction``, so its logits
+    #: are divided by ``scale · student_temperature`` (its retriever term lands on the student's own scale and
+    #: only the correction moves the student); any other teacher's logits are used as they are (1.0)
+    teacher_temperature: float | None = None
     student_temperature: float = 0.05
+    #: distillation: weight of the cross-entropy on each line's labelled positive added to the KL (0: KL only)
+    distill_label_weight: float = 0.0
     device: str | None = None
     #: data-parallel runs (torchrun / accelerate launch): the examples per optimiser step over all ranks;
     #: None = batch_size per rank. Fixed across world sizes, so a run resumes on any number of ranks.
@@ -116,6 +121,20 @@ class TrainConfig(BaseModel):
     def _fraction(cls, v: float | None) -> float | None:
         if v is not None and not 0.0 < v < 1.0:
             raise ValueError("must be a fraction between 0 and 1 (exclusive), e.g. 0.1")
+        return v
+
+    @field_validator("teacher_temperature", "student_temperature")
+    @classmethod
+    def _positive_temperature(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("distill_label_weight")
+    @classmethod
+    def _non_negative_weight(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be >= 0")
         return v
 
     @field_validator("dist_timeout")

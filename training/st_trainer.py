@@ -245,7 +245,8 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives or 0, 1))
     dataset = Dataset.from_dict(_columns(examples, k, teacher_scores if distill else None))
     if distill:
-        base: nn.Module = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature)
+        base: nn.Module = DistillationLoss(cfg.teacher_temperature or 1.0, cfg.student_temperature,
+                                                cfg.distill_label_weight)
         loss: nn.Module = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights)
                                                if dims else base, kind="distill")
     elif cfg.gradcache_chunk:

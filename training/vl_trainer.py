@@ -464,7 +464,8 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     # distillation's KL is per query over its own candidates: nothing to gather, the gradient average
     # alone makes the ranks' step the global batch's step
     gather = not distill and gather_default(cfg.gather_negatives)
-    base = DistillationLoss(cfg.teacher_temperature, cfg.student_temperature) if distill \
+    base = DistillationLoss(cfg.teacher_temperature or 1.0, cfg.student_temperature, cfg.distill_label_weight) \
+        if distill \
         else InfoNCELoss(cfg.temperature, cfg.fn_margin, gather_across_devices=gather)
     loss_fn = MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base
 

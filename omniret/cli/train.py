@@ -188,8 +188,13 @@ def train_rerank(config: ConfigOpt = None,
 @handles_errors
 def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: DataOpt = None, out: OutOpt = None,
                   teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher reranker.")] = None,
-                  teacher_temperature: Annotated[float | None, typer.Option("--teacher-temperature")] = None,
+                  teacher_temperature: Annotated[float | None, typer.Option(
+                      "--teacher-temperature", help="Divide the teacher's logits by this (default: follow the "
+                      "teacher; an anchored reranker is put on the student's scale).")] = None,
                   student_temperature: Annotated[float | None, typer.Option("--student-temperature")] = None,
+                  label_weight: Annotated[float | None, typer.Option(
+                      "--label-weight", help="Add this weight times the cross-entropy on each line's labelled "
+                      "positive to the KL (default 0).")] = None,
                   epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchOpt = None,
                   lr: LrOpt = None, hard_negatives: HardNegOpt = None, matryoshka_dims: MrlOpt = None,
                   old_mrl: OldMrlOpt = None, lora: LoraOpt = None, resume: ResumeOpt = None,
@@ -204,7 +209,7 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                  lora, None, resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps,
                  patience)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
-         student_temperature=student_temperature, **kw,
+         student_temperature=student_temperature, distill_label_weight=label_weight, **kw,
          **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 

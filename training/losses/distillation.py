@@ -18,6 +18,9 @@ class DistillationLoss(nn.Module):
     candidate embedding. Teacher scores are best given as logits (the yes−no logit of a Qwen3
     reranker, or a CrossEncoder's raw score); probabilities work with a smaller ``T_t``.
 
+    ``label_weight`` adds ``w · CE`` on the labelled positive (candidate 0) over the same softmax: the
+    contrastive objective the student was trained with keeps holding while the teacher reorders the rest.
+
     Inputs: ``query`` ``(B, d)``, ``candidates`` ``(B, C, d)`` embeddings. Labels: ``teacher_scores``
     ``(B, C)``.
 
@@ -38,17 +41,22 @@ class DistillationLoss(nn.Module):
   year={2015}
 }"""
 
-    def __init__(self, teacher_temperature: float = 1.0, student_temperature: float = 0.05) -> None:
+    def __init__(self, teacher_temperature: float = 1.0, student_temperature: float = 0.05,
+                 label_weight: float = 0.0) -> None:
         super().__init__()
         if teacher_temperature <= 0 or student_temperature <= 0:
             raise ConfigError("distillation temperatures must be > 0, got "
                               f"teacher={teacher_temperature}, student={student_temperature}")
+        if label_weight < 0:
+            raise ConfigError(f"distillation label weight must be >= 0, got {label_weight}")
         self.teacher_temperature = float(teacher_temperature)
         self.student_temperature = float(student_temperature)
+        self.label_weight = float(label_weight)
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"teacher_temperature": self.teacher_temperature, "student_temperature": self.student_temperature}
+        return {"teacher_temperature": self.teacher_temperature, "student_temperature": self.student_temperature,
+                "label_weight": self.label_weight}
 
     def forward(self, query: Tensor, candidates: Tensor, teacher_scores: Tensor) -> Tensor:
         if query.ndim != 2 or candidates.ndim != 3 or candidates.shape[0] != query.shape[0] \
@@ -61,4 +69,8 @@ class DistillationLoss(nn.Module):
         s = (F.normalize(candidates, dim=-1) @ F.normalize(query, dim=-1).unsqueeze(-1)).squeeze(-1)
         log_student = F.log_softmax(s / self.student_temperature, dim=-1)
         log_teacher = F.log_softmax(teacher_scores.to(s.dtype) / self.teacher_temperature, dim=-1)
-        return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+        kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+        if not self.label_weight:
+            return kl
+        # the labelled positive (candidate 0) keeps pulling as in contrastive training
+        return kl - self.label_weight * log_student[:, 0].mean()
