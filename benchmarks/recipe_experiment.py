@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--rerank-epochs", type=int, default=1)
+    ap.add_argument("--label-weight", type=float, default=0.0, help="distillation: CE on the positive beside the KL")
     ap.add_argument("--skip-baseline", action="store_true", help="leave out row (r0)")
     a = ap.parse_args()
     w, d = a.work, a.data
@@ -158,7 +159,7 @@ def main() -> None:
         lambda: bench.reranked(str(w / "anchored"), top_b))
     secs["train c"] = sh(f"{omniret} train distill --model {w}/contrastive --teacher {w}/anchored "
                          f"--data {w}/mined.jsonl --out {w}/distilled {common} --epochs 1 --lr 2e-5 "
-                         f"--teacher-temperature 1.0 --student-temperature 0.05 {val}",
+                         f"--student-temperature 0.05 --label-weight {a.label_weight} {val}",
                          w / "distilled" / "omniret.json", w / "stage-seconds.json")
     row("(c) (b) distilled from the anchored reranker", "eval c",
         lambda: bench.first_stage(str(w / "distilled"), "c")[0])

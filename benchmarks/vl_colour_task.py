@@ -1,12 +1,15 @@
 """A generated multimodal task on the tiny random Qwen3-VL checkpoints: colour words <-> coloured images.
 
-The reranker stage trains the tiny Qwen3-VL reranker (its own yes/no head, listwise) on colour-word queries
-against solid-colour pictures in several shades, validated on held-out shades; then the tiny Qwen3-VL
-embedder is distilled from it. Prints the trained reranker's pairwise accuracy on held-out (query,
-positive, negative) triples beside the first stage's (the untrained embedder's) on the same triples, and
-the embedder's validation nDCG@10 before and after distillation:
+Colour-word queries against solid-colour pictures in several shades: the tiny Qwen3-VL embedder is trained
+contrastively, the tiny Qwen3-VL reranker (its own yes/no head) listwise, and the embedder is distilled
+from the reranker. Prints each row's pairwise accuracy on held-out (query, positive, negative) triples and
+its validation nDCG@10 on the held-out shades:
 
     python benchmarks/vl_colour_task.py --work .cache/vl-colour
+
+Rows: (a) the untrained tiny embedder; (b) it trained contrastively on the task; (r) the tiny reranker trained
+listwise, validated on (b)'s top 20; (c) (b) distilled from (r). Every stage validates on the held-out shades
+and keeps its best weights.
 
 The tiny checkpoints are built with ``omniret.testing`` (random weights, the real Qwen3-VL architecture).
 """
@@ -80,9 +83,12 @@ def pairwise(score: Callable[[Any, list[Any]], Any], val_file: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(".cache/vl-colour"))
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--distill-steps", type=int, default=30)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--embed-steps", type=int, default=100)
+    ap.add_argument("--embed-lr", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=600, help="reranker steps")
+    ap.add_argument("--lr", type=float, default=3e-3, help="reranker learning rate")
+    ap.add_argument("--distill-steps", type=int, default=60)
+    ap.add_argument("--distill-lr", type=float, default=1e-3)
     a = ap.parse_args()
     from omniret.embed import load_embedder
     from omniret.rerank import load_reranker
@@ -96,45 +102,46 @@ def main() -> None:
     rr_src = build_tiny_qwen3_vl(w / "tiny-reranker", seed=1, kind="reranker")
     emb_src = build_tiny_qwen3_vl(w / "tiny-embedding", seed=0, kind="embedding")
     train_file, val_file = make_task(w / "data", shades=6, held_out=2, negatives=3, seed=0)
+    common = {"data": train_file, "batch_size": 8, "warmup_ratio": 0.0, "eval_data": val_file, "device": "cpu"}
 
-    emb = load_embedder(emb_src, device="cpu")
+    def embedder_score(path: Path) -> Callable[[Any, list[Any]], np.ndarray]:
+        emb = load_embedder(path, device="cpu")
 
-    def emb_score(q: Any, docs: list[Any]) -> np.ndarray:
-        v = emb.embed([q, *docs])
-        return v[1:] @ v[0]
+        def score(q: Any, docs: list[Any]) -> np.ndarray:
+            v = emb.embed([q, *docs])
+            return v[1:] @ v[0]
 
-    first_acc = pairwise(emb_score, val_file)
-    t = time.perf_counter()
-    rcfg = load_config(stage="rerank", model=str(rr_src), data=train_file, out=w / "reranker", max_steps=a.steps,
-                       batch_size=8, lr=a.lr, warmup_ratio=0.0, rerank_loss="listwise", eval_data=val_file,
-                       retriever=str(emb_src), eval_steps=10, device="cpu")
-    rsum = train(rcfg)
-    t_rr = time.perf_counter() - t
+        return score
+
+    def timed(cfg: Any) -> tuple[dict[str, Any], float]:
+        t = time.perf_counter()
+        summary = train(cfg)
+        return summary, time.perf_counter() - t
+
+    acc_a = pairwise(embedder_score(emb_src), val_file)
+    bsum, t_b = timed(load_config(stage="embed", model=str(emb_src), out=w / "contrastive", max_steps=a.embed_steps,
+                                  lr=a.embed_lr, eval_steps=max(a.embed_steps // 5, 1), **common))
+    acc_b = pairwise(embedder_score(w / "contrastive"), val_file)
+    rsum, t_r = timed(load_config(stage="rerank", model=str(rr_src), out=w / "reranker", max_steps=a.steps, lr=a.lr,
+                                  rerank_loss="listwise", retriever=str(w / "contrastive"),
+                                  eval_steps=max(a.steps // 6, 1), **common))
     rr = load_reranker(w / "reranker", device="cpu")
-    rr_acc = pairwise(lambda q, docs: rr.score(q, docs), val_file)
-    t = time.perf_counter()
-    dcfg = load_config(stage="distill", model=str(emb_src), teacher=str(w / "reranker"), data=train_file,
-                       out=w / "distilled", max_steps=a.distill_steps, batch_size=8, lr=a.lr, warmup_ratio=0.0,
-                       eval_data=val_file, eval_steps=10, device="cpu")
-    dsum = train(dcfg)
-    t_d = time.perf_counter() - t
-    demb = load_embedder(w / "distilled", device="cpu")
-
-    def d_score(q: Any, docs: list[Any]) -> np.ndarray:
-        v = demb.embed([q, *docs])
-        return v[1:] @ v[0]
-
-    dist_acc = pairwise(d_score, val_file)
-    rv, dv = rsum["validation"], dsum["validation"]
-    print("\n| model | held-out pairwise accuracy | validation nDCG@10 | seconds |\n| --- | --- | --- | --- |")
-    print(f"| first stage: tiny Qwen3-VL embedder (untrained) | {first_acc:.3f} | "
-          f"{dv['before']['ndcg@10']:.4f} | – |")
-    print(f"| tiny Qwen3-VL reranker, before training (reranking the first stage's top 20) | – | "
-          f"{rv['before']['ndcg@10']:.4f} | – |")
-    print(f"| tiny Qwen3-VL reranker, trained ({rsum['steps']} steps, listwise) | {rr_acc:.3f} | "
-          f"{rv['best']['ndcg@10']:.4f} | {t_rr:.0f} |")
-    print(f"| tiny embedder distilled from it ({dsum['steps']} steps) | {dist_acc:.3f} | "
-          f"{dv['best']['ndcg@10']:.4f} | {t_d:.0f} |")
+    acc_r = pairwise(rr.score, val_file)
+    dsum, t_c = timed(load_config(stage="distill", model=str(w / "contrastive"), teacher=str(w / "reranker"),
+                                  out=w / "distilled", max_steps=a.distill_steps, lr=a.distill_lr,
+                                  eval_steps=max(a.distill_steps // 6, 1), **common))
+    acc_c = pairwise(embedder_score(w / "distilled"), val_file)
+    bv, rv, dv = bsum["validation"], rsum["validation"], dsum["validation"]
+    print("\n| row | held-out pairwise accuracy | validation nDCG@10 | best step | seconds |\n"
+          "| --- | --- | --- | --- | --- |")
+    print(f"| (a) tiny Qwen3-VL embedder, untrained | {acc_a:.3f} | {bv['before']['ndcg@10']:.4f} | – | – |")
+    print(f"| (b) contrastive ({bsum['steps']} steps, lr {a.embed_lr}) | {acc_b:.3f} | {bv['best']['ndcg@10']:.4f} "
+          f"| {bv['best_step']} | {t_b:.0f} |")
+    print(f"| (r) tiny Qwen3-VL reranker ({rsum['steps']} steps, listwise, lr {a.lr}) reranking (b)'s top 20; "
+          f"untrained: {rv['before']['ndcg@10']:.4f} | {acc_r:.3f} | {rv['best']['ndcg@10']:.4f} "
+          f"| {rv['best_step']} | {t_r:.0f} |")
+    print(f"| (c) (b) distilled from (r) ({dsum['steps']} steps, lr {a.distill_lr}) | {acc_c:.3f} | "
+          f"{dv['best']['ndcg@10']:.4f} | {dv['best_step']} | {t_c:.0f} |")
     print("load average:", os.getloadavg())
 
 
