@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -75,17 +75,23 @@ class Bench:
         np.savez(cache, docs=dv, queries=qv)
         return dv, qv
 
-    def first_stage(self, model: str, tag: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    def scored(self, run: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """Mean nDCG@10 and MRR@10, plus each query's nDCG@10 (for the paired comparisons)."""
         from omniret.evaluation.metrics import evaluate_run
 
+        per = evaluate_run(self.qrels, run, ["ndcg@10", "mrr@10"], per_query=True)
+        out: dict[str, Any] = {m: float(np.mean([v[m] for v in per.values()])) for m in ("ndcg@10", "mrr@10")}
+        out["per_query"] = {q: v["ndcg@10"] for q, v in per.items()}
+        return out
+
+    def first_stage(self, model: str, tag: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         dv, qv = self.vectors(model, tag)
         sim = qv @ dv.T
         top = np.argsort(-sim, axis=1, kind="stable")[:, :100]
         run = {q["id"]: {self.corpus[j]["id"]: float(sim[i, j]) for j in top[i]} for i, q in enumerate(self.queries)}
-        return evaluate_run(self.qrels, run, ["ndcg@10", "mrr@10"]), top, sim
+        return self.scored(run), top, sim
 
-    def reranked(self, reranker: str, top: np.ndarray) -> dict[str, float]:
-        from omniret.evaluation.metrics import evaluate_run
+    def reranked(self, reranker: str, top: np.ndarray) -> dict[str, Any]:
         from omniret.rerank import load_reranker
 
         rr = load_reranker(reranker, device="cpu", max_length=128)
@@ -94,7 +100,19 @@ class Bench:
             cand = top[i, :self.top]
             s = rr.score(q["text"], [self.corpus[j]["text"] for j in cand])
             run[q["id"]] = {self.corpus[j]["id"]: float(v) for j, v in zip(cand, s, strict=True)}
-        return evaluate_run(self.qrels, run, ["ndcg@10", "mrr@10"])
+        return self.scored(run)
+
+
+def paired(new: dict[str, float], old: dict[str, float], rounds: int = 10_000, seed: int = 0) -> str:
+    """``new`` minus ``old`` over the same queries: mean nDCG@10 difference, queries up / down, and a paired
+    bootstrap 95% interval of the mean difference."""
+    q = sorted(new)
+    d = np.array([new[k] - old[k] for k in q])
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(rounds, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return (f"{d.mean():+.4f} nDCG@10 (better on {(d > 0).sum()}, worse on {(d < 0).sum()} of {len(d)} queries; "
+            f"paired bootstrap 95% CI [{lo:+.4f}, {hi:+.4f}])")
 
 
 def main() -> None:
@@ -106,6 +124,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--rerank-epochs", type=int, default=1)
     ap.add_argument("--label-weight", type=float, default=0.0, help="distillation: CE on the positive beside the KL")
+    ap.add_argument("--controls", action="store_true",
+                    help="also (c') distillation with --label-weight 1 and (b+) its control: (b) trained one more "
+                         "epoch on the same lines with the contrastive loss alone")
     ap.add_argument("--skip-baseline", action="store_true", help="leave out row (r0)")
     a = ap.parse_args()
     w, d = a.work, a.data
@@ -113,7 +134,7 @@ def main() -> None:
     omniret = str(Path(sys.executable).parent / "omniret")
     common = f"--batch-size {a.batch_size} --max-length {a.max_length} --device cpu"
     secs: dict[str, float] = {}
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     bench = Bench(d, w)
 
     done_rows = w / "rows.json"
@@ -125,7 +146,7 @@ def main() -> None:
         secs[name] = round(time.perf_counter() - t, 1)
         return out
 
-    def row(name: str, key: str, fn: Callable[[], dict[str, float]]) -> None:
+    def row(name: str, key: str, fn: Callable[[], dict[str, Any]]) -> None:
         """A row's metrics, measured once and kept in rows.json so a rerun skips it."""
         if key not in cached:
             cached[key] = {"metrics": timed(key, fn), "seconds": secs.get(key)}
@@ -163,11 +184,29 @@ def main() -> None:
                          w / "distilled" / "omniret.json", w / "stage-seconds.json")
     row("(c) (b) distilled from the anchored reranker", "eval c",
         lambda: bench.first_stage(str(w / "distilled"), "c")[0])
+    if a.controls:
+        secs["train c'"] = sh(f"{omniret} train distill --model {w}/contrastive --teacher {w}/anchored "
+                              f"--data {w}/mined.jsonl --out {w}/distilled-lw1 {common} --epochs 1 --lr 2e-5 "
+                              f"--student-temperature 0.05 --label-weight 1 {val}",
+                              w / "distilled-lw1" / "omniret.json", w / "stage-seconds.json")
+        row("(c') (b) distilled from the anchored reranker, KL + 1 x cross-entropy on the positive", "eval c'",
+            lambda: bench.first_stage(str(w / "distilled-lw1"), "c1")[0])
+        secs["train b+"] = sh(f"{omniret} train embed --model {w}/contrastive --data {w}/mined.jsonl "
+                              f"--out {w}/contrastive-more {common} --epochs 1 --lr 2e-5 {val}",
+                              w / "contrastive-more" / "omniret.json", w / "stage-seconds.json")
+        row("(b+) control: (b) one more contrastive epoch, no teacher", "eval b+",
+            lambda: bench.first_stage(str(w / "contrastive-more"), "b-more")[0])
     print("\n| row | nDCG@10 | MRR@10 |\n| --- | --- | --- |")
     for name, m in rows.items():
         print(f"| {name} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} |")
+    by_key = {k: v["metrics"].get("per_query") for k, v in cached.items()}
+    for new, old in (("eval b", "eval a"), ("eval r0", "eval b"), ("eval r", "eval b"), ("eval c", "eval b"),
+                     ("eval c'", "eval b"), ("eval b+", "eval b"), ("eval c'", "eval b+")):
+        if by_key.get(new) and by_key.get(old):
+            print(f"{new[5:]} vs {old[5:]}: {paired(by_key[new], by_key[old])}")
     print("\nseconds:", json.dumps(secs), "load average:", os.getloadavg())
-    (w / "results.json").write_text(json.dumps({"rows": rows, "seconds": secs,
+    (w / "results.json").write_text(json.dumps({"rows": {k: {m: v[m] for m in ("ndcg@10", "mrr@10")}
+                                                         for k, v in rows.items()}, "seconds": secs,
                                                 "loadavg": os.getloadavg()}, indent=2))
 
 

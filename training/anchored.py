@@ -150,7 +150,7 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     from omniret.registry import resolve
     from omniret.rerank.anchored import CORRECTION_DIR, RETRIEVER_DIR, head_module, write_anchor
     from omniret.training._meta import write_meta
-    from omniret.training.st_trainer import _args, _progress_callback, _resume_from
+    from omniret.training.st_trainer import progress_callback, resume_checkpoint, training_arguments
     from omniret.training.validation import (
         FirstStage,
         KeepBest,
@@ -196,7 +196,7 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     loss = AnchoredListwiseLoss(model, scale)
     ckpt_dir = cfg.out / "checkpoints"
     total = cfg.max_steps or max(1, math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs))
-    callbacks: list[Any] = [_progress_callback(total)]
+    callbacks: list[Any] = [progress_callback(total)]
     keep: KeepBest | None = None
     first: FirstStage | None = None
     if val is not None:
@@ -218,12 +218,12 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
         keep = KeepBest(evaluate, *module_state(model.model), metric=cfg.eval_metric, patience=cfg.patience,
                         log=say)
         callbacks.append(hf_callback(keep, eval_interval(cfg.eval_steps, total)))
-    args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
+    args = training_arguments(cfg, ckpt_dir, CrossEncoderTrainingArguments)
     # the zero head and the pooler under it learn fast; the body at cfg.lr
     args.learning_rate_mapping = {r"classifier|\.score\.|pooler": cfg.rerank_head_lr}
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
                                   callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, ckpt_dir))
     validation = keep.report() if keep is not None else {}
     if first is not None:
         validation["first_stage"] = first.metrics

@@ -149,7 +149,8 @@ def usable_negatives(examples: Sequence[TrainExample], wanted: int | None) -> in
     return min(wanted, have)
 
 
-def _args(cfg: TrainConfig, output_dir: Path, cls: Any, gather: bool = False) -> Any:
+def training_arguments(cfg: TrainConfig, output_dir: Path, cls: Any, gather: bool = False) -> Any:
+    """Hugging Face training arguments (``cls``) for ``cfg``; announces the data-parallel plan on rank 0."""
     import torch
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -163,7 +164,8 @@ def _args(cfg: TrainConfig, output_dir: Path, cls: Any, gather: bool = False) ->
     return cls(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=per_device, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm if cfg.max_grad_norm is not None else 0.0,
+        seed=cfg.seed, bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
         logging_steps=cfg.log_steps, report_to="none", disable_tqdm=True,
         batch_sampler=BatchSamplers.NO_DUPLICATES, dataloader_drop_last=False,
@@ -173,7 +175,8 @@ def _args(cfg: TrainConfig, output_dir: Path, cls: Any, gather: bool = False) ->
     )
 
 
-def _progress_callback(total_hint: int) -> Any:
+def progress_callback(total_hint: int) -> Any:
+    """A trainer callback that draws omniret's rich progress bar and keeps the loss history."""
     from transformers import TrainerCallback
 
     from omniret.training.progress import TrainProgress
@@ -205,7 +208,8 @@ def _progress_callback(total_hint: int) -> Any:
     return RichProgress()
 
 
-def _resume_from(cfg: TrainConfig, ckpt_dir: Path) -> bool | str:
+def resume_checkpoint(cfg: TrainConfig, ckpt_dir: Path) -> bool | str:
+    """The newest ``checkpoint-*`` under ``ckpt_dir`` when ``cfg.resume``, else False; ConfigError if none."""
     if not cfg.resume:
         return False
     found = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
@@ -260,7 +264,7 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
         loss = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights) if dims else base)
     ckpt_dir = cfg.out / "checkpoints"
     total = cfg.max_steps or math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs)
-    callback = _progress_callback(total)
+    callback = progress_callback(total)
     keep = None
     if val is not None:
         use_prompts = any(model.prompts.values())
@@ -273,10 +277,10 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
         keep = KeepBest(lambda: embedding_metrics(val, encode, instruction=cfg.instruction), model.state_dict,
                         model.load_state_dict, metric=cfg.eval_metric, patience=cfg.patience, log=log)
     callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
-    args = _args(cfg, ckpt_dir, SentenceTransformerTrainingArguments, gather)
+    args = training_arguments(cfg, ckpt_dir, SentenceTransformerTrainingArguments, gather)
     trainer = SentenceTransformerTrainer(model=model, args=args,
                                          train_dataset=dataset, loss=loss, callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, ckpt_dir))
     if trainer.is_world_process_zero():
         model.save(str(cfg.out))
         losses_cfg = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
@@ -325,7 +329,7 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
     ckpt_dir = cfg.out / "checkpoints"
     n_rows = len(cols["query"])
     total = cfg.max_steps or math.ceil(n_rows / max(cfg.batch_size, 1) * cfg.epochs)
-    callback = _progress_callback(total)
+    callback = progress_callback(total)
     keep, first = None, None
     if val is not None:
         import torch
@@ -343,10 +347,10 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
         keep = KeepBest(lambda: reranker_metrics(val, first, score), *module_state(model.model),
                         metric=cfg.eval_metric, patience=cfg.patience, log=log)
     callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
-    args = _args(cfg, ckpt_dir, CrossEncoderTrainingArguments)
+    args = training_arguments(cfg, ckpt_dir, CrossEncoderTrainingArguments)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,
                                   callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=_resume_from(cfg, ckpt_dir))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, ckpt_dir))
     if trainer.is_world_process_zero():
         model.save_pretrained(str(cfg.out))
         write_meta(cfg.out, model=cfg.model, stage="rerank", dims=None,
