@@ -28,6 +28,8 @@ class TrainConfig(BaseModel):
     lr: float = 2e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    #: clip the gradient's global norm to this before each step (None: no clipping), as Hugging Face's trainer
+    max_grad_norm: float | None = 1.0
     seed: int = 42
     #: hard negatives per example taken from the data (0: in-batch negatives only; None: follow the data,
     #: 1 when every line has negatives, else 0 for embedders; the reranker stage mines when lines have none)
@@ -123,7 +125,7 @@ class TrainConfig(BaseModel):
             raise ValueError("must be a fraction between 0 and 1 (exclusive), e.g. 0.1")
         return v
 
-    @field_validator("teacher_temperature", "student_temperature")
+    @field_validator("teacher_temperature", "student_temperature", "max_grad_norm")
     @classmethod
     def _positive_temperature(cls, v: float | None) -> float | None:
         if v is not None and v <= 0:

@@ -367,6 +367,8 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
                 value = _embed(model, prepared, loss_of, cfg.gradcache_chunk)
                 dist.allreduce_gradients(model.parameters())
                 value = dist.mean_over_ranks(value)
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sched.step()
             step += 1
