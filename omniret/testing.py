@@ -107,8 +107,9 @@ def build_qwen_tokenizer(out_dir: str | Path) -> Any:
     return fast
 
 
-def _scale_init(model: Any, seed: int) -> None:
-    """Make tiny random models discriminative (ARCHITECTURE.md): big token embeddings, q/k norms near 3."""
+def _scale_init(model: Any, seed: int, qk_gain: float = 3.0) -> None:
+    """Make tiny random models discriminative (ARCHITECTURE.md): big token embeddings, q/k norms near
+    ``qk_gain``."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -117,7 +118,7 @@ def _scale_init(model: Any, seed: int) -> None:
             if name.endswith("embed_tokens.weight"):
                 param.copy_(torch.randn(param.shape, generator=g) * 0.3)
             elif name.endswith(("q_norm.weight", "k_norm.weight")):
-                param.copy_(3.0 + 0.1 * torch.randn(param.shape, generator=g))
+                param.copy_(qk_gain + 0.1 * torch.randn(param.shape, generator=g))
             elif name.endswith("lm_head.weight"):
                 param.copy_(torch.randn(param.shape, generator=g) * 0.05)
             elif param.dim() == 2 and "visual" not in name:
@@ -158,7 +159,7 @@ def write_qwen3_vl_preprocessor_configs(out: Path) -> None:
 
 
 def _write_tiny(out_dir: str | Path, make_model: Callable[[], Any], *, seed: int, kind: str,
-                extra: Callable[[Path], None] | None = None) -> Path:
+                extra: Callable[[Path], None] | None = None, qk_gain: float = 3.0) -> Path:
     """Tokenizer, then the model built under ``seed`` and made discriminative, then the fixture marker."""
     import torch
 
@@ -167,7 +168,7 @@ def _write_tiny(out_dir: str | Path, make_model: Callable[[], Any], *, seed: int
     build_qwen_tokenizer(out)
     torch.manual_seed(seed)
     model = make_model().eval()
-    _scale_init(model, seed)
+    _scale_init(model, seed, qk_gain)
     model.save_pretrained(str(out))
     if extra is not None:
         extra(out)
@@ -175,13 +176,19 @@ def _write_tiny(out_dir: str | Path, make_model: Callable[[], Any], *, seed: int
     return out
 
 
-def build_tiny_qwen3_vl(out_dir: str | Path, *, seed: int = 0,
-                        kind: Literal["embedding", "reranker"] = "embedding") -> Path:
-    """Write a tiny ``Qwen3VLForConditionalGeneration`` checkpoint with processor and tokenizer."""
+def build_tiny_qwen3_vl(out_dir: str | Path, *, seed: int = 0, kind: Literal["embedding", "reranker"] = "embedding",
+                        qk_gain: float = 3.0) -> Path:
+    """Write a tiny ``Qwen3VLForConditionalGeneration`` checkpoint with processor and tokenizer.
+
+    ``qk_gain`` sets the q/k norm weights: 3 makes attention peaked, so distinct inputs stay far apart (the
+    fidelity fixtures); for training tasks 1 keeps it soft, since from peaked attention full fine-tuning
+    tends to collapse the last token's attention onto fixed prompt tokens (one-hot, no gradient back to
+    the document).
+    """
     from transformers import Qwen3VLForConditionalGeneration
 
     return _write_tiny(out_dir, lambda: Qwen3VLForConditionalGeneration(tiny_qwen3_vl_config()), seed=seed,
-                       kind=kind, extra=write_qwen3_vl_preprocessor_configs)
+                       kind=kind, extra=write_qwen3_vl_preprocessor_configs, qk_gain=qk_gain)
 
 
 def build_tiny_qwen3_text(out_dir: str | Path, *, seed: int = 0,

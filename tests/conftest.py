@@ -79,6 +79,16 @@ def tiny_vl_reranker() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vl_reranker_soft() -> Path:
+    """The tiny Qwen3-VL reranker with soft attention (q/k norm gain 1) for training tasks: from the peaked
+    attention of ``tiny_vl_reranker`` full fine-tuning often collapses onto fixed prompt tokens."""
+    from omniret.testing import build_tiny_qwen3_vl
+
+    return _build_once("qwen3-vl-reranker-soft",
+                       lambda p: build_tiny_qwen3_vl(p, seed=1, kind="reranker", qk_gain=1.0))
+
+
+@pytest.fixture(scope="session")
 def tiny_text_embedding() -> Path:
     """A tiny text-only Qwen3 checkpoint (Qwen3-Embedding layout)."""
     from omniret.testing import build_tiny_qwen3_text

@@ -259,7 +259,7 @@ def _first_stage(embedder: Path) -> Callable[[Item, list[Item]], np.ndarray]:
     return score
 
 
-def test_tiny_qwen3_vl_reranker_learns_colours_and_beats_the_first_stage(tiny_vl_reranker: Path,
+def test_tiny_qwen3_vl_reranker_learns_colours_and_beats_the_first_stage(tiny_vl_reranker_soft: Path,
                                                                          tiny_vl_embedding: Path,
                                                                          tmp_path: Path) -> None:
     # colour words <-> pictures; held-out lines use shades never seen in training
@@ -269,8 +269,8 @@ def test_tiny_qwen3_vl_reranker_learns_colours_and_beats_the_first_stage(tiny_vl
                     for c, o in (("red", "blue"), ("blue", "red")) for k in ks]
             for split, ks in (("train", range(12)), ("val", range(12, 14)))}
     train_file, val_file = _write(tmp_path / "train.jsonl", rows["train"]), _write(tmp_path / "val.jsonl", rows["val"])
-    cfg = load_config(stage="rerank", model=str(tiny_vl_reranker), data=train_file, out=tmp_path / "rr", max_steps=60,
-                      batch_size=8, lr=3e-3, warmup_ratio=0.0, rerank_loss="listwise", eval_data=val_file,
+    cfg = load_config(stage="rerank", model=str(tiny_vl_reranker_soft), data=train_file, out=tmp_path / "rr",
+                      max_steps=60, batch_size=8, lr=3e-3, warmup_ratio=0.0, rerank_loss="listwise", eval_data=val_file,
                       retriever=str(tiny_vl_embedding), eval_steps=20, device="cpu")
     summary = train(cfg, log=lambda _m: None)
     assert summary["validation"]["beats_first_stage"] is True
@@ -280,10 +280,10 @@ def test_tiny_qwen3_vl_reranker_learns_colours_and_beats_the_first_stage(tiny_vl
     assert reranked >= 0.9 and reranked > first
 
 
-def test_tiny_qwen3_vl_reranker_learns_the_easy_text_task(tiny_vl_reranker: Path, tiny_vl_embedding: Path,
+def test_tiny_qwen3_vl_reranker_learns_the_easy_text_task(tiny_vl_reranker_soft: Path, tiny_vl_embedding: Path,
                                                           easy_files: tuple[Path, Path], tmp_path: Path) -> None:
     train_file, val_file = easy_files
-    cfg = load_config(stage="rerank", model=str(tiny_vl_reranker), data=train_file, out=tmp_path / "rr",
+    cfg = load_config(stage="rerank", model=str(tiny_vl_reranker_soft), data=train_file, out=tmp_path / "rr",
                       max_steps=20, batch_size=8, lr=3e-3, warmup_ratio=0.0, rerank_loss="listwise",
                       eval_data=val_file, retriever=str(tiny_vl_embedding), eval_steps=10, device="cpu")
     summary = train(cfg, log=lambda _m: None)
