@@ -93,7 +93,10 @@ def vl_data(tmp_path: Path) -> Path:
 
 
 def _cfg(model: Path, data: Path, out: Path, **kw: Any) -> dict[str, Any]:
-    return dict(model=str(model), data=str(data), out=str(out), max_steps=1, lr=1e-3, warmup_ratio=0.0,
+    # lr 1e-4: Adam's first step is ~lr * g / (|g| + eps), so a weight whose gradient is near eps moves
+    # by up to lr times the gradient's float-rounding difference between the two summation orders (gradient
+    # clipping, on by default, scales gradients down toward eps)
+    return dict(model=str(model), data=str(data), out=str(out), max_steps=1, lr=1e-4, warmup_ratio=0.0,
                 hard_negatives=1, temperature=0.1, device="cpu", **kw)
 
 
@@ -157,9 +160,7 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
 
     def cfg(name: str, out: Path, batch: int) -> dict[str, Any]:
         model, kw = runs[name]
-        # lr 1e-4: Adam's first step is ~lr * g / (|g| + eps), so a weight whose gradient is near eps moves
-        # by up to lr times the gradient's float-rounding difference between the two summation orders
-        return {**_cfg(model, text_data, out), "batch_size": batch, "lr": 1e-4, **kw}
+        return {**_cfg(model, text_data, out), "batch_size": batch, **kw}
 
     dist_losses = run_matrix({name: cfg(name, tmp_path / f"dist-{name}", 4) for name in runs}, tmp_path)
     for name, (model, _) in runs.items():
@@ -304,3 +305,21 @@ def test_a_dead_or_hung_rank_fails_the_run_within_the_timeout(tiny_text_embeddin
     assert procs[0].returncode != 0
     assert "rank 0 of 2: lost the other ranks during step" in err, err[-3000:]
     assert waited < 60, waited
+
+
+def test_clip_grad_norm_matches_torch_on_plain_tensors() -> None:
+    import torch
+
+    from omniret.training.distributed import clip_grad_norm
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(3, 4)) for _ in range(3)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for p, q in zip(ours, theirs, strict=True):
+        g = torch.randn_like(p) * 5
+        p.grad, q.grad = g.clone(), g.clone()
+    total = clip_grad_norm(ours, 1.0)
+    assert total == pytest.approx(float(torch.nn.utils.clip_grad_norm_(theirs, 1.0)), rel=1e-6) and total > 1.0
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+    assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))) == pytest.approx(1.0, rel=1e-5)

@@ -178,6 +178,31 @@ def allreduce_gradients(params: Sequence[torch.Tensor]) -> None:
             start = end
 
 
+def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float) -> float:
+    """Scale the gradients so their global L2 norm is at most ``max_norm``, as ``clip_grad_norm_``; returns the
+    norm before clipping. The parameters may mix FSDP2 shards (``DTensor``, whose norm is reduced over the
+    ranks) with plain tensors (a reranker's yes/no head), which ``torch.nn.utils.clip_grad_norm_`` refuses."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    squares = []
+    for group in ([g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]):
+        if group:
+            norm = torch.nn.utils.get_total_norm(group, 2.0)
+            if isinstance(norm, DTensor):
+                norm = norm.full_tensor()
+            squares.append(float(norm) ** 2)
+    total = sum(squares) ** 0.5
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in grads:
+            g.mul_(coef)
+    return total
+
+
 def mean_over_ranks(value: float) -> float:
     """The mean of a float over the ranks (the global-batch loss from the slices' losses)."""
     import torch

@@ -368,7 +368,7 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
                 dist.allreduce_gradients(model.parameters())
                 value = dist.mean_over_ranks(value)
             if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                dist.clip_grad_norm(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sched.step()
             step += 1
