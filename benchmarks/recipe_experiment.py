@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--rerank-epochs", type=int, default=1)
+    ap.add_argument("--embed-epochs", type=int, default=1, help="epochs of (b), the contrastive student")
     ap.add_argument("--label-weight", type=float, default=0.0, help="distillation: CE on the positive beside the KL")
     ap.add_argument("--controls", action="store_true",
                     help="also (c') distillation with --label-weight 1 and (b+) its control: (b) trained one more "
@@ -163,7 +164,7 @@ def main() -> None:
     secs["mine"] = sh(f"{omniret} mine --model minilm --data {d}/train.jsonl --corpus {mine_corpus} "
                       f"--out {w}/mined.jsonl --num-negatives 3", w / "mined.jsonl", w / "stage-seconds.json")
     secs["train b"] = sh(f"{omniret} train embed --model minilm --data {w}/mined.jsonl --out {w}/contrastive "
-                         f"{common} --epochs 1 --lr 5e-5 {val}", w / "contrastive" / "omniret.json", w / "stage-seconds.json")
+                         f"{common} --epochs {a.embed_epochs} --lr 5e-5 {val}", w / "contrastive" / "omniret.json", w / "stage-seconds.json")
     _, top_b, _ = bench.first_stage(str(w / "contrastive"), "b")
     row("(b) contrastive + mined hard negatives", "eval b", lambda: bench.first_stage(str(w / "contrastive"), "b")[0])
     if not a.skip_baseline:

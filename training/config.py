@@ -127,7 +127,7 @@ class TrainConfig(BaseModel):
 
     @field_validator("teacher_temperature", "student_temperature", "max_grad_norm")
     @classmethod
-    def _positive_temperature(cls, v: float | None) -> float | None:
+    def _positive_or_none(cls, v: float | None) -> float | None:
         if v is not None and v <= 0:
             raise ValueError("must be > 0")
         return v
