@@ -32,6 +32,8 @@ import numpy as np
 
 COLOURS = {"red": 0.0, "orange": 0.08, "yellow": 0.16, "green": 0.33, "cyan": 0.5, "blue": 0.62,
            "purple": 0.78, "pink": 0.9}
+#: a harder variant (--hues 12): twelve names, hues 1/12 apart
+TWELVE = ["red", "orange", "yellow", "lime", "green", "jade", "cyan", "azure", "blue", "violet", "magenta", "rose"]
 
 
 def picture(path: Path, hue: float, rng: random.Random) -> None:
@@ -87,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(".cache/vl-colour"))
     ap.add_argument("--train-shades", type=int, default=6, help="training pictures per colour")
+    ap.add_argument("--hues", type=int, choices=(8, 12), default=8, help="8 colour names, or 12 hues 1/12 apart")
     ap.add_argument("--embed-steps", type=int, default=100)
     ap.add_argument("--embed-lr", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=300, help="reranker steps")
@@ -95,6 +98,9 @@ def main() -> None:
     ap.add_argument("--distill-steps", type=int, default=60)
     ap.add_argument("--distill-lr", type=float, default=1e-3)
     a = ap.parse_args()
+    if a.hues == 12:
+        COLOURS.clear()
+        COLOURS.update({name: k / 12 for k, name in enumerate(TWELVE)})
     from omniret.embed import load_embedder
     from omniret.rerank import load_reranker
     from omniret.testing import build_tiny_qwen3_vl
