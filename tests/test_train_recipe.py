@@ -141,6 +141,22 @@ def test_keep_best_restores_the_best_state_and_stops_on_patience() -> None:
         KeepBest(evaluate, layer.state_dict, layer.load_state_dict, metric="recall@5")
 
 
+def test_keep_best_needs_more_than_min_delta_to_replace_the_untouched_weights() -> None:
+    layer = torch.nn.Linear(2, 1)
+    figures = iter([0.600, 0.6006, 0.590, 0.615])
+    keep = KeepBest(lambda: {"ndcg@10": (x := next(figures)), "mrr@10": x}, layer.state_dict,
+                    layer.load_state_dict, min_delta=0.002)
+    for step in range(3):
+        with torch.no_grad():
+            layer.weight.fill_(float(step))
+        keep.evaluate(step)
+    keep.restore()
+    # +0.0006 is noise under min_delta: the step-0 weights stay the best
+    assert keep.best_step == 0 and float(layer.weight.detach()[0, 0]) == 0.0
+    keep.evaluate(3)
+    assert keep.best_step == 3
+
+
 def test_pairs_only_data_trains_with_default_flags(minilm_path: Path, tmp_path: Path) -> None:
     rows = [{"query": r["query"], "positive": r["positive"]} for r in easy_task()[:24]]
     data = _write(tmp_path / "pairs.jsonl", rows)

@@ -215,7 +215,7 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
                 ranking.append((cand, scale * first.scores[i] + np.asarray(c, dtype=np.float64).reshape(-1)))
             return metrics_of(val, ranking)
 
-        keep = KeepBest(evaluate, *module_state(model.model), metric=cfg.eval_metric, patience=cfg.patience,
+        keep = KeepBest(evaluate, *module_state(model.model), metric=cfg.eval_metric, min_delta=cfg.eval_min_delta, patience=cfg.patience,
                         log=say)
         callbacks.append(hf_callback(keep, eval_interval(cfg.eval_steps, total)))
     args = training_arguments(cfg, ckpt_dir, CrossEncoderTrainingArguments)

@@ -80,6 +80,9 @@ class TrainConfig(BaseModel):
     eval_depth: int = 20
     #: the validation metric the best checkpoint is chosen by
     eval_metric: Literal["ndcg@10", "mrr@10"] = "ndcg@10"
+    #: an evaluation improves on the best only by more than this (e.g. 0.002 nDCG@10 on a small validation
+    #: set, so noise does not replace the untouched weights with ones that are no better)
+    eval_min_delta: float = 0.0
     #: stop after this many evaluations without improvement (None: never stop early)
     patience: int | None = None
     #: distillation stage: the teacher reranker and the temperatures
@@ -132,7 +135,7 @@ class TrainConfig(BaseModel):
             raise ValueError("must be > 0")
         return v
 
-    @field_validator("distill_label_weight")
+    @field_validator("distill_label_weight", "eval_min_delta")
     @classmethod
     def _non_negative_weight(cls, v: float) -> float:
         if v < 0:

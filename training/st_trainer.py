@@ -275,7 +275,7 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
                                            prompt=instruction if instruction and use_prompts else None))
 
         keep = KeepBest(lambda: embedding_metrics(val, encode, instruction=cfg.instruction), model.state_dict,
-                        model.load_state_dict, metric=cfg.eval_metric, patience=cfg.patience, log=log)
+                        model.load_state_dict, metric=cfg.eval_metric, min_delta=cfg.eval_min_delta, patience=cfg.patience, log=log)
     callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
     args = training_arguments(cfg, ckpt_dir, SentenceTransformerTrainingArguments, gather)
     trainer = SentenceTransformerTrainer(model=model, args=args,
@@ -345,7 +345,7 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
                                             show_progress_bar=False), dtype=np.float64).reshape(-1)
 
         keep = KeepBest(lambda: reranker_metrics(val, first, score), *module_state(model.model),
-                        metric=cfg.eval_metric, patience=cfg.patience, log=log)
+                        metric=cfg.eval_metric, min_delta=cfg.eval_min_delta, patience=cfg.patience, log=log)
     callbacks = [callback] + ([hf_callback(keep, eval_interval(cfg.eval_steps, total))] if keep else [])
     args = training_arguments(cfg, ckpt_dir, CrossEncoderTrainingArguments)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss,

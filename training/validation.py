@@ -201,12 +201,15 @@ class KeepBest:
 
     ``evaluate()`` gives the metrics of the weights in memory; ``get_state``/``set_state`` read and write
     them (only the trainable ones for LoRA). ``patience`` stops a run after that many evaluations without
-    improvement. ``log`` receives one line per evaluation.
+    improvement. An evaluation counts as an improvement only when it beats the best so far by more than
+    ``min_delta``, so noise on a small validation set does not replace the untouched weights (for a
+    reranker: the first stage's order) with ones that are no better. ``log`` receives one line per
+    evaluation.
     """
 
     def __init__(self, evaluate: Callable[[], dict[str, float]], get_state: Callable[[], State],
                  set_state: Callable[[State], object], *, metric: str = "ndcg@10", patience: int | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 min_delta: float = 0.0, log: Callable[[str], None] | None = None) -> None:
         if metric not in METRICS:
             raise ConfigError(f"validation metric {metric!r}; use one of {list(METRICS)}")
         self._evaluate = evaluate
@@ -214,6 +217,7 @@ class KeepBest:
         self._set_state = set_state
         self.metric = metric
         self.patience = patience
+        self.min_delta = float(min_delta)
         self._log = log
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] | None = None
@@ -225,7 +229,7 @@ class KeepBest:
         """Evaluate at ``step``; True when patience ran out (the caller should stop training)."""
         m = self._evaluate()
         self.history.append({"step": step, **m})
-        improved = self.best is None or m[self.metric] > self.best[self.metric]
+        improved = self.best is None or m[self.metric] > self.best[self.metric] + self.min_delta
         if improved:
             self.best, self.best_step = m, step
             self._best_state = {k: v.detach().to("cpu", copy=True) if hasattr(v, "detach") else v

@@ -492,7 +492,7 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
             return model.embedder.embed(list(items), instruction=instruction)
 
         keep = KeepBest(_evaluating(model, lambda: embedding_metrics(val, encode, instruction=cfg.instruction)),
-                        model.trainable_state, model.load_trainable_state, metric=cfg.eval_metric,
+                        model.trainable_state, model.load_trainable_state, metric=cfg.eval_metric, min_delta=cfg.eval_min_delta,
                         patience=cfg.patience, log=log)
     fit = _fit(cfg, model, len(examples), batch_loss, gather, keep)
     step, history = fit.step, fit.losses
@@ -662,7 +662,7 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
             return model.score(query, docs, instruction=instruction)
 
         keep = KeepBest(_evaluating(model, lambda: reranker_metrics(val, first, score, instruction=cfg.instruction)),
-                        model.trainable_state, model.load_trainable_state, metric=cfg.eval_metric,
+                        model.trainable_state, model.load_trainable_state, metric=cfg.eval_metric, min_delta=cfg.eval_min_delta,
                         patience=cfg.patience, log=log)
     fit = _fit(cfg, model, len(examples), batch_loss, keep=keep)
     step, history = fit.step, fit.losses
