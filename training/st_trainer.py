@@ -250,7 +250,7 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     dataset = Dataset.from_dict(_columns(examples, k, teacher_scores if distill else None))
     if distill:
         base: nn.Module = DistillationLoss(cfg.teacher_temperature or 1.0, cfg.student_temperature,
-                                                cfg.distill_label_weight)
+                                           cfg.distill_label_weight)
         loss: nn.Module = EmbeddingLossAdapter(model, MatryoshkaLoss(base, dims, cfg.matryoshka_weights)
                                                if dims else base, kind="distill")
     elif cfg.gradcache_chunk:
