@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from omniret.index.faiss_store import FaissStore
+from tests.index_runs import indexed_sources, wait_for_sources, write_numbered_docs
 
 DIM = 32
 N = 4000
@@ -94,32 +95,18 @@ def test_sigkill_loses_no_acknowledged_item(tmp_path: Path, index: str) -> None:
 def test_sigkill_during_ingestion_resumes(tmp_path: Path, minilm_path: Path) -> None:
     """``omniret index`` killed mid-run: the rerun, through the product's own ledger, indexes the rest, and
     every id appears once. Two CLI processes each load torch and MiniLM (~15 s on a quiet machine)."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(120):
-        (docs / f"doc{i:03d}.txt").write_text(f"document number {i} talks about topic {i % 17} and item {i}")
+    docs = write_numbered_docs(tmp_path / "docs", 120)
     root = tmp_path / "cols"
     cmd = [sys.executable, "-c", "from omniret.cli import main; main()", "index", str(docs), "--collection", "c", "--model",
            str(minilm_path), "--root", str(root), "--json", "--batch-size", "8"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     ledger = root / "c" / "ledger.sqlite"
-    deadline = time.monotonic() + 300  # model loading is slow on a busy machine
-    import sqlite3
-
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        if ledger.exists():
-            try:
-                with sqlite3.connect(ledger) as db:
-                    if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 24:
-                        break
-            except sqlite3.Error:
-                continue
+    # model loading is slow on a busy machine
+    wait_for_sources(ledger, 24, timeout_s=300, running=lambda: proc.poll() is None, poll_s=0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    with sqlite3.connect(ledger) as db:
-        done_before = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    done_before = indexed_sources(ledger)
     assert 0 < done_before < 120
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr

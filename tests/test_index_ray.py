@@ -6,16 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from omniret.errors import ConfigError
 from omniret.index import open_collection
+from tests.index_runs import assert_rerun_completes, indexed_sources, wait_for_sources, write_numbered_docs
 from tests.test_index_scale_out import assert_same_collection, collection_vectors, make_corpus
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'omniret[ray]')")
@@ -87,11 +86,8 @@ def test_ray_job_equals_single_process(tmp_path: Path, minilm_path: Path, tiny_v
 def test_killed_ray_driver_rerun_completes(tmp_path: Path, minilm_path: Path) -> None:
     import psutil
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
     n = 240
-    for i in range(n):
-        (docs / f"doc{i:03d}.txt").write_text(f"document number {i} talks about topic {i % 17} and item {i}")
+    docs = write_numbered_docs(tmp_path / "docs", n)
     root = tmp_path / "cols"
     cmd = [sys.executable, "-c", "from omniret.cli import main; main()", "index", str(docs), "--collection", "c",
            "--model", str(minilm_path), "--root", str(root), "--json", "--batch-items", "4", "--ray-actors", "1",
@@ -99,29 +95,22 @@ def test_killed_ray_driver_rerun_completes(tmp_path: Path, minilm_path: Path) ->
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = root / "c" / "ledger.sqlite"
     children: list = []
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
+
+    def running() -> bool:
+        # the Ray processes the driver started, remembered while it lives, so none outlives the test
+        nonlocal children
+        with contextlib.suppress(psutil.NoSuchProcess):
             children = psutil.Process(proc.pid).children(recursive=True) or children
-            with sqlite3.connect(ledger) as db:
-                if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 8:
-                    break
-        except (sqlite3.Error, psutil.NoSuchProcess):
-            continue
+        return proc.poll() is None
+
+    wait_for_sources(ledger, 8, timeout_s=400, running=running, poll_s=0.2)
     assert proc.poll() is None, "the driver ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _cleanup(children)
-    with sqlite3.connect(ledger) as db:
-        done = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    done = indexed_sources(ledger)
     assert 0 < done < n
-    coll = open_collection("c", root=root)
-    report = coll.add_files(docs, progress=False, batch_items=8)
-    assert report.unchanged == done and report.indexed_files == n - done
-    ids = coll.store.ids()
-    assert len(ids) == len(set(ids)) == n == coll.count()
-    coll.close()
+    assert_rerun_completes(root, docs, n, done, batch_items=8)
 
 
 def test_unreachable_address_and_missing_ray_fail_before_any_work(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 from omniret.embed.pool import EmbedderPool, parse_devices
 from omniret.errors import ConfigError, WorkerError
 from omniret.index import open_collection
+from tests.index_runs import assert_rerun_completes, indexed_sources, wait_for_sources, write_numbered_docs
 from tests.test_index_ingest import DOCS, write_text_pdf, write_video
 
 
@@ -73,26 +73,15 @@ def test_device_pool_equals_single_process(tmp_path: Path, model: str, request: 
 
 
 def test_killed_worker_fails_its_batch_and_rerun_completes(tmp_path: Path, minilm_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
     n = 400
-    for i in range(n):
-        (docs / f"doc{i:03d}.txt").write_text(f"document {i} talks about topic {i % 17} and item {i}")
+    docs = write_numbered_docs(tmp_path / "docs", n)
     pool = EmbedderPool(minilm_path, "cpu,cpu")
     coll = open_collection("c", root=tmp_path / "cols", embedder=pool)
     ledger = tmp_path / "cols" / "c" / "ledger.sqlite"
     victim = pool.pids[1]
 
     def kill_when_started() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                with sqlite3.connect(ledger) as db:
-                    if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 16:
-                        break
-            except sqlite3.Error:
-                continue
+        wait_for_sources(ledger, 16, timeout_s=120, poll_s=0.05)
         os.kill(victim, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_started)
@@ -105,15 +94,11 @@ def test_killed_worker_fails_its_batch_and_rerun_completes(tmp_path: Path, minil
     assert time.monotonic() - t0 < 120
     pool.close()
     coll.close()
-    with sqlite3.connect(ledger) as db:
-        done = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    done = indexed_sources(ledger)
     assert 16 <= done < n
     # re-run in one process: the rest is indexed, every id once, and the vectors are the single-process ones
+    assert_rerun_completes(tmp_path / "cols", docs, n, done, batch_items=4)
     coll = open_collection("c", root=tmp_path / "cols")
-    report = coll.add_files(docs, progress=False, batch_items=4)
-    assert report.unchanged == done and report.indexed_files == n - done
-    ids = coll.store.ids()
-    assert len(ids) == len(set(ids)) == n == coll.count()
     ref = open_collection("ref", root=tmp_path / "cols", embedder=coll.embedder)
     ref.add_files(docs, progress=False, batch_items=4)
     assert_same_collection(collection_vectors(coll), collection_vectors(ref))
@@ -125,40 +110,23 @@ def test_killed_coordinator_rerun_completes_and_workers_exit(tmp_path: Path, min
     """``omniret index --devices cpu,cpu`` killed with SIGKILL: its workers exit, the re-run finishes the job."""
     import psutil
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
     n = 300
-    for i in range(n):
-        (docs / f"doc{i:03d}.txt").write_text(f"document number {i} talks about topic {i % 17} and item {i}")
+    docs = write_numbered_docs(tmp_path / "docs", n)
     root = tmp_path / "cols"
     cmd = [sys.executable, "-c", "from omniret.cli import main; main()", "index", str(docs), "--collection", "c",
            "--model", str(minilm_path), "--root", str(root), "--json", "--batch-items", "4", "--devices", "cpu,cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = root / "c" / "ledger.sqlite"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        try:
-            with sqlite3.connect(ledger) as db:
-                if db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 12:
-                    break
-        except sqlite3.Error:
-            continue
+    wait_for_sources(ledger, 12, timeout_s=240, running=lambda: proc.poll() is None)
     children = psutil.Process(proc.pid).children(recursive=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(children) >= 2
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"workers outlived their coordinator: {alive}"
-    with sqlite3.connect(ledger) as db:
-        done = db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+    done = indexed_sources(ledger)
     assert 0 < done < n
-    coll = open_collection("c", root=root)
-    report = coll.add_files(docs, progress=False, batch_items=8)
-    assert report.unchanged == done
-    ids = coll.store.ids()
-    assert len(ids) == len(set(ids)) == n == coll.count()
-    coll.close()
+    assert_rerun_completes(root, docs, n, done, batch_items=8)
 
 
 def test_worker_that_cannot_load_fails_clearly(tmp_path: Path) -> None:
