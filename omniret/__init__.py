@@ -1,8 +1,9 @@
 """omniret: one vector space for text, images, document pages and video, with two-stage search.
 
-The shared core lives here (types, errors, settings, registry, CLI); the parts are subpackages:
+The shared core lives here (types, errors, settings, registry); the parts are subpackages:
 ``omniret.embed``, ``omniret.rerank``, ``omniret.index``, ``omniret.api``, ``omniret.training``,
-``omniret.evaluation``. Importing ``omniret`` reads no files and imports no torch.
+``omniret.evaluation``, and the ``omniret`` command, ``omniret.cli``, on top of them all. Importing
+``omniret`` reads no files and imports no torch.
 """
 
 from omniret.errors import (
