@@ -1,5 +1,9 @@
-"""Helpers for the tests that kill an indexing run part-way (a pool worker, the coordinator, a Ray driver)
-and prove the re-run completes it. A helper module, as ``media_files.py``."""
+"""Helpers for the indexing tests: the corpus they index, how they compare two collections (items, vectors,
+payloads and ledgers), and the kill-and-re-run checks (a pool worker, the coordinator, a Ray driver).
+
+A helper module, as ``media_files.py``: plain ``pytest`` puts ``tests/`` on ``sys.path`` (no package
+there), so ``from index_runs import ...`` works however the suite is started; ``from tests.index_runs``
+would only work under ``python -m pytest``."""
 
 from __future__ import annotations
 
@@ -8,7 +12,103 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from omniret.index import open_collection
+import numpy as np
+
+from omniret.index import Collection, open_collection
+
+DOCS = {
+    "plants/photosynthesis.txt": "Photosynthesis lets green plants convert sunlight, water and carbon dioxide "
+                                 "into glucose and oxygen inside their chloroplasts.",
+    "space/mars.md": "# Mars\nMars is the fourth planet from the Sun, a cold desert world with a thin "
+                     "atmosphere and the tallest volcano in the solar system, Olympus Mons.",
+    "cooking/bread.html": "<html><head><style>p{}</style><script>var x=1;</script></head><body><h1>Bread"
+                          "</h1><p>Knead the dough, let the yeast make it rise, then bake the loaf in a hot "
+                          "oven until the crust is golden.</p></body></html>",
+    "finance/interest.txt": "Compound interest means a bank account earns interest on the interest it has "
+                            "already earned, so savings grow exponentially over the years.",
+    "code/sort.py": "def quicksort(xs):\n    \"\"\"Sort a list by partitioning around a pivot.\"\"\"\n"
+                    "    if len(xs) < 2:\n        return xs\n",
+}
+
+
+def write_text_pdf(path: Path, pages: list[str]) -> None:
+    """A minimal valid PDF whose pages carry a text layer (Helvetica text objects)."""
+    objs: list[str | None] = ["<< /Type /Catalog /Pages 2 0 R >>", None,
+                              "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for text in pages:
+        stream = f"BT /F1 14 Tf 20 100 Td ({text}) Tj ET"
+        objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 200] /Contents {len(objs)} 0 R "
+                    "/Resources << /Font << /F1 3 0 R >> >> >>")
+        kids.append(len(objs))
+    objs[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>"
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, o in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{o}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(out)
+
+
+def write_video(path: Path, seconds: int = 3, fps: int = 8) -> None:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), (i * 10) % 255, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def make_corpus(root: Path) -> Path:
+    """Text, images, a PDF and a video: every kind of item ingestion makes."""
+    from PIL import Image
+
+    for rel, text in DOCS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    (root / "long.md").write_text(" ".join(f"sentence {i} says something about item {i % 13}." for i in range(300)))
+    (root / "media").mkdir()
+    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
+        Image.new("RGB", (64, 48), rgb).save(root / "media" / f"{name}.png")
+    write_text_pdf(root / "media" / "science.pdf", ["Volcanoes erupt molten lava from the mantle",
+                                                    "Glaciers carve valleys out of solid rock"])
+    write_video(root / "media" / "clip.mp4")
+    return root
+
+
+def collection_vectors(coll: Collection) -> dict[str, np.ndarray]:
+    ids = coll.store.ids()
+    assert len(ids) == len(set(ids))
+    return {g["id"]: g["vector"] for g in coll.get(ids)}
+
+
+def assert_same_collection(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert worst <= 1e-5, f"vectors differ by {worst}"
+
+
+def ledger_rows(coll: Collection) -> list[tuple[str, str, str, str, str]]:
+    """The collection's ledger as stored: (source key, root, path, sha256, ids as JSON), by key."""
+    with sqlite3.connect(f"file:{coll.path / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        return sorted(db.execute("SELECT source, root, path, sha256, ids FROM sources"))
+
+
+def assert_same_ledger(a: Collection, b: Collection) -> None:
+    """Two runs over the same files recorded the same sources, from the same roots, with the same ids."""
+    rows_a, rows_b = ledger_rows(a), ledger_rows(b)
+    assert rows_a, "nothing was recorded in the ledger"
+    assert rows_a == rows_b
 
 
 def write_numbered_docs(folder: Path, n: int) -> Path:

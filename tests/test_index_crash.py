@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_runs import indexed_sources, wait_for_sources, write_numbered_docs
 
 from omniret.index.faiss_store import FaissStore
-from tests.index_runs import indexed_sources, wait_for_sources, write_numbered_docs
 
 DIM = 32
 N = 4000

@@ -5,65 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from index_runs import DOCS, write_text_pdf, write_video
 
 from omniret import Item
 from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError
 from omniret.index import list_collections, open_collection
 from omniret.index.chunking import Chunker, html_to_text
-
-DOCS = {
-    "plants/photosynthesis.txt": "Photosynthesis lets green plants convert sunlight, water and carbon dioxide "
-                                 "into glucose and oxygen inside their chloroplasts.",
-    "space/mars.md": "# Mars\nMars is the fourth planet from the Sun, a cold desert world with a thin "
-                     "atmosphere and the tallest volcano in the solar system, Olympus Mons.",
-    "cooking/bread.html": "<html><head><style>p{}</style><script>var x=1;</script></head><body><h1>Bread"
-                          "</h1><p>Knead the dough, let the yeast make it rise, then bake the loaf in a hot "
-                          "oven until the crust is golden.</p></body></html>",
-    "finance/interest.txt": "Compound interest means a bank account earns interest on the interest it has "
-                            "already earned, so savings grow exponentially over the years.",
-    "code/sort.py": "def quicksort(xs):\n    \"\"\"Sort a list by partitioning around a pivot.\"\"\"\n"
-                    "    if len(xs) < 2:\n        return xs\n",
-}
-
-
-def write_text_pdf(path: Path, pages: list[str]) -> None:
-    """A minimal valid PDF whose pages carry a text layer (Helvetica text objects)."""
-    objs: list[str | None] = ["<< /Type /Catalog /Pages 2 0 R >>", None,
-                              "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    kids = []
-    for text in pages:
-        stream = f"BT /F1 14 Tf 20 100 Td ({text}) Tj ET"
-        objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 200] /Contents {len(objs)} 0 R "
-                    "/Resources << /Font << /F1 3 0 R >> >> >>")
-        kids.append(len(objs))
-    objs[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>"
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for i, o in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n{o}\nendobj\n".encode()
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(out)
-
-
-def write_video(path: Path, seconds: int = 3, fps: int = 8) -> None:
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        for i in range(seconds * fps):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), (i * 10) % 255, np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
 
 
 def make_mixed_folder(root: Path) -> Path:

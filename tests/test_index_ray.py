@@ -11,11 +11,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from index_runs import (
+    assert_rerun_completes,
+    assert_same_collection,
+    collection_vectors,
+    indexed_sources,
+    make_corpus,
+    wait_for_sources,
+    write_numbered_docs,
+)
 
 from omniret.errors import ConfigError
 from omniret.index import open_collection
-from tests.index_runs import assert_rerun_completes, indexed_sources, wait_for_sources, write_numbered_docs
-from tests.test_index_scale_out import assert_same_collection, collection_vectors, make_corpus
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'omniret[ray]')")
 

@@ -11,43 +11,20 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from index_runs import (
+    assert_rerun_completes,
+    assert_same_collection,
+    collection_vectors,
+    indexed_sources,
+    make_corpus,
+    wait_for_sources,
+    write_numbered_docs,
+)
 
 from omniret.embed.pool import EmbedderPool, parse_devices
 from omniret.errors import ConfigError, WorkerError
 from omniret.index import open_collection
-from tests.index_runs import assert_rerun_completes, indexed_sources, wait_for_sources, write_numbered_docs
-from tests.test_index_ingest import DOCS, write_text_pdf, write_video
-
-
-def make_corpus(root: Path) -> Path:
-    """Text, images, a PDF and a video: every kind of item ingestion makes."""
-    from PIL import Image
-
-    for rel, text in DOCS.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text, encoding="utf-8")
-    (root / "long.md").write_text(" ".join(f"sentence {i} says something about item {i % 13}." for i in range(300)))
-    (root / "media").mkdir()
-    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
-        Image.new("RGB", (64, 48), rgb).save(root / "media" / f"{name}.png")
-    write_text_pdf(root / "media" / "science.pdf", ["Volcanoes erupt molten lava from the mantle",
-                                                    "Glaciers carve valleys out of solid rock"])
-    write_video(root / "media" / "clip.mp4")
-    return root
-
-
-def collection_vectors(coll) -> dict[str, np.ndarray]:  # noqa: ANN001
-    ids = coll.store.ids()
-    assert len(ids) == len(set(ids))
-    return {g["id"]: g["vector"] for g in coll.get(ids)}
-
-
-def assert_same_collection(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert sorted(a) == sorted(b)
-    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
-    assert worst <= 1e-5, f"vectors differ by {worst}"
 
 
 @pytest.mark.parametrize("model", ["minilm", "tiny_vl"])
