@@ -86,7 +86,7 @@ def index_cmd(
     from omniret.errors import CollectionNotFound
     from omniret.index import open_collection
     from omniret.index.collection import recorded_model
-    from omniret.index.ingest import IngestOptions
+    from omniret.index.readers import IngestOptions
     from omniret.index.tuning import check_recall
 
     devs = parse_devices(devices)  # these checks come before any model loads or file is read
@@ -149,6 +149,7 @@ def index_cmd(
                       f"{len(report.skipped)} skipped, {len(report.failed)} failed"
                       + (f", {report.pruned} pruned" if report.pruned else "") + f"; {total} items in total",
                       highlight=False)
+        console.print(f"executor: {report.executor.describe()}", highlight=False)
         if tuned is not None:
             what = (f"{tuned.param}={tuned.value}" if tuned.param else "exact search")
             console.print(f"recall tuning: {what} gives recall@{tuned.k} {tuned.recall:.3f} on {tuned.sample} "
@@ -275,7 +276,7 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
                      json_out: JsonOpt = False) -> None:
     """Show a collection's model, dim, backend, index and item count (no model is loaded)."""
     from omniret.index.collection import open_store
-    from omniret.index.ingest import Ledger
+    from omniret.index.ledger import Ledger
 
     m = _manifest(name, root)
     store = open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,14 +35,20 @@ from omniret.errors import (
     ItemError,
     ItemFailure,
 )
+from omniret.index.commit import IngestReport
 from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import Filter
-from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
+from omniret.index.ingest import ingest
+from omniret.index.ledger import Ledger
 from omniret.index.protocol import VectorStore
+from omniret.index.readers import IngestOptions
 from omniret.index.searcher import Searcher
 from omniret.index.tuning import TuneResult, check_recall
 from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MANIFEST = "collection.json"
 #: a collection name: letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit (it is a
@@ -121,9 +127,21 @@ class Collection:
 
     @property
     def ledger(self) -> Ledger:
+        """The ingestion ledger, opened on first use; rows an old Ray run left without their folder get it
+        back from their items' payloads here (see ``Ledger.repair_roots``), so ``prune`` finds them."""
         if self._ledger is None:
-            self._ledger = Ledger(self.path / "ledger.sqlite")
+            ledger = Ledger(self.path / "ledger.sqlite")
+            ledger.repair_roots(self._item_paths)
+            self._ledger = ledger
         return self._ledger
+
+    def _item_paths(self, ids: list[str]) -> list[str | None]:
+        """Each item's source file (its payload ``path``), or None when the item or the path is not there."""
+        out: list[str | None] = []
+        for rec in self.store.get(ids):
+            path = rec["payload"].get("path") if rec is not None else None
+            out.append(str(path) if isinstance(path, str) else None)
+        return out
 
     @property
     def modalities(self) -> frozenset[str]:
@@ -203,10 +221,11 @@ class Collection:
         self.store.upsert(ids, vectors, payloads)
 
     def add_files(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, recursive: bool = True,
-                  progress: bool = True, options: IngestOptions | None = None, console: Any = None,
+                  progress: bool = True, options: IngestOptions | None = None, console: Console | None = None,
                   devices: Sequence[str] | str | None = None, ray: bool | str = False, ray_actors: int | None = None,
                   **option_kw: Any) -> IngestReport:
         """Ingest folders/files (see ``omniret.index.ingest``); ``option_kw`` sets ``IngestOptions`` fields.
+        The report's ``executor`` says which of the three executors below ran.
 
         ``devices`` (``["cuda:0", "cuda:1"]``, ``"cpu,cpu"``, ``"auto"``): embed in one worker process per
         device (an ``EmbedderPool`` of this collection's model, started here and stopped at the end); this
@@ -238,7 +257,8 @@ class Collection:
         pool: EmbedderPool | None = None
         embedder = self.embedder
         if devs is not None and not isinstance(embedder, EmbedderPool):
-            pool = embedder = EmbedderPool(getattr(self.embedder, "path", None) or self.manifest["model"], devs)
+            pool = EmbedderPool(getattr(self.embedder, "path", None) or self.manifest["model"], devs)
+            embedder = pool
         try:
             return ingest(paths, embedder=embedder, store=self.store, ledger=self.ledger, dim=self.dim,
                           options=options, recursive=recursive, progress=progress, console=console)

@@ -1,12 +1,13 @@
 """Ingestion as a Ray Data job: ``omniret index PATHS --collection C --ray [ADDRESS]``.
 
-The driver lists the files, hashes them and consults the collection's ledger (so a re-run skips what
-was indexed, exactly as a single-process run does). Ray Data then reads, chunks and decodes the files
-that changed in CPU actors (``ReadFiles``) and embeds their items in an actor pool (``EmbedItems``, one
-model per actor: ``num_gpus=1`` each on a GPU cluster, CPU actors otherwise). The driver streams the
-results back and is the only writer: a file's items are upserted once all of them arrived, then its
-ledger row is committed, so killing the driver at any moment loses nothing committed and duplicates
-nothing. A FAISS collection lives on the driver's disk; for several nodes point the collection at a
+The ``ray`` executor. The driver lists the files, hashes them and consults the collection's ledger (so a
+re-run skips what was indexed, exactly as a single-process run does). Ray Data then reads, chunks and
+decodes the files that changed in CPU actors (``ReadFiles``, with the same ``FileReader`` as one process)
+and embeds their items in an actor pool (``EmbedItems``, one model per actor: ``num_gpus=1`` each on a GPU
+cluster, CPU actors otherwise). The driver streams the results back, reassembles each file from its item
+rows (``FileAssembler``) and hands complete files to the one writer of every executor
+(``omniret.index.commit.Committer``): items upserted, stale ids deleted, the ledger row committed with the
+file's real root, so killing the driver at any moment loses nothing committed and duplicates nothing. A FAISS collection lives on the driver's disk; for several nodes point the collection at a
 Qdrant server or cluster (``--qdrant-url``) so every node's results land in one place (the files
 themselves must be readable at the same paths on every node: a shared file system).
 
@@ -23,29 +24,25 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniret.errors import ConfigError, ItemError, WorkerError
-from omniret.index.ingest import (
-    FileReader,
-    IngestOptions,
-    IngestReport,
-    Ledger,
-    SkipFile,
-    Source,
-    _progress,
-    _prune,
-    _reason,
-    discover,
-    sha256_of,
-)
+from omniret.embed.protocol import Embedder
+from omniret.errors import ConfigError, ItemError, ItemFailure, WorkerError
+from omniret.index.commit import Committer, EmbeddedFile, ExecutorInfo, IngestReport, file_failure, reason_of
+from omniret.index.ledger import Ledger, Source, changed
+from omniret.index.protocol import VectorStore
+from omniret.index.readers import FileReader, IngestOptions, SkipFile, discover
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 INSTALL_HINT = "--ray needs Ray Data: pip install 'omniret[ray]' (or pip install 'ray[data]>=2.10')"
 
 
-def import_ray() -> Any:
+def import_ray() -> ModuleType:
     """The ``ray`` module, or a ``ConfigError`` that says how to install it."""
     try:
         import ray
@@ -72,7 +69,7 @@ def check_address(address: str | None, *, timeout: float = 5.0) -> None:
         raise ConfigError(f"--ray {address!r}: cannot reach the Ray cluster at {host}:{port} ({e})") from e
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> Any:
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> ModuleType:
     """Connect to the cluster at ``address`` or start a local one (no dashboard)."""
     ray = import_ray()
     check_address(address)
@@ -100,7 +97,7 @@ class ModelInfo:
     load_options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def of(cls, embedder: Any) -> ModelInfo:
+    def of(cls, embedder: Embedder) -> ModelInfo:
         from omniret.base.models import find_tokenizer
 
         tok = find_tokenizer(embedder)
@@ -109,8 +106,9 @@ class ModelInfo:
                    tokenizer_source=str(tok.name_or_path) if tok is not None else None)
 
 
-class _InfoEmbedder:
-    """Stands in for the embedder inside ``FileReader`` (which reads ``name``, ``modalities``, ``tokenizer``)."""
+class ReaderModel:
+    """Stands in for the embedder inside ``FileReader`` (its ``name``, ``modalities`` and ``tokenizer``),
+    without the weights: what a reading actor holds."""
 
     def __init__(self, info: ModelInfo) -> None:
         self.name = info.name
@@ -126,15 +124,16 @@ class ReadFiles:
     """Ray Data actor: source rows in, one row per item out (or one row per skipped/failed file)."""
 
     def __init__(self, info: ModelInfo, options: IngestOptions) -> None:
-        self.reader = FileReader(_InfoEmbedder(info), options)
+        self.reader = FileReader(ReaderModel(info), options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cols: dict[str, list[Any]] = {k: [] for k in ("source", "sha", "old_ids", "n", "ord", "id", "item",
-                                                      "payload", "status", "reason")}
+        cols: dict[str, list[Any]] = {k: [] for k in ("source", "root", "path", "sha", "old_ids", "n", "ord", "id",
+                                                      "item", "payload", "status", "reason")}
 
         def row(src: Source, sha: str, old: str, n: int, i: int, id_: str, item: bytes, payload: str,
                 status: str, reason: str) -> None:
-            for k, v in zip(cols, (src.key, sha, old, n, i, id_, item, payload, status, reason), strict=True):
+            values = (src.key, str(src.root), str(src.path), sha, old, n, i, id_, item, payload, status, reason)
+            for k, v in zip(cols, values, strict=True):
                 cols[k].append(v)
 
         for spec in batch["spec"]:
@@ -146,7 +145,7 @@ class ReadFiles:
                 row(src, d["sha"], d["old_ids"], 0, 0, "", b"", "", "skip", str(e))
                 continue
             except (ItemError, OSError, ValueError) as e:
-                row(src, d["sha"], d["old_ids"], 0, 0, "", b"", "", "fail", _reason(e, src.key))
+                row(src, d["sha"], d["old_ids"], 0, 0, "", b"", "", "fail", reason_of(e, src.key))
                 continue
             for i, (id_, item, payload) in enumerate(entries):
                 row(src, d["sha"], d["old_ids"], len(entries), i, id_, pickle.dumps(item),
@@ -181,30 +180,40 @@ class EmbedItems:
         return out
 
 
-def ray_ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store: Any, ledger: Ledger,
+def ray_ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Embedder, store: VectorStore, ledger: Ledger,
                dim: int | None = None, options: IngestOptions | None = None, recursive: bool = True,
                address: str | None = None, actors: int | None = None, readers: int = 1, num_cpus: int | None = None,
-               progress: bool = True, console: Any = None) -> IngestReport:
-    """Index files into ``store`` with a Ray Data pipeline (see module docstring); the driver writes."""
+               progress: bool = True, console: Console | None = None) -> IngestReport:
+    """Index files into ``store`` with a Ray Data pipeline (see module docstring); the driver writes.
+
+    The report's ``executor`` is ``ray`` with the number of embedding actors the job ran with.
+    """
+    from omniret.index.progress import FileProgress
+
     ray = init_ray(address, num_cpus=num_cpus)
     opts = options or IngestOptions()
     report = IngestReport()
     t0 = time.perf_counter()
     sources = discover(paths, recursive=recursive)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n_actors = actors or (gpus if gpus else max(1, cpus - 1))
+    report.executor = ExecutorInfo("ray", actors=n_actors)
+    bar = FileProgress(len(sources), console=console) if progress else None
+    writer = Committer(store, ledger, report, bar)
     known = ledger.snapshot()
     todo: list[str] = []
     for src in sources:
         try:
-            sha = sha256_of(src.path)
+            got = changed(src, known)
         except OSError as e:
-            report.failed.append((src.key, _reason(e, src.key)))
+            writer.failed(src.key, reason_of(e, src.key))
             continue
-        prev = known.get(src.key)
-        if prev is not None and prev[0] == sha:
-            report.unchanged += 1
+        if got is None:
+            writer.unchanged()
             continue
-        todo.append(json.dumps({"key": src.key, "path": str(src.path), "root": str(src.root), "sha": sha,
-                                "old_ids": prev[1] if prev else "[]", "manifest_items": src.manifest_items}))
+        todo.append(json.dumps({"key": src.key, "path": str(src.path), "root": str(src.root), "sha": got[0],
+                                "old_ids": json.dumps(got[1]), "manifest_items": src.manifest_items}))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # omniret's own bar counts files; Ray's would print per operator
     if not progress:
@@ -212,15 +221,7 @@ def ray_ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store:
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     info = ModelInfo.of(embedder)
-    embed_dim = dim if dim is not None and dim != getattr(embedder, "dim", dim) else None
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    n_actors = actors or (gpus if gpus else max(1, cpus - 1))
-    bar = _progress(console) if progress else None
-    task = None
-    if bar is not None:
-        bar.start()
-        task = bar.add_task("indexing", total=len(sources), items=0, completed=report.unchanged)
+    embed_dim = dim if dim is not None and dim != embedder.dim else None
     try:
         if todo:
             ds = ray.data.from_items([{"spec": s} for s in todo], override_num_blocks=max(1, min(len(todo), 64)))
@@ -230,11 +231,12 @@ def ray_ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store:
             ds = ds.map_batches(EmbedItems, fn_constructor_args=(info, "cuda" if gpus else "cpu", embed_dim),
                                 batch_size=opts.batch_items, compute=pool(size=n_actors),
                                 num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, batch_format="numpy")
-            _write_stream(_rows(ds, opts.batch_items), store, ledger, report, opts.batch_items,
-                          lambda files: bar.update(task, advance=files, items=report.indexed_items)
-                          if bar is not None else None)
+            files = FileAssembler(writer, opts.batch_items)
+            for row in _rows(ds, opts.batch_items):
+                files.add(row)
+            files.finish()
         if opts.prune:
-            _prune(sources, paths, store, ledger, report)
+            writer.prune({s.key for s in sources}, paths)
     except Exception as e:
         if type(e).__module__.startswith("ray"):
             raise WorkerError(f"the Ray job failed: {type(e).__name__}: {e}") from e
@@ -246,58 +248,58 @@ def ray_ingest(paths: Sequence[str | os.PathLike[str]], *, embedder: Any, store:
     return report
 
 
-def _rows(ds: Any, batch: int) -> Iterator[dict[str, Any]]:
+def _rows(ds: Any, batch: int) -> Iterator[dict[str, Any]]:  # noqa: ANN401 - a ray.data.Dataset (untyped)
     for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
         keys = list(b)
         for i in range(len(b["source"])):
             yield {k: b[k][i] for k in keys}
 
 
-def _write_stream(rows: Iterator[dict[str, Any]], store: Any, ledger: Ledger, report: IngestReport, batch: int,
-                  advance: Any) -> None:
-    """Group item rows by file; write complete, fully embedded files in batches, then their ledger rows."""
-    partial: dict[str, list[dict[str, Any]]] = {}
-    ready: list[list[dict[str, Any]]] = []
+class FileAssembler:
+    """Item rows streamed back from the job, regrouped into whole files for the committer.
 
-    def flush() -> None:
-        if not ready:
+    A file is handed on once every one of its rows arrived (``n`` of them), in item order; one whose items
+    failed is reported failed whole; complete files are written in batches of about ``batch_items`` items.
+    """
+
+    def __init__(self, writer: Committer, batch_items: int) -> None:
+        self.writer = writer
+        self.batch_items = batch_items
+        self.partial: dict[str, list[dict[str, Any]]] = {}
+        self.ready: list[EmbeddedFile] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        key = str(row["source"])
+        if row["status"] in ("skip", "fail") and int(row["n"]) == 0:
+            (self.writer.skipped if row["status"] == "skip" else self.writer.failed)(key, str(row["reason"]))
             return
-        ids = [str(r["id"]) for f in ready for r in f]
-        vecs = np.stack([np.asarray(r["vector"], np.float32) for f in ready for r in f])
-        store.upsert(ids, vecs, [json.loads(str(r["payload"])) for f in ready for r in f])
-        stale = [i for f in ready for i in set(json.loads(str(f[0]["old_ids"]))) - {str(r["id"]) for r in f}]
-        if stale:
-            store.delete(stale)
-            report.deleted_items += len(stale)
-        ledger.commit([(Source(str(f[0]["source"]), Path(""), Path("")), str(f[0]["sha"]), [str(r["id"]) for r in f])
-                       for f in ready])
-        report.indexed_files += len(ready)
-        report.indexed_items += len(ids)
-        advance(len(ready))
-        ready.clear()
-
-    for r in rows:
-        key = str(r["source"])
-        if r["status"] in ("skip", "fail") and int(r["n"]) == 0:
-            (report.skipped if r["status"] == "skip" else report.failed).append((key, str(r["reason"])))
-            advance(1)
-            continue
-        got = partial.setdefault(key, [])
-        got.append(r)
-        if len(got) < int(r["n"]):
-            continue
-        del partial[key]
+        got = self.partial.setdefault(key, [])
+        got.append(row)
+        if len(got) < int(row["n"]):
+            return
+        del self.partial[key]
         got.sort(key=lambda x: int(x["ord"]))
-        bad = [x for x in got if x["status"] != "ok"]
-        if bad:
-            more = f" (and {len(bad) - 1} more items)" if len(bad) > 1 else ""
-            report.failed.append((key, f"{bad[0]['id']}: {bad[0]['reason']}{more}"))
-            advance(1)
-            continue
-        ready.append(got)
-        if sum(len(f) for f in ready) >= batch:
-            flush()
-    flush()
-    if partial:  # cannot happen unless rows were lost on the way: say so rather than commit half a file
-        raise WorkerError(f"the Ray job returned part of {len(partial)} file(s) ({sorted(partial)[:3]}); "
-                          "nothing of them was committed, re-run to index them")
+        ids = [str(r["id"]) for r in got]
+        failures = [ItemFailure(i, ids[i], str(r["reason"])) for i, r in enumerate(got) if r["status"] != "ok"]
+        if failures:
+            self.writer.failed(key, file_failure(ids, failures))
+            return
+        first = got[0]
+        self.ready.append(EmbeddedFile(
+            Source(key, Path(str(first["path"])), Path(str(first["root"]))), str(first["sha"]),
+            json.loads(str(first["old_ids"])), ids, np.stack([np.asarray(r["vector"], np.float32) for r in got]),
+            [json.loads(str(r["payload"])) for r in got]))
+        if sum(len(f.ids) for f in self.ready) >= self.batch_items:
+            self.flush()
+
+    def flush(self) -> None:
+        self.writer.write(self.ready)
+        self.ready = []
+
+    def finish(self) -> None:
+        """Write what is complete; rows of a file missing at the end mean rows were lost on the way: say so
+        rather than commit half a file."""
+        self.flush()
+        if self.partial:
+            raise WorkerError(f"the Ray job returned part of {len(self.partial)} file(s) ({sorted(self.partial)[:3]}); "
+                              "nothing of them was committed, re-run to index them")

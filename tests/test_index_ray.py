@@ -4,6 +4,7 @@ driver's re-run completes with nothing lost or duplicated; a bad address or a mi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -137,3 +138,33 @@ def test_unreachable_address_and_missing_ray_fail_before_any_work(tmp_path: Path
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(ConfigError, match=r"--ray needs Ray Data: pip install 'omniret\[ray\]'"):
         import_ray()
+
+
+def test_prune_after_a_ray_run_removes_the_deleted_files(tmp_path: Path, minilm_path: Path, local_ray) -> None:  # noqa: ANN001
+    """``omniret index DIR --ray``, two files deleted, ``omniret index DIR --prune``: their items are gone.
+
+    Before one commit path the Ray writer stored every ledger row under root ``.``, so the prune (which
+    selects the rows of the folder it was given) never found them and deleted files stayed searchable."""
+    from typer.testing import CliRunner
+
+    from omniret.cli import app
+
+    docs = write_numbered_docs(tmp_path / "docs", 8)
+    base = ["index", str(docs), "--collection", "c", "--model", str(minilm_path), "--root", str(tmp_path / "cols"),
+            "--json", "--batch-size", "4"]
+    runner = CliRunner()
+    first = runner.invoke(app, [*base, "--ray-actors", "1", "--ray", "local"])
+    assert first.exit_code == 0, first.output
+    for i in (2, 5):
+        (docs / f"doc{i:03d}.txt").unlink()
+    pruned = runner.invoke(app, [*base, "--prune"])
+    assert pruned.exit_code == 0, pruned.output
+    out = json.loads(pruned.stdout)
+    assert (out["pruned"], out["deleted_items"], out["count"]) == (2, 2, 6)
+    coll = open_collection("c", root=tmp_path / "cols")
+    assert sorted(coll.store.ids()) == [f"doc{i:03d}.txt#chunk=0" for i in (0, 1, 3, 4, 6, 7)]
+    assert coll.search("document number 5 talks about topic 5", k=8, mode="lexical")[0].id != "doc005.txt#chunk=0"
+    coll.close()
+    # each run says what ran: the first on Ray with its one embedding actor, the second in this process
+    assert json.loads(first.stdout)["executor"] == {"kind": "ray", "actors": 1}
+    assert out["executor"] == {"kind": "threads"}
