@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from index_runs import DOCS, write_text_pdf, write_video
+from index_runs import DOCS, ledger_rows, write_text_pdf, write_video
 
 from omniret import Item
 from omniret.errors import CollectionError, ConfigError, DimensionError, ItemError
@@ -186,4 +186,31 @@ def test_mixed_folder_multimodal_model(tmp_path: Path, tiny_vl_embedding: Path) 
     assert "Glaciers" in page["text"]
     # an image query finds the image item first (same input -> same vector)
     assert coll.search(Item(image=str(folder / "media" / "red.png")), k=1)[0].id == "media/red.png"
+    coll.close()
+
+
+def test_ledger_of_an_old_ray_run_is_repaired_so_prune_finds_its_files(tmp_path: Path, minilm) -> None:  # noqa: ANN001
+    """Ray runs before one commit path stored every ledger row under root ``.``; opening the collection gives
+    them their folder back (from the items' payload paths), so ``prune`` removes a file deleted since."""
+    import sqlite3
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for rel, text in list(DOCS.items())[:3]:
+        (folder / Path(rel).name).write_text(text)
+    coll = open_collection("c", root=tmp_path / "cols", embedder=minilm)
+    coll.add_files(folder, progress=False)
+    coll.close()
+    expected = ledger_rows(coll)
+    assert {r[1] for r in expected} == {str(folder.resolve())}
+    # the ledger as the old Ray writer left it: Source(key, Path(""), Path("")) for every row
+    with sqlite3.connect(tmp_path / "cols" / "c" / "ledger.sqlite") as db:
+        db.execute("UPDATE sources SET root = '.', path = '.'")
+    (folder / "mars.md").unlink()
+    coll = open_collection("c", root=tmp_path / "cols", embedder=minilm)
+    assert ledger_rows(coll) != expected
+    report = coll.add_files(folder, progress=False, prune=True)
+    assert (report.pruned, report.deleted_items, report.unchanged) == (1, 1, 2)
+    assert sorted(coll.store.ids()) == ["bread.html#chunk=0", "photosynthesis.txt#chunk=0"]
+    assert ledger_rows(coll) == [r for r in expected if r[0] != "mars.md"]
     coll.close()

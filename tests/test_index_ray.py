@@ -15,6 +15,7 @@ import pytest
 from index_runs import (
     assert_rerun_completes,
     assert_same_collection,
+    assert_same_ledger,
     collection_vectors,
     indexed_sources,
     make_corpus,
@@ -77,11 +78,14 @@ def test_ray_job_equals_single_process(tmp_path: Path, minilm_path: Path, tiny_v
         rep1 = single.add_files(folder, progress=False, **opts)
         viaray = open_collection(f"ray-{name}", root=tmp_path / "cols", embedder=single.embedder)
         rep2 = viaray.add_files(folder, progress=False, ray=True, ray_actors=1, **opts)
+        assert rep1.executor.to_dict() == {"kind": "threads"}
+        assert rep2.executor.to_dict() == {"kind": "ray", "actors": 1}
         assert rep2.failed == rep1.failed == [("empty.txt", "empty file")]
         assert sorted(rep2.skipped) == sorted(rep1.skipped)
         assert (rep2.indexed_files, rep2.indexed_items) == (rep1.indexed_files, rep1.indexed_items)
         a, b = collection_vectors(single), collection_vectors(viaray)
         assert_same_collection(a, b)
+        assert_same_ledger(single, viaray)  # the same keys, roots, paths, hashes and ids
         assert [g["payload"] for g in viaray.get(sorted(a))] == [g["payload"] for g in single.get(sorted(a))]
         # the same ledger: a re-run reads nothing it indexed
         again = viaray.add_files(folder, progress=False, ray=True, ray_actors=1, **opts)

@@ -15,6 +15,7 @@ import pytest
 from index_runs import (
     assert_rerun_completes,
     assert_same_collection,
+    assert_same_ledger,
     collection_vectors,
     indexed_sources,
     make_corpus,
@@ -36,10 +37,14 @@ def test_device_pool_equals_single_process(tmp_path: Path, model: str, request: 
     rep1 = single.add_files(folder, progress=False, **opts)
     pooled = open_collection("pooled", root=tmp_path / "cols", embedder=single.embedder)
     rep2 = pooled.add_files(folder, progress=False, devices="cpu,cpu", **opts)
+    # each report says what ran: the pool on its two devices, or this process alone
+    assert rep1.executor.to_dict() == {"kind": "threads"}
+    assert rep2.executor.to_dict() == {"kind": "pool", "devices": ["cpu", "cpu"]}
     assert rep2.failed == rep1.failed == []
     assert (rep2.indexed_files, rep2.indexed_items) == (rep1.indexed_files, rep1.indexed_items)
     a, b = collection_vectors(single), collection_vectors(pooled)
     assert_same_collection(a, b)
+    assert_same_ledger(single, pooled)
     expected = {"long.md#chunk=1", "media/science.pdf#page=2"}
     if model == "tiny_vl":
         expected |= {"media/red.png", "media/clip.mp4#t=0-2", "media/clip.mp4#t=2-3"}
