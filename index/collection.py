@@ -130,18 +130,9 @@ class Collection:
         """The ingestion ledger, opened on first use; rows an old Ray run left without their folder get it
         back from their items' payloads here (see ``Ledger.repair_roots``), so ``prune`` finds them."""
         if self._ledger is None:
-            ledger = Ledger(self.path / "ledger.sqlite")
-            ledger.repair_roots(self._item_paths)
-            self._ledger = ledger
+            self._ledger = Ledger(self.path / "ledger.sqlite")
+            self._ledger.repair_roots(self.store)
         return self._ledger
-
-    def _item_paths(self, ids: list[str]) -> list[str | None]:
-        """Each item's source file (its payload ``path``), or None when the item or the path is not there."""
-        out: list[str | None] = []
-        for rec in self.store.get(ids):
-            path = rec["payload"].get("path") if rec is not None else None
-            out.append(str(path) if isinstance(path, str) else None)
-        return out
 
     @property
     def modalities(self) -> frozenset[str]:

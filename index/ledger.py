@@ -16,10 +16,12 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omniret.index.protocol import VectorStore
 
 #: the root (and path) an old Ray run wrote for every row: ``str(Path(""))``
 LOST_ROOT = "."
@@ -115,23 +117,21 @@ class Ledger:
         self._db.executemany("DELETE FROM sources WHERE source = ?", [(k,) for k in keys])
         self._db.execute("COMMIT")
 
-    def repair_roots(self, item_paths: Callable[[list[str]], list[str | None]]) -> int:
+    def repair_roots(self, store: VectorStore) -> int:
         """Give rows stored under the lost root ``.`` (Ray runs before one commit path) their real root and
-        path back; returns how many were repaired.
-
-        ``item_paths(ids)`` answers each item's payload ``path`` (the file it came from), or None. A source's
-        root is that path less its key (``/docs`` from ``/docs/a/b.txt`` and ``a/b.txt``). A row whose items
-        are gone, or whose path does not end with its key, is left as it was: nothing is guessed.
+        path back, from the payload ``path`` (the source file) of their first item in ``store``; returns how
+        many were repaired. A source's root is that path less its key (``/docs`` from ``/docs/a/b.txt`` and
+        ``a/b.txt``). A row whose items are gone, or whose path does not end with its key, is left as it
+        was: nothing is guessed.
         """
         lost: list[tuple[str, str]] = list(self._db.execute(
             "SELECT source, ids FROM sources WHERE root IN (?, '')", (LOST_ROOT,)))
         fixed: list[tuple[str, str, str]] = []
         for key, ids_json in lost:
             ids = _ids(ids_json)
-            if not ids:
-                continue
-            path = item_paths(ids[:1])[0]
-            if path is None:
+            rec = store.get(ids[:1])[0] if ids else None
+            path = rec["payload"].get("path") if rec is not None else None
+            if not isinstance(path, str):
                 continue
             file = Path(path)
             parts = Path(key).parts
