@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from omniret.index.readers import FileReader, IngestOptions, SkipFile, discover
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from transformers import PreTrainedTokenizerBase
 
 INSTALL_HINT = "--ray needs Ray Data: pip install 'omniret[ray]' (or pip install 'ray[data]>=2.10')"
 
@@ -46,7 +47,7 @@ def import_ray() -> ModuleType:
     """The ``ray`` module, or a ``ConfigError`` that says how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401 - the Data library is the part we need
+        import ray.data  # noqa: F401  # pyright: ignore[reportUnusedImport] - the Data library is the part we need
     except ImportError as e:
         raise ConfigError(INSTALL_HINT) from e
     return ray
@@ -113,11 +114,13 @@ class ReaderModel:
     def __init__(self, info: ModelInfo) -> None:
         self.name = info.name
         self.modalities = info.modalities
-        self.tokenizer: Any = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
         if info.tokenizer_source:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(info.tokenizer_source)
+            # transformers leaves AutoTokenizer.from_pretrained untyped; what it returns is a tokenizer
+            self.tokenizer = cast("PreTrainedTokenizerBase",
+                                  AutoTokenizer.from_pretrained(info.tokenizer_source))  # pyright: ignore[reportUnknownMemberType]
 
 
 class ReadFiles:
