@@ -100,6 +100,14 @@ class InputRefused(Exception):
     """A reason an input is refused (turned into an item error by the caller)."""
 
 
+def decode_media_uri(uri: str, kind: str) -> tuple[str, bytes]:
+    """``decode_data_uri`` for a medium: ``kind`` (``image``, ``video``) must be the MIME type's top level."""
+    mime, data = decode_data_uri(uri)
+    if not mime.startswith(f"{kind}/"):
+        raise InputRefused(f"{kind} data: URI has type {mime}, expected {kind}/*")
+    return mime, data
+
+
 def decode_data_uri(uri: str) -> tuple[str, bytes]:
     """``(mime type, bytes)`` of a ``data:`` URI; raises ``InputRefused`` when it is malformed."""
     m = _DATA_URI.match(uri)
@@ -307,9 +315,7 @@ class InputConverter:
             raise InputRefused(f"{where}: image must be a data: URI string, got {type(value).__name__}")
         if value.startswith("data:"):
             try:
-                mime, data = decode_data_uri(value)
-                if not mime.startswith("image/"):
-                    raise InputRefused(f"image data: URI has type {mime}, expected image/*")
+                _, data = decode_media_uri(value, "image")
                 self._check_pixels(data)
             except InputRefused as e:
                 raise InputRefused(f"{where}: {e}") from None
@@ -331,9 +337,7 @@ class InputConverter:
             raise InputRefused(f"video: must be a data: URI string or a list of frames, got {type(value).__name__}")
         if value.startswith("data:"):
             try:
-                mime, data = decode_data_uri(value)
-                if not mime.startswith("video/"):
-                    raise InputRefused(f"video data: URI has type {mime}, expected video/*")
+                mime, data = decode_media_uri(value, "video")
                 path = self._tmpfile(data, _VIDEO_SUFFIX.get(mime, ".mp4"))
                 self._check_seconds(path)
             except InputRefused as e:
