@@ -106,7 +106,15 @@ _PRIVATE_KEYS = frozenset({"path", "url", "location"})
 
 def _public(info: Mapping[str, JSON]) -> dict[str, JSON]:
     """Without server-side paths: a client needs names, not where the server keeps them."""
-    return {k: _public(v) if isinstance(v, dict) else v for k, v in info.items() if k not in _PRIVATE_KEYS}
+    return {k: _public_value(v) for k, v in info.items() if k not in _PRIVATE_KEYS}
+
+
+def _public_value(value: JSON) -> JSON:
+    if isinstance(value, dict):
+        return _public(value)
+    if isinstance(value, list):
+        return [_public_value(v) for v in value]
+    return value
 
 
 def public_payload(state: ServiceState, name: str, payload: Mapping[str, JSON]) -> dict[str, JSON]:
@@ -395,7 +403,7 @@ async def add_files(name: str, request: Request, files: list[UploadFile] = File(
             for key, path in todo.items():
                 if key in refused:
                     path.unlink(missing_ok=True)
-            out = _report(report)
+            out = _public(_report(report))
             out["files"] = [k for k in todo if k not in refused]
             out["duplicates"] = duplicates
             return out, report.indexed_items
