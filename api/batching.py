@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class _Job:
     items: list[Item]
     dim: int
     tokens: int
-    future: Future = field(default_factory=Future)
+    future: Future[EmbedResult] = field(default_factory=Future[EmbedResult])
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -66,8 +66,12 @@ class _Job:
 class _Call:
     """Other model work (rerank, search, ingestion) run on the worker between batches."""
 
-    fn: Callable[[], Any]
-    future: Future = field(default_factory=Future)
+    fn: Callable[[], object]
+    future: Future[object] = field(default_factory=Future[object])
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class _Stop:
@@ -121,7 +125,7 @@ class MicroBatcher:
         return self._queue.qsize() + (1 if self._carry is not None else 0)
 
     # -- requests --------------------------------------------------------------------------------
-    def submit(self, items: Sequence[Item], dim: int) -> Future:
+    def submit(self, items: Sequence[Item], dim: int) -> Future[EmbedResult]:
         """Queue one request's items; the future gets an ``EmbedResult`` with request-local indices."""
         job = _Job(items=list(items), dim=dim, tokens=sum(estimate_tokens(it) for it in items))
         if self._stopped:
@@ -137,12 +141,12 @@ class MicroBatcher:
             return await self._on_solo(self._embed_solo, list(items), dim)
         return await asyncio.wrap_future(self.submit(items, dim))
 
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run other model work (rerank, search, ingestion) on the model worker, in turn with the batches.
 
         One thread owns the models: HF tokenizers and most models are not safe to call from two threads.
         """
-        def bound() -> Any:
+        def bound() -> T:
             return fn(*args, **kwargs)
 
         if not self.enabled:
@@ -153,9 +157,10 @@ class MicroBatcher:
         else:
             self._queue.put(call)
             self._gauge()
-        return await asyncio.wrap_future(call.future)
+        # the future holds what ``bound`` returned: a T
+        return cast("T", await asyncio.wrap_future(call.future))
 
-    async def _on_solo(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _on_solo(self, fn: Callable[..., T], *args: object) -> T:
         if self._stopped or self._solo is None:
             raise RuntimeError("the model worker is not running")
         return await asyncio.get_running_loop().run_in_executor(self._solo, fn, *args)
@@ -237,7 +242,7 @@ class MicroBatcher:
             self.metrics.batch_size.observe(sum(len(j.items) for j in batch))
             self.metrics.batch_requests.observe(len(batch))
         if isinstance(self.embedder, SubmitsBatches):
-            self._run_on_replicas(batch)
+            self._run_on_replicas(self.embedder, batch)
             return
         if len(batch) == 1:
             self._finish_alone(batch[0])
@@ -252,16 +257,16 @@ class MicroBatcher:
             return
         self._split(batch, result)
 
-    def _run_on_replicas(self, batch: list[_Job]) -> None:
+    def _run_on_replicas(self, pool: SubmitsBatches, batch: list[_Job]) -> None:
         """A device pool (one model replica per device): hand the batch to the least-busy replica and go
         back to gathering the next one; at most two batches per replica are in flight (backpressure: the
         queue grows and the next batches merge more requests)."""
         if self._slots is None:
-            self._slots = threading.Semaphore(2 * max(1, len(getattr(self.embedder, "devices", [1]))))
+            self._slots = threading.Semaphore(2 * max(1, len(getattr(pool, "devices", [1]))))
         self._slots.acquire()
         merged = [it for job in batch for it in job.items]
         try:
-            fut = self.embedder.submit(merged)  # type: ignore[attr-defined]
+            fut = pool.submit(merged)
         except Exception as e:  # noqa: BLE001 - every replica is gone: the requests get the error
             self._slots.release()
             for job in batch:
@@ -269,7 +274,7 @@ class MicroBatcher:
                     job.future.set_exception(e)
             return
 
-        def done(f: Future) -> None:
+        def done(f: Future[EmbedResult]) -> None:
             assert self._slots is not None
             self._slots.release()
             err = f.exception()
@@ -288,7 +293,9 @@ class MicroBatcher:
         failures_at: dict[int, ItemFailure] = {f.index: f for f in result.failures}
         start = 0
         for job in batch:
-            idx, vecs, fails = [], [], []
+            idx: list[int] = []
+            vecs: list[int] = []
+            fails: list[ItemFailure] = []
             for local in range(len(job.items)):
                 g = start + local
                 if g in rows:

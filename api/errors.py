@@ -8,14 +8,16 @@ internals (the traceback goes to the log).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from omniret.api.schemas import JSON
 from omniret.errors import (
     CollectionError,
     CollectionExists,
@@ -42,32 +44,32 @@ class ApiError(StarletteHTTPException):
     """
 
     def __init__(self, status: int, type: str, message: str, *, field: str | None = None,  # noqa: A002
-                 item: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> None:
+                 item: Mapping[str, JSON] | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code=status, detail=message, headers=headers)
         self.type = type
         self.message = message
         self.field = field
         self.item = item
 
-    def body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"type": self.type, "message": self.message}
+    def body(self) -> dict[str, JSON]:
+        err: dict[str, JSON] = {"type": self.type, "message": self.message}
         if self.field is not None:
             err["field"] = self.field
         if self.item is not None:
-            err["item"] = self.item
+            err["item"] = dict(self.item)
         return {"error": err}
 
 
 def error_response(err: ApiError, private: Sequence[tuple[str, str]] = ()) -> JSONResponse:
     """The JSON error; ``private``: (server path, public name) pairs replaced in the message, so an error
     never shows where the server keeps its models and collections."""
-    body = err.body()
+    body: JSON = err.body()
     if private:
         body = _scrub(body, private)
     return JSONResponse(body, status_code=err.status_code, headers=err.headers)
 
 
-def _scrub(obj: Any, private: Sequence[tuple[str, str]]) -> Any:
+def _scrub(obj: JSON, private: Sequence[tuple[str, str]]) -> JSON:
     if isinstance(obj, str):
         for path, name in private:
             if path and path in obj:
@@ -81,15 +83,17 @@ def _scrub(obj: Any, private: Sequence[tuple[str, str]]) -> Any:
 
 
 def _private(request: Request) -> Sequence[tuple[str, str]]:
+    from omniret.api.state import ServiceState
+
     state = getattr(request.app.state, "omniret", None)
-    return getattr(state, "private_paths", ()) if state is not None else ()
+    return state.private_paths if isinstance(state, ServiceState) else ()
 
 
 def item_error(e: ItemError, *, field: str = "input") -> ApiError:
     """A 400 naming the (first) bad item: its index, id and reason; every failure is listed."""
-    failures = [f.to_dict() for f in e.failures]
-    first = failures[0] if failures else {"index": e.index, "id": e.item_id, "reason": e.reason}
-    item = {**first, "field": field}
+    failures: list[JSON] = [f.to_dict() for f in e.failures]
+    first = e.failures[0].to_dict() if e.failures else {"index": e.index, "id": e.item_id, "reason": e.reason}
+    item: dict[str, JSON] = {**first, "field": field}
     if len(failures) > 1:
         item["failures"] = failures
     return ApiError(400, "invalid_item", str(e), item=item)
@@ -124,7 +128,7 @@ def from_omniret(e: OmniretError) -> ApiError:
     return ApiError(400, "invalid_request", str(e))
 
 
-def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
+def _loc_to_field(loc: Sequence[int | str]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) if parts else "body"
 
@@ -143,9 +147,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
         errs = e.errors()
-        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        first: ErrorDetails = errs[0] if errs else {"type": "", "loc": (), "msg": "invalid request", "input": None}
         if first.get("type") == "json_invalid":
-            reason = (first.get("ctx") or {}).get("error", "JSON decode error")
+            reason = first.get("ctx", {}).get("error", "JSON decode error")
             return error_response(ApiError(422, "invalid_json", f"body: not valid JSON ({reason})", field="body"))
         field = _loc_to_field(first.get("loc", ()))
         msg = f"{field}: {first.get('msg', 'invalid value')}"
@@ -156,7 +160,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(e.status_code, "http_error")
-        detail = e.detail if isinstance(e.detail, str) else "request failed"
+        raw = cast("object", e.detail)  # typed str, but FastAPI's own HTTPException takes any detail
+        detail = raw if isinstance(raw, str) else "request failed"
         return error_response(ApiError(e.status_code, kind, detail, headers=getattr(e, "headers", None)))
 
     @app.exception_handler(Exception)

@@ -19,8 +19,11 @@ import json
 import re
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import cast
+
+from pydantic import BaseModel
 
 from omniret.api.errors import ApiError, item_error
 from omniret.errors import ItemError
@@ -35,7 +38,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 CHARS_PER_TOKEN_BOUND = 32
 
 
-def check_text(value: Any, field: str) -> None:
+def as_list(value: object) -> list[object] | None:
+    """``value`` as a JSON array whose elements are still to be checked, or None when it is not one."""
+    return cast("list[object]", value) if isinstance(value, list) else None
+
+
+def as_object(value: object) -> dict[str, object] | None:
+    """``value`` as a JSON object whose values are still to be checked, or None when it is not one."""
+    return cast("dict[str, object]", value) if isinstance(value, dict) else None
+
+
+def check_text(value: object, field: str) -> None:
     """400 naming the field when any string in ``value`` (keys included) holds a lone UTF-16 surrogate."""
     if isinstance(value, str):
         m = _SURROGATE.search(value)
@@ -43,16 +56,16 @@ def check_text(value: Any, field: str) -> None:
             raise ApiError(400, "invalid_text", f"{field}: contains a lone UTF-16 surrogate "
                            f"(U+{ord(m.group()):04X}) at character {m.start()}; send valid Unicode text",
                            field=field)
-    elif isinstance(value, dict):
-        for k, v in value.items():
+    elif (obj := as_object(value)) is not None:
+        for k, v in obj.items():
             check_text(k, f"{field} (a key)")
             check_text(v, f"{field}.{k}")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
+    elif (arr := as_list(value)) is not None:
+        for i, v in enumerate(arr):
             check_text(v, f"{field}[{i}]")
 
 
-def content_id(obj: Any) -> str:
+def content_id(obj: str | Mapping[str, object]) -> str:
     """An item id from its content (text, media bytes, sampling, instruction; not metadata): the same
     content added twice gets the same id, so re-adding it replaces instead of duplicating."""
     if isinstance(obj, str):
@@ -63,10 +76,10 @@ def content_id(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-def model_max_tokens(model: Any) -> int | None:
+def model_max_tokens(model: object) -> int | None:
     """The longest input, in tokens, an embedder or reranker reads (None when it does not say)."""
     for path in ("options.max_length", "max_length", "model.max_seq_length", "max_seq_length"):
-        obj = model
+        obj: object = model
         for attr in path.split("."):
             obj = getattr(obj, attr, None)
             if obj is None:
@@ -85,6 +98,14 @@ _VIDEO_SUFFIX = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": 
 
 class InputRefused(Exception):
     """A reason an input is refused (turned into an item error by the caller)."""
+
+
+def decode_media_uri(uri: str, kind: str) -> tuple[str, bytes]:
+    """``decode_data_uri`` for a medium: ``kind`` (``image``, ``video``) must be the MIME type's top level."""
+    mime, data = decode_data_uri(uri)
+    if not mime.startswith(f"{kind}/"):
+        raise InputRefused(f"{kind} data: URI has type {mime}, expected {kind}/*")
+    return mime, data
 
 
 def decode_data_uri(uri: str) -> tuple[str, bytes]:
@@ -110,7 +131,8 @@ def image_size(data: bytes) -> tuple[int, int]:
         with warnings.catch_warnings():
             # our own pixel limit applies below; PIL's bomb warning must not fire (or error) first
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            im = Image.open(io.BytesIO(data))  # bound first: pyright loses the type through its __enter__
+            with im:
                 return im.size
     except Image.DecompressionBombError as e:
         raise InputRefused(f"image is too large to decode ({e})") from e
@@ -123,7 +145,8 @@ def video_seconds(path: Path) -> float:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        container = av.open(str(path))  # bound first: pyright loses the type through its __enter__
+        with container:
             if container.duration:
                 return float(container.duration) / av.time_base
             streams = container.streams.video
@@ -172,7 +195,7 @@ class InputConverter:
         return Path(self._tmp.name) if self._tmp is not None else None
 
     # -- public ------------------------------------------------------------------------------------
-    def items(self, raw: Any, *, field: str = "input", instruction: str | None = None) -> list[Item]:
+    def items(self, raw: object, *, field: str = "input", instruction: str | None = None) -> list[Item]:
         """Items from an OpenAI-style ``input`` (a string or a list of strings / media objects); one bad
         item refuses the request (400 listing every bad one)."""
         good, errors = self.partition(raw, field=field, instruction=instruction)
@@ -180,21 +203,21 @@ class InputConverter:
             raise item_error(ItemError.combine(errors), field=field)
         return [it for _, it in good]
 
-    def partition(self, raw: Any, *, field: str = "input", instruction: str | None = None
+    def partition(self, raw: object, *, field: str = "input", instruction: str | None = None
                   ) -> tuple[list[tuple[int, Item]], list[ItemError]]:
         """The usable items with their input index, and an error for each bad one (``on_error=skip``).
 
         Request-level problems (not a list, empty, token ids, too many) are still refused outright.
         """
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list):
+        given = [raw] if isinstance(raw, str) else as_list(raw)
+        if given is None:
             raise ApiError(400, "invalid_request", f"{field}: expected a string or a list, got "
                            f"{type(raw).__name__}", field=field)
+        raw = given
         if not raw:
             raise ApiError(400, "invalid_request", f"{field}: must not be empty", field=field)
         if all(isinstance(x, int) and not isinstance(x, bool) for x in raw) or any(
-                isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in raw):
+                (ids := as_list(x)) and all(isinstance(t, int) for t in ids) for x in raw):
             raise ApiError(400, "invalid_request", f"{field}: token-id arrays are not supported; send text "
                            "(LangChain's OpenAIEmbeddings sends token ids unless check_embedding_ctx_length=False)",
                            field=field)
@@ -212,7 +235,7 @@ class InputConverter:
                 errors.append(e)
         return out, errors
 
-    def one(self, obj: Any, *, field: str, instruction: str | None = None) -> Item:
+    def one(self, obj: object, *, field: str, instruction: str | None = None) -> Item:
         """A single item (a rerank query, a search query)."""
         check_text(obj, field)
         try:
@@ -220,15 +243,16 @@ class InputConverter:
         except ItemError as e:
             raise item_error(e, field=field) from None
 
-    def item(self, obj: Any, index: int | None, *, instruction: str | None = None) -> Item:
+    def item(self, raw: object, index: int | None, *, instruction: str | None = None) -> Item:
         """One item from a string or a media object; raises ``ItemError`` naming it."""
-        if isinstance(obj, str):
-            if not obj.strip():
+        if isinstance(raw, str):
+            if not raw.strip():
                 raise ItemError.for_item(index, None, "empty text")
-            return Item(text=self._text(obj, index, None), instruction=instruction,
-                        id=content_id(obj) if self.with_ids else None)
-        if not isinstance(obj, dict):
-            raise ItemError.for_item(index, None, f"expected a string or an object, got {type(obj).__name__}")
+            return Item(text=self._text(raw, index, None), instruction=instruction,
+                        id=content_id(raw) if self.with_ids else None)
+        obj = as_object(raw)
+        if obj is None:
+            raise ItemError.for_item(index, None, f"expected a string or an object, got {type(raw).__name__}")
         item_id = obj.get("id")
         unknown = sorted(set(obj) - _ITEM_KEYS)
         if unknown:
@@ -237,9 +261,10 @@ class InputConverter:
         d = dict(obj)
         text = d.get("text")
         if text is not None:
-            texts = [text] if isinstance(text, str) else text
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            texts = [text] if isinstance(text, str) else as_list(text)
+            if texts is None or not all(isinstance(t, str) for t in texts):
                 raise ItemError.for_item(index, item_id, "text must be a string or a list of strings")
+            texts = cast("list[str]", texts)
             if not "".join(texts).strip():
                 raise ItemError.for_item(index, item_id, "empty text")
             cut = [self._text(t, index, item_id) for t in texts]
@@ -259,15 +284,17 @@ class InputConverter:
             raise ItemError.for_item(index, item_id, "empty item: give text, image or video")
         if d.get("instruction") is None and instruction is not None:
             d["instruction"] = instruction
-        if d.get("metadata") is not None and not isinstance(d["metadata"], dict):
+        given_metadata = d.get("metadata")
+        metadata = as_object(given_metadata) if given_metadata is not None else {}
+        if metadata is None:
             raise ItemError.for_item(index, item_id, "metadata must be an object")
-        taken = sorted(set(d.get("metadata") or {}) & self.reserved)
+        taken = sorted(set(metadata) & self.reserved)
         if taken:
             raise ItemError.for_item(index, item_id, f"metadata key(s) {taken} are reserved for the item's own "
                                      "fields; rename them")
         return Item.from_dict(d, index=index)
 
-    def _text(self, text: str, index: int | None, item_id: Any) -> str:
+    def _text(self, text: str, index: int | None, item_id: object) -> str:
         limit = self.settings.max_text_chars
         if len(text) > limit:
             raise ItemError.for_item(index, item_id, f"text is {len(text)} characters, over the limit of {limit} "
@@ -277,19 +304,18 @@ class InputConverter:
         return text
 
     # -- media -------------------------------------------------------------------------------------
-    def _images(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self._image(v, f"image[{i}]") for i, v in enumerate(value)]
+    def _images(self, value: object) -> bytes | str | list[bytes | str]:
+        if (images := as_list(value)) is not None:
+            return [self._image(v, f"image[{i}]") for i, v in enumerate(images)]
         return self._image(value, "image")
 
-    def _image(self, value: Any, where: str) -> Any:
+    def _image(self, value: object, where: str) -> bytes | str:
+        """The bytes of a data: URI, or a URL / server path the settings allow."""
         if not isinstance(value, str):
             raise InputRefused(f"{where}: image must be a data: URI string, got {type(value).__name__}")
         if value.startswith("data:"):
             try:
-                mime, data = decode_data_uri(value)
-                if not mime.startswith("image/"):
-                    raise InputRefused(f"image data: URI has type {mime}, expected image/*")
+                _, data = decode_media_uri(value, "image")
                 self._check_pixels(data)
             except InputRefused as e:
                 raise InputRefused(f"{where}: {e}") from None
@@ -302,18 +328,16 @@ class InputConverter:
         if w * h > limit:
             raise InputRefused(f"image is {w}x{h} = {w * h} pixels, over the limit of {limit} (max_image_pixels)")
 
-    def _video(self, value: Any) -> Any:
-        if isinstance(value, list):  # one video as a list of frames
-            if not value:
+    def _video(self, value: object) -> str | list[bytes | str]:
+        if (frames := as_list(value)) is not None:  # one video as a list of frames
+            if not frames:
                 raise InputRefused("video: frame list is empty")
-            return [self._image(v, f"video[{i}]") for i, v in enumerate(value)]
+            return [self._image(v, f"video[{i}]") for i, v in enumerate(frames)]
         if not isinstance(value, str):
             raise InputRefused(f"video: must be a data: URI string or a list of frames, got {type(value).__name__}")
         if value.startswith("data:"):
             try:
-                mime, data = decode_data_uri(value)
-                if not mime.startswith("video/"):
-                    raise InputRefused(f"video data: URI has type {mime}, expected video/*")
+                mime, data = decode_media_uri(value, "video")
                 path = self._tmpfile(data, _VIDEO_SUFFIX.get(mime, ".mp4"))
                 self._check_seconds(path)
             except InputRefused as e:
@@ -358,11 +382,7 @@ class InputConverter:
         return path
 
 
-def check_body(body: Any) -> None:
+def check_body(body: BaseModel) -> None:
     """``check_text`` over every field of a parsed request body (a pydantic model), naming the field."""
-    data = body.model_dump(exclude_none=True) if hasattr(body, "model_dump") else body
-    if isinstance(data, dict):
-        for k, v in data.items():
-            check_text(v, str(k))
-    else:
-        check_text(data, "body")
+    for k, v in body.model_dump(exclude_none=True).items():
+        check_text(v, str(k))

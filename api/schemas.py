@@ -7,11 +7,14 @@ errors than pydantic's union messages would; see ``omniret.api.inputs``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from omniret.index.collection import COLLECTION_NAME
+
+#: a JSON value as the service builds it by hand (error bodies, collection reports); not for pydantic fields
+JSON: TypeAlias = "str | int | float | bool | None | list[JSON] | dict[str, JSON]"
 
 # --------------------------------------------------------------------------------------- shared
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 
 class BackgroundServer:
     """``with BackgroundServer(app) as srv: httpx.get(srv.url + "/healthz")``."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
                  startup_timeout: float = 60.0) -> None:
         self.app = app
         self.host = host

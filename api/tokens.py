@@ -12,19 +12,22 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from omniret.api.inputs import model_max_tokens
 from omniret.base.models import find_tokenizer
 from omniret.types import Item
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class TokenCounter:
     """Counts the tokens a model reads for a list of items (its texts; each item capped at what the
     model reads). Thread-safe: each calling thread tokenises with its own tokenizer copy."""
 
-    def __init__(self, model: Any) -> None:
-        base = find_tokenizer(model) if model is not None else None
+    def __init__(self, model: object) -> None:
+        base: PreTrainedTokenizerBase | None = find_tokenizer(model) if model is not None else None
         # a private prototype, copied while the model is still idle (startup); copies are made from it
         self._proto = copy.deepcopy(base) if base is not None else None
         self.max_tokens = model_max_tokens(model) if model is not None else None
@@ -36,11 +39,12 @@ class TokenCounter:
         """True when counts are the model's tokens (False: whitespace words, no fast tokenizer)."""
         return self._proto is not None
 
-    def _tokenizer(self) -> Any:
-        tok = getattr(self._local, "tok", None)
+    def _tokenizer(self, proto: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+        """This thread's copy of ``proto`` (the prototype)."""
+        tok: PreTrainedTokenizerBase | None = getattr(self._local, "tok", None)
         if tok is None:
             with self._lock:  # the prototype is only ever read here, one copy at a time
-                tok = copy.deepcopy(self._proto)
+                tok = copy.deepcopy(proto)
             self._local.tok = tok
         return tok
 
@@ -51,7 +55,7 @@ class TokenCounter:
         if self._proto is None:
             per_item = [sum(len(t.split()) for t in it.texts) for it in items]
         else:
-            tok = self._tokenizer()
+            tok = self._tokenizer(self._proto)
             texts = [t for it in items for t in it.texts]
             lengths = iter([len(ids) for ids in tok(texts, add_special_tokens=True, verbose=False)["input_ids"]] if texts else [])
             per_item = [sum(next(lengths) for _ in it.texts) for it in items]
@@ -65,7 +69,7 @@ class TokenCounter:
         if self._proto is None:
             words = text.split()
             return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
-        enc = self._tokenizer()(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        enc = self._tokenizer(self._proto)(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= max_tokens:
             return text

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -25,10 +25,24 @@ from omniret.registry import ModelSpec
 from omniret.rerank.base import BaseReranker, item_text
 from omniret.types import Item
 
+if TYPE_CHECKING:
+    import torch
+
 #: the file that marks a directory as an anchored reranker
 ANCHOR_FILE = "anchored.json"
 RETRIEVER_DIR = "retriever"
 CORRECTION_DIR = "correction"
+
+
+#: scores as the reranker computes them (NumPy) or as its training does (torch, with gradients)
+Scores = TypeVar("Scores", np.ndarray, "torch.Tensor")
+
+
+def anchored_logit(sims: Scores, correction: Scores, *, scale: float, bias: float = 0.0) -> Scores:
+    """``scale · cos(E(q), E(d)) + bias + C(q, d)``: the one formula the reranker scores with (then a
+    sigmoid) and its training optimises. Training leaves ``bias`` at 0: a constant shift changes neither a
+    candidate list's order nor its softmax."""
+    return scale * sims + bias + correction
 
 
 def is_anchored(path: str | Path) -> bool:
@@ -124,5 +138,6 @@ class AnchoredReranker(BaseReranker):
         corr = self.correction.predict([(q, d) for q, _, d in prepared], batch_size=self.batch_size,
                                        activation_fn=torch.nn.Identity(), convert_to_numpy=True,
                                        show_progress_bar=False)
-        logits = self.scale * sims + self.bias + np.asarray(corr, dtype=np.float64).reshape(-1)
+        logits = anchored_logit(sims, np.asarray(corr, dtype=np.float64).reshape(-1), scale=self.scale,
+                                bias=self.bias)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,11 +14,23 @@ from omniret.api import create_app
 from omniret.api.server import BackgroundServer
 from omniret.settings import Settings
 
+#: built so that the three first stages disagree on the query below: dense (MiniLM) ranks the paraphrase
+#: "dense" third, BM25 ranks the label-only "lex" second, and reciprocal rank fusion puts "mid" (second in
+#: dense, third in lexical) before "lex" and leaves "dense" out of the top 3. The unrelated notes keep the
+#: query terms rare, as in a real corpus (BM25's idf turns negative for a term in most documents).
 NOTES = [
-    {"id": "n1", "text": "Common error messages in web servers and what they usually mean."},
-    {"id": "n4", "text": "Gardening diary: the tomatoes were planted late this year, tray label QZX-8841."},
-    {"id": "n6", "text": "Web servers crash under load; here is how to read their error logs."},
+    {"id": "dense", "text": "Why a website's backend goes down under heavy traffic, and how to diagnose the outage."},
+    {"id": "both", "text": "A web server crash: the error log shows the cause."},
+    {"id": "lex", "text": "Gardening diary: tray label QZX-8841, tomatoes planted late."},
+    {"id": "mid", "text": "Server error codes explained."},
+    {"id": "f1", "text": "How to bake sourdough bread at home."},
+    {"id": "f2", "text": "The history of the Roman empire in ten minutes."},
+    {"id": "f3", "text": "Knitting a scarf for beginners."},
+    {"id": "f4", "text": "Training for a marathon in sixteen weeks."},
+    {"id": "f5", "text": "A guide to watercolour painting."},
+    {"id": "f6", "text": "Birdwatching on the coast in winter."},
 ]
+QUERY = "web server crash QZX-8841"
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +47,44 @@ def client(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield c
 
 
-def test_modes_return_every_score(client: httpx.Client) -> None:
-    query = "why did my web server crash with error QZX-8841"
-    dense = client.post("/v1/collections/notes/search", json={"text": query, "k": 3}).json()["hits"]
-    assert dense[-1]["id"] == "n4" and all(h["dense_score"] == h["score"] for h in dense)
-    assert all(h["lexical_score"] is None and h["fused_score"] is None for h in dense)
-    r = client.post("/v1/collections/notes/search", json={"text": query, "k": 3, "mode": "lexical"})
+def _search(client: httpx.Client, **body: object) -> list[dict[str, Any]]:
+    r = client.post("/v1/collections/notes/search", json={"text": QUERY, **body})
     assert r.status_code == 200, r.text
-    assert r.json()["hits"][0]["id"] == "n4"
-    r = client.post("/v1/collections/notes/search", json={"text": query, "k": 3, "mode": "hybrid"})
-    hits = r.json()["hits"]
-    assert {h["id"] for h in hits} == {"n1", "n4", "n6"}
-    assert all(h["fused_score"] == h["score"] for h in hits)
-    assert any(h["dense_score"] is not None and h["lexical_score"] is not None for h in hits)
-    r = client.post("/v1/collections/notes/search", json={"text": query, "k": 3, "mode": "hybrid",
-                                                          "fusion": "weighted", "alpha": 0.0})
-    assert r.status_code == 200 and r.json()["hits"][0]["id"] == "n4"  # alpha 0: lexical order
+    return r.json()["hits"]
+
+
+def test_each_mode_ranks_by_its_own_first_stage(client: httpx.Client) -> None:
+    dense = _search(client, k=3)
+    assert [h["id"] for h in dense] == ["both", "mid", "dense"]
+    assert all(h["dense_score"] == h["score"] and h["lexical_score"] is None and h["fused_score"] is None
+               for h in dense)
+    lexical = _search(client, k=3, mode="lexical")
+    assert [h["id"] for h in lexical] == ["both", "lex", "mid"]
+    assert all(h["lexical_score"] == h["score"] and h["dense_score"] is None for h in lexical)
+
+
+def test_hybrid_is_the_reciprocal_rank_fusion_of_both_lists(client: httpx.Client) -> None:
+    """The fused top 3 is neither side's: a hybrid mode that returned the dense or the lexical order fails."""
+    dense = [h["id"] for h in _search(client, k=10)]
+    lexical = [h["id"] for h in _search(client, k=10, mode="lexical")]
+    rrf = {i: sum(1 / (60 + side.index(i) + 1) for side in (dense, lexical) if i in side) for i in dense}
+    expected = sorted(rrf, key=lambda i: -rrf[i])[:3]
+    assert expected == ["both", "mid", "lex"]
+    assert expected not in (dense[:3], lexical[:3])
+    hybrid = _search(client, k=3, mode="hybrid")
+    assert [h["id"] for h in hybrid] == expected
+    for h in hybrid:
+        assert h["fused_score"] == h["score"] == pytest.approx(rrf[h["id"]], rel=1e-6)
+    # each side's own score rides along, also for "lex", which is outside the dense top 3 but a dense candidate
+    assert all(h["dense_score"] is not None and h["lexical_score"] is not None for h in hybrid)
+
+
+def test_weighted_fusion_follows_alpha(client: httpx.Client) -> None:
+    dense = [h["id"] for h in _search(client, k=3)]
+    lexical = [h["id"] for h in _search(client, k=3, mode="lexical")]
+    weighted = {alpha: [h["id"] for h in _search(client, k=3, mode="hybrid", fusion="weighted", alpha=alpha)]
+                for alpha in (0.0, 1.0)}
+    assert weighted == {0.0: lexical, 1.0: dense}
 
 
 @pytest.mark.parametrize(("body", "field", "message"), [

@@ -1,5 +1,15 @@
 """``omniret eval beir --mode dense,lexical,hybrid`` on the project's committed offline set (stdlib docstrings,
-all-MiniLM-L6-v2): every mode is a run with ``settings.mode``, and hybrid beats both single modes."""
+all-MiniLM-L6-v2): every mode is a run with ``settings.mode``, and what fusion does on a set where one side is
+much stronger.
+
+On this set dense is clearly better than BM25 (nDCG@10 0.759 / 0.650), and hybrid does **not** beat both:
+RRF weighs the weak side equally and lands between them (0.742), and weighted fusion's edge over dense
+(α=0.8: 0.766) is within noise: with α chosen on one half of the queries, the other half sometimes goes to
+dense (even/odd halves: α=0.5 picked on the even half scores 0.754 on the odd half, dense 0.796). So the test
+proves what holds with a margin: both fusions lift the weak side by far, and trusting the stronger side
+(weighted) beats equal weighting (RRF). Where the two sides are comparable (Debian package descriptions in
+benchmarks/RESULTS.md) RRF beats both; that set is built from the machine's package list and is not committed.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ from typer.testing import CliRunner
 STDLIB = Path(__file__).resolve().parents[1] / "benchmarks" / "eval" / "data" / "stdlib-docs"
 
 
-def test_mode_sweep_hybrid_beats_dense_and_lexical_on_stdlib_docs(minilm_path: Path, tmp_path: Path) -> None:
+def test_mode_sweep_fusion_lifts_the_weak_side_and_weighting_beats_rrf_on_stdlib_docs(minilm_path: Path, tmp_path: Path) -> None:
     from omniret.cli import app
 
     out = tmp_path / "modes"
@@ -24,9 +34,15 @@ def test_mode_sweep_hybrid_beats_dense_and_lexical_on_stdlib_docs(minilm_path: P
     assert got == [("dense", None, None), ("lexical", None, None), ("hybrid", "rrf", None),
                    ("hybrid", "weighted", 0.8)]
     ndcg = {(m, f): r["metrics"]["ndcg@10"] for (m, f, _), r in zip(got, runs, strict=True)}
-    assert min(ndcg.values()) > 0.5
-    # the figure in benchmarks/RESULTS.md: weighted fusion (0.8 dense) beats the better single mode
-    assert ndcg[("hybrid", "weighted")] >= max(ndcg[("dense", None)], ndcg[("lexical", None)]), ndcg
+    dense, lexical = ndcg[("dense", None)], ndcg[("lexical", None)]
+    rrf, weighted = ndcg[("hybrid", "rrf")], ndcg[("hybrid", "weighted")]
+    assert lexical > 0.6 and dense > lexical + 0.05, ndcg  # the set favours dense (0.759 / 0.650)
+    # both fusions keep most of dense's lead over BM25 (0.742 and 0.766 against 0.650)
+    assert min(rrf, weighted) > lexical + 0.05, ndcg
+    # trusting the stronger side beats weighing both equally (+0.024 here; on every half of the queries tried)
+    assert weighted > rrf + 0.01, ndcg
+    # equal weighting of a much weaker side costs nDCG here; weighted fusion is within noise of dense
+    assert rrf < dense and abs(weighted - dense) < 0.02, ndcg
     assert runs[1]["timings"]["embed_query_ms_per_query"] == 0.0  # lexical queries are not embedded
     assert "| mode |" in (out / "report.md").read_text()
 

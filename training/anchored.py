@@ -26,8 +26,9 @@ import numpy as np
 from torch import Tensor, nn
 
 from omniret.errors import ConfigError
+from omniret.rerank.anchored import anchored_logit
 from omniret.training.config import TrainConfig
-from omniret.training.data import TrainExample, item_key
+from omniret.training.data import TrainExample, item_key, text_only
 from omniret.types import Item
 
 
@@ -42,15 +43,6 @@ class CandidateLists:
     filtered: int
 
 
-def _text(item: Item, where: str) -> str:
-    from omniret.errors import ItemError
-
-    if item.modalities - {"text"}:
-        raise ItemError(f"{where}: the anchored reranker reads text only, the item has "
-                        f"{', '.join(sorted(item.modalities))}")
-    return "".join(item.texts)
-
-
 def retriever_lists(encode: Callable[[list[str]], np.ndarray], examples: Sequence[TrainExample], k: int,
                     margin: float | None, seed: int = 42) -> CandidateLists:
     """Each example's positive and the retriever's top ``k`` other documents of the data's pool."""
@@ -61,12 +53,12 @@ def retriever_lists(encode: Callable[[list[str]], np.ndarray], examples: Sequenc
             key = item_key(c)
             if key not in where:
                 where[key] = len(pool)
-                pool.append(_text(c, f"example {i}: candidate {j}"))
+                pool.append(text_only(c, f"example {i}: candidate {j}"))
     if len(pool) < 2:
         raise ConfigError("the anchored reranker needs at least two distinct documents in the training data")
     k = min(k, len(pool) - 1)
     dv = encode(pool)
-    qv = encode([_text(ex.query, f"example {i}: query") for i, ex in enumerate(examples)])
+    qv = encode([text_only(ex.query, f"example {i}: query") for i, ex in enumerate(examples)])
     sim = qv @ dv.T
     rng = random.Random(seed)
     lists, sims, filtered = [], [], 0
@@ -91,7 +83,7 @@ def retriever_lists(encode: Callable[[list[str]], np.ndarray], examples: Sequenc
                 chosen.append(j)
         lists.append([pool[p]] + [pool[j] for j in chosen])
         sims.append([s_pos] + [float(sim[i, j]) for j in chosen])
-    return CandidateLists([_text(ex.query, "query") for ex in examples], lists,
+    return CandidateLists([text_only(ex.query, "query") for ex in examples], lists,
                           np.asarray(sims, dtype=np.float64), filtered)
 
 
@@ -127,7 +119,7 @@ class AnchoredListwiseLoss(nn.Module):
 
         correction = candidate_scores(self.model, inputs, prompt=prompt, task=task)
         sims = (torch.stack(list(labels)) if isinstance(labels, list) else labels).to(correction)
-        logits = self.scale * sims + correction
+        logits = anchored_logit(sims, correction, scale=self.scale)
         return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -201,7 +193,7 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     first: FirstStage | None = None
     if val is not None:
         def val_encode(items: Sequence[Item], instr: str | None) -> np.ndarray:
-            return encode([_text(it, "validation item") for it in items])
+            return encode([text_only(it, "validation item") for it in items])
 
         first = FirstStage.of(val, val_encode, depth=cfg.eval_depth)
 
@@ -209,10 +201,11 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
             # the retriever's part of every candidate's score is the first stage's own similarity
             ranking = []
             for i, cand in enumerate(first.candidates):
-                q = _text(val.queries[i], "validation query")
-                c = model.predict([(q, _text(val.pool[j], "validation document")) for j in cand],
+                q = text_only(val.queries[i], "validation query")
+                c = model.predict([(q, text_only(val.pool[j], "validation document")) for j in cand],
                                   activation_fn=torch.nn.Identity(), convert_to_numpy=True, show_progress_bar=False)
-                ranking.append((cand, scale * first.scores[i] + np.asarray(c, dtype=np.float64).reshape(-1)))
+                ranking.append((cand, anchored_logit(first.scores[i], np.asarray(c, dtype=np.float64).reshape(-1),
+                                                     scale=scale)))
             return metrics_of(val, ranking)
 
         keep = KeepBest(evaluate, *module_state(model.model), metric=cfg.eval_metric, min_delta=cfg.eval_min_delta, patience=cfg.patience,

@@ -191,6 +191,15 @@ def load_corpus(path: str | Path, *, check_files: bool = True) -> list[Item]:
     return items
 
 
+def text_only(item: Item, where: str) -> str:
+    """The item's text, for the sentence-transformers models the text recipes train (the anchored reranker
+    is built from them too); ``ItemError`` naming ``where`` when the item holds images or video."""
+    if item.modalities - {"text"}:
+        raise ItemError(f"{where}: a sentence-transformers model takes text only, the item has "
+                        f"{', '.join(sorted(item.modalities))}")
+    return "".join(item.texts)
+
+
 def item_key(item: Item) -> str:
     """A content key for an item (what makes two items the same document), used to skip positives."""
     return json.dumps({k: v for k, v in item.to_dict().items() if k not in ("id", "metadata")},

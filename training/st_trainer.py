@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from omniret.errors import ConfigError, ItemError, ModelLoadError
+from omniret.errors import ConfigError, ModelLoadError
 from omniret.registry import ModelSpec
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
-from omniret.training.data import TrainExample
+from omniret.training.data import TrainExample, text_only
 from omniret.training.distributed import gather_default
 from omniret.training.losses import DistillationLoss, InfoNCELoss, MatryoshkaLoss, RerankerLoss
 from omniret.training.validation import (
@@ -107,20 +107,13 @@ class CrossEncoderRerankerLoss(nn.Module):
         return {"loss": "RerankerLoss", **self.loss.config}
 
 
-def _text(item: Item, where: str) -> str:
-    if item.modalities - {"text"}:
-        raise ItemError(f"{where}: a sentence-transformers model takes text only, the item has "
-                        f"{', '.join(sorted(item.modalities))}")
-    return "".join(item.texts)
-
-
 def _columns(examples: Sequence[TrainExample], k: int, scores: list[list[float]] | None = None) -> dict[str, list]:
     cols: dict[str, list] = {"query": [], "positive": [], **{f"negative_{j + 1}": [] for j in range(k)}}
     for i, ex in enumerate(examples):
-        cols["query"].append(_text(ex.query, f"example {i}: query"))
-        cols["positive"].append(_text(ex.positive, f"example {i}: positive"))
+        cols["query"].append(text_only(ex.query, f"example {i}: query"))
+        cols["positive"].append(text_only(ex.positive, f"example {i}: positive"))
         for j in range(k):
-            cols[f"negative_{j + 1}"].append(_text(ex.negatives[j], f"example {i}: negatives[{j}]"))
+            cols[f"negative_{j + 1}"].append(text_only(ex.negatives[j], f"example {i}: negatives[{j}]"))
     if scores is not None:
         cols["label"] = [s[:k + 1] for s in scores]
     return cols
@@ -270,7 +263,7 @@ def train_st_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
         use_prompts = any(model.prompts.values())
 
         def encode(items: Sequence[Item], instruction: str | None) -> np.ndarray:
-            return np.asarray(model.encode([_text(it, "validation item") for it in items], batch_size=64,
+            return np.asarray(model.encode([text_only(it, "validation item") for it in items], batch_size=64,
                                            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
                                            prompt=instruction if instruction and use_prompts else None))
 
@@ -317,10 +310,10 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
     if cfg.rerank_loss == "pointwise":
         cols: dict[str, list] = {"query": [], "document": [], "label": []}
         for i, ex in enumerate(examples):
-            q = _text(ex.query, f"example {i}: query")
+            q = text_only(ex.query, f"example {i}: query")
             for j, (doc, label) in enumerate([(ex.positive, 1.0)] + [(n, 0.0) for n in ex.negatives[:k]]):
                 cols["query"].append(q)
-                cols["document"].append(_text(doc, f"example {i}: candidate {j}"))
+                cols["document"].append(text_only(doc, f"example {i}: candidate {j}"))
                 cols["label"].append(label)
         loss: Any = ce_losses.BinaryCrossEntropyLoss(model)
     else:
@@ -339,8 +332,8 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
                                                                                   "sentence_transformers"))
 
         def score(query: Item, docs: Sequence[Item], instruction: str | None) -> np.ndarray:
-            q = _text(query, "validation query")
-            return np.asarray(model.predict([(q, _text(d, "validation document")) for d in docs],
+            q = text_only(query, "validation query")
+            return np.asarray(model.predict([(q, text_only(d, "validation document")) for d in docs],
                                             activation_fn=torch.nn.Identity(), convert_to_numpy=True,
                                             show_progress_bar=False), dtype=np.float64).reshape(-1)
 

@@ -16,19 +16,19 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, is_dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar, cast
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 
 from omniret.api.dependencies import check_model, embedder, get_state, require_api_key
 from omniret.api.errors import ApiError, item_error
-from omniret.api.inputs import InputConverter, check_body, image_size, model_max_tokens
+from omniret.api.inputs import InputConverter, as_list, check_body, image_size, model_max_tokens
 from omniret.api.routers.embeddings import check_dimensions
 from omniret.api.schemas import (
+    JSON,
     AddItems,
     CreateCollection,
     DeleteItems,
@@ -39,10 +39,23 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError
-from omniret.index.collection import COLLECTION_NAME, RESERVED_PAYLOAD_KEYS
+from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError, ItemFailure
+from omniret.index.collection import (
+    COLLECTION_NAME,
+    RESERVED_PAYLOAD_KEYS,
+    AddReport,
+    Collection,
+    delete_collection,
+    list_collections,
+    open_collection,
+)
 from omniret.index.fusion import check_fusion, check_mode, check_query_text
-from omniret.types import IMAGE_SUFFIXES, Item
+from omniret.index.ingest import IngestReport
+from omniret.types import IMAGE_SUFFIXES, Hit, Item
+
+if TYPE_CHECKING:
+    from av.video.frame import VideoFrame
+    from PIL.Image import Image
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
                    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
@@ -55,18 +68,8 @@ _THUMB_PX = 320
 _MAX_NAME_BYTES = 120
 
 
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _check_name(name: str) -> str:
@@ -77,18 +80,11 @@ def _check_name(name: str) -> str:
 
 
 def _names(state: ServiceState) -> list[str]:
-    from omniret.index import list_collections
-
-    out = []
-    for c in list_collections(root=state.root):
-        out.append(c if isinstance(c, str) else str(getattr(c, "name", None) or c["name"]))
-    return out
+    return [str(c["name"]) for c in list_collections(root=state.root)]
 
 
-def _open(state: ServiceState, name: str) -> Any:
+def _open(state: ServiceState, name: str) -> Collection:
     """The open collection (cached per app; opened on the model worker thread)."""
-    from omniret.index import open_collection
-
     _check_name(name)
     cached = state.collections.get(name)
     if cached is not None:
@@ -108,16 +104,20 @@ def _open(state: ServiceState, name: str) -> Any:
 _PRIVATE_KEYS = frozenset({"path", "url", "location"})
 
 
-def _public(obj: Any) -> Any:
+def _public(info: Mapping[str, JSON]) -> dict[str, JSON]:
     """Without server-side paths: a client needs names, not where the server keeps them."""
-    if isinstance(obj, dict):
-        return {k: _public(v) for k, v in obj.items() if k not in _PRIVATE_KEYS}
-    if isinstance(obj, list):
-        return [_public(v) for v in obj]
-    return obj
+    return {k: _public_value(v) for k, v in info.items() if k not in _PRIVATE_KEYS}
 
 
-def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _public_value(value: JSON) -> JSON:
+    if isinstance(value, dict):
+        return _public(value)
+    if isinstance(value, list):
+        return [_public_value(v) for v in value]
+    return value
+
+
+def public_payload(state: ServiceState, name: str, payload: Mapping[str, JSON]) -> dict[str, JSON]:
     """A hit's payload as a client sees it: no server paths. Media stored in the collection are named
     relative to it (``files/3f2a-logo.png``); media elsewhere on the server (an indexed folder) by their
     source key when that is the file (``photos/cat.png``), else by the file's own name."""
@@ -138,10 +138,8 @@ def public_payload(state: ServiceState, name: str, payload: dict[str, Any]) -> d
     return out
 
 
-def _info(state: ServiceState, col: Any) -> dict[str, Any]:
-    info = dict(_public(_jsonable(col.info())))
-    info.setdefault("name", getattr(col, "name", None))
-    info.setdefault("count", col.count())
+def _info(state: ServiceState, col: Collection) -> dict[str, JSON]:
+    info = _public(col.info())
     if state.embedder is not None and info.get("model") == str(state.embedder.name):
         info["model"] = state.embed_id  # the served model's id, not the folder it was loaded from
     return info
@@ -151,7 +149,7 @@ def _files_dir(state: ServiceState, name: str) -> Path:
     return state.root / name / "files"
 
 
-async def _worker(state: ServiceState, fn: Any, *args: Any, **kwargs: Any) -> Any:
+async def _worker(state: ServiceState, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     if state.batcher is None:
         raise ApiError(503, "not_ready", "the model worker is not running")
     return await state.batcher.call(fn, *args, **kwargs)
@@ -162,7 +160,7 @@ async def _worker(state: ServiceState, fn: Any, *args: Any, **kwargs: Any) -> An
 
 @router.post("", status_code=201)
 async def create_collection(body: CreateCollection, request: Request,
-                            model: Embedder = Depends(embedder)) -> dict[str, Any]:
+                            model: Embedder = Depends(embedder)) -> Mapping[str, object]:
     """Create an empty collection embedded by the served model (optionally at a Matryoshka dim)."""
     state = get_state(request)
     check_model(body.model, state.embed_names, state.embed_id)
@@ -179,9 +177,7 @@ async def create_collection(body: CreateCollection, request: Request,
                        "(allow_remote_urls is off); it uses its configured qdrant_url", field="url")
     url = body.url if body.url is not None else (configured if body.backend == "qdrant" else None)
 
-    def create() -> dict[str, Any]:
-        from omniret.index import open_collection
-
+    def create() -> dict[str, JSON]:
         # CollectionExists -> 409 (api/errors.py)
         col = open_collection(body.name, root=state.root, backend=body.backend, url=url, embedder=model,
                               dim=dim_field, reranker=state.reranker, create=True, exist_ok=False,
@@ -193,12 +189,12 @@ async def create_collection(body: CreateCollection, request: Request,
 
 
 @router.get("")
-async def list_all(request: Request) -> dict[str, Any]:
+async def list_all(request: Request) -> Mapping[str, object]:
     """Every collection under the served root, with its size and model."""
     state = get_state(request)
 
-    def run() -> list[dict[str, Any]]:
-        out = []
+    def run() -> list[JSON]:
+        out: list[JSON] = []
         for n in _names(state):
             try:
                 out.append(_info(state, _open(state, n)))
@@ -210,24 +206,22 @@ async def list_all(request: Request) -> dict[str, Any]:
 
 
 @router.get("/{name}")
-async def info(name: str, request: Request) -> dict[str, Any]:
+async def info(name: str, request: Request) -> Mapping[str, object]:
     state = get_state(request)
     return await _worker(state, lambda: _info(state, _open(state, name)))
 
 
 @router.delete("/{name}")
-async def delete(name: str, request: Request) -> dict[str, Any]:
+async def delete(name: str, request: Request) -> Mapping[str, object]:
     """Delete the collection and everything stored with it (uploaded files included)."""
     state = get_state(request)
 
-    def run() -> dict[str, Any]:
-        from omniret.index import delete_collection
-
+    def run() -> dict[str, JSON]:
         _check_name(name)
         if name not in _names(state):
             raise ApiError(404, "not_found", f"no collection named {name!r}", field="name")
         col = state.collections.pop(name, None)
-        if col is not None and hasattr(col, "close"):
+        if col is not None:
             col.close()
         delete_collection(name, root=state.root)
         return {"name": name, "deleted": True}
@@ -236,7 +230,7 @@ async def delete(name: str, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{name}/items")
-async def add_items(name: str, body: AddItems, request: Request) -> dict[str, Any]:
+async def add_items(name: str, body: AddItems, request: Request) -> Mapping[str, object]:
     """Add JSON items (strings or media objects, with an optional id and metadata).
 
     An item without an id gets one from its content (the same content twice is one item). All or nothing
@@ -256,7 +250,7 @@ async def add_items(name: str, body: AddItems, request: Request) -> dict[str, An
         items = [it for _, it in good]
         created = _persist_media(items, _files_dir(state, name), temp=conv.temp_dir)
 
-        def run() -> Any:
+        def run() -> AddReport:
             col = _open(state, name)
             try:
                 return col.add(items, on_error=body.on_error)
@@ -270,16 +264,16 @@ async def add_items(name: str, body: AddItems, request: Request) -> dict[str, An
             raise
     stored = set(result.ids)
     _remove(f for it, files in zip(items, created, strict=True) if str(it.id) not in stored for f in files)
-    failures = [x.to_dict() for e in bad for x in e.failures]
-    failures += [{**f.to_dict(), "index": good[f.index][0]} for f in result.failures]
-    failures.sort(key=lambda f: f["index"])
+    failures = [x for e in bad for x in e.failures]
+    failures += [ItemFailure(index=good[f.index][0], id=f.id, reason=f.reason) for f in result.failures]
+    failures.sort(key=lambda f: f.index)
     state.metrics.items_indexed.labels(name).inc(result.added)
-    return {"added": result.added, "ids": result.ids, "failures": failures}
+    return {"added": result.added, "ids": list[JSON](result.ids), "failures": [f.to_dict() for f in failures]}
 
 
 def _reindex(e: ItemError, good: list[tuple[int, Item]]) -> ItemError:
     """An error about the converted items, renumbered to the request's own item indices."""
-    fails = []
+    fails: list[ItemError] = []
     for f in e.failures:
         idx = good[f.index][0] if 0 <= f.index < len(good) else f.index
         fails.append(ItemError.for_item(idx, f.id, f.reason))
@@ -307,17 +301,18 @@ def _persist_media(items: list[Item], folder: Path, *, temp: Path | None) -> lis
             mine.append(dest)
         return str(dest)
 
-    def keep(v: Any, mine: list[Path]) -> Any:
+    def keep(v: object, mine: list[Path]) -> object:
         if isinstance(v, (bytes, bytearray)):
             from PIL import Image
 
-            with Image.open(io.BytesIO(v)) as im:
+            im = Image.open(io.BytesIO(v))  # bound first: pyright loses the type through its __enter__
+            with im:
                 suffix = "." + (im.format or "png").lower().replace("jpeg", "jpg")
             return store(bytes(v), "image", suffix, mine)
         if isinstance(v, str) and temp is not None and Path(v).parent == temp:
             return store(Path(v).read_bytes(), "video", Path(v).suffix, mine)
-        if isinstance(v, list):
-            return [keep(x, mine) for x in v]
+        if (values := as_list(v)) is not None:
+            return [keep(x, mine) for x in values]
         return v
 
     try:
@@ -332,19 +327,10 @@ def _persist_media(items: list[Item], folder: Path, *, temp: Path | None) -> lis
     return created
 
 
-def _report(result: Any, n: int) -> dict[str, Any]:
-    """A JSON report from what ``add_files`` returned."""
-    data = _jsonable(result)
-    if isinstance(data, dict):
-        data = dict(data)
-        added = data.get("added", data.get("indexed_items"))
-        if isinstance(added, list):
-            added = len(added)
-        data["added"] = int(added) if added is not None else n - len(data.get("failures") or [])
-        return data
-    if isinstance(data, list):
-        return {"added": len(data), "ids": data}
-    return {"added": n}
+def _report(report: IngestReport) -> dict[str, JSON]:
+    """The ingestion report as the API gives it: the index's own report, plus ``added`` (items stored),
+    the count ``POST /items`` gives too."""
+    return {**report.to_dict(), "added": report.indexed_items}
 
 
 def _stored_name(filename: str | None) -> str:
@@ -359,7 +345,7 @@ def _stored_name(filename: str | None) -> str:
 
 
 @router.post("/{name}/files")
-async def add_files(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+async def add_files(name: str, request: Request, files: list[UploadFile] = File(...)) -> Mapping[str, object]:
     """Upload files (images, PDFs, videos, text) and ingest them; they are kept in the collection's storage.
 
     Ingestion is the index's: a PDF becomes one item per page, a video one per time segment, text is
@@ -394,9 +380,9 @@ async def add_files(name: str, request: Request, files: list[UploadFile] = File(
                     f.write(chunk)
             uploads.append((up.filename or safe, h.hexdigest(), tmp))
 
-        def run() -> dict[str, Any]:
+        def run() -> tuple[dict[str, JSON], int]:
             col = _open(state, name)
-            duplicates: list[dict[str, str]] = []
+            duplicates: list[JSON] = []
             todo: dict[str, Path] = {}
             seen: dict[str, str] = {}
             for client_name, sha, tmp in uploads:
@@ -417,29 +403,29 @@ async def add_files(name: str, request: Request, files: list[UploadFile] = File(
             for key, path in todo.items():
                 if key in refused:
                     path.unlink(missing_ok=True)
-            out = _public(_report(report, len(todo)))
+            out = _public(_report(report))
             out["files"] = [k for k in todo if k not in refused]
             out["duplicates"] = duplicates
-            return out
+            return out, report.indexed_items
 
-        out = await _worker(state, run)
+        out, added = await _worker(state, run)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    state.metrics.items_indexed.labels(name).inc(out["added"])
+    state.metrics.items_indexed.labels(name).inc(added)
     return out
 
 
 @router.delete("/{name}/items")
-async def delete_items(name: str, body: DeleteItems, request: Request) -> dict[str, Any]:
+async def delete_items(name: str, body: DeleteItems, request: Request) -> Mapping[str, object]:
     """Delete items by id: ``deleted`` counts the ids that were there, ``not_found`` lists the others."""
     state = get_state(request)
     check_body(body)
 
-    def run() -> dict[str, Any]:
+    def run() -> dict[str, JSON]:
         col = _open(state, name)
         gone = col.delete(body.ids)
         missing = [i for i in dict.fromkeys(body.ids) if i not in set(gone)]
-        return {"deleted": len(gone), "ids": gone, "not_found": missing, "count": col.count()}
+        return {"deleted": len(gone), "ids": list[JSON](gone), "not_found": list[JSON](missing), "count": col.count()}
 
     return await _worker(state, run)
 
@@ -458,7 +444,7 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
     check_query_text(body.mode, body.text or "")
     if body.rerank and state.reranker is None:
         raise ApiError(400, "no_reranker", "rerank=true but this server runs without a reranker", field="rerank")
-    raw: dict[str, Any] = {}
+    raw: dict[str, JSON] = {}
     if body.text is not None:
         raw["text"] = body.text
     if body.image is not None:
@@ -467,7 +453,7 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
         query: Item = conv.one(raw, field="query", instruction=body.instruction)
         start = time.perf_counter()
 
-        def run() -> list[Any]:
+        def run() -> list[Hit]:
             col = _open(state, name)
             try:
                 return col.search(query, k=body.k, filter=body.filter, rerank=body.rerank,
@@ -484,7 +470,7 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
     def opt(v: float | None) -> float | None:
         return None if v is None else float(v)
 
-    out = [HitOut(id=h.id, score=float(h.score), payload=public_payload(state, name, _jsonable(h.payload or {})),
+    out = [HitOut(id=h.id, score=float(h.score), payload=public_payload(state, name, h.payload),
                   dense_score=opt(h.dense_score), lexical_score=opt(h.lexical_score), fused_score=opt(h.fused_score),
                   rerank_score=opt(h.rerank_score),
                   thumbnail=_thumb_url(state, name, h)) for h in hits]
@@ -494,11 +480,12 @@ async def search(name: str, body: SearchRequest, request: Request) -> SearchResp
 # ------------------------------------------------------------------------------------ thumbnails
 
 
-def _source(payload: dict[str, Any]) -> tuple[str | None, str | None]:
+def _source(payload: Mapping[str, JSON]) -> tuple[str | None, str | None]:
     """(path, kind) of a payload's renderable file: an image or a PDF (page in the payload)."""
     kind = payload.get("kind")
-    if kind == "video" and isinstance(payload.get("video") or payload.get("path"), str):
-        return payload.get("video") or payload.get("path"), "video"
+    video = payload.get("video") or payload.get("path")
+    if kind == "video" and isinstance(video, str):
+        return video, "video"
     for key in ("image", "path", "source"):
         v = payload.get(key)
         if isinstance(v, str) and v:
@@ -520,8 +507,8 @@ def _inside(state: ServiceState, name: str, path: str) -> Path | None:
     return p if p.is_relative_to(folder) and p.is_file() else None
 
 
-def _thumb_url(state: ServiceState, name: str, hit: Any) -> str | None:
-    path, _ = _source(hit.payload or {})
+def _thumb_url(state: ServiceState, name: str, hit: Hit) -> str | None:
+    path, _ = _source(hit.payload)
     if path is None or _inside(state, name, path) is None:
         return None
     from urllib.parse import quote
@@ -553,12 +540,13 @@ async def thumbnail(name: str, item_id: str, request: Request) -> Response:
                     headers={"Cache-Control": "private, max-age=300"})
 
 
-def _video_frame(path: Path, at: float, max_pixels: int) -> Any:
+def _video_frame(path: Path, at: float, max_pixels: int) -> Image:
     """The first decoded frame at or after ``at`` seconds (the segment's start); frames over
     ``max_pixels`` (by the stream header) are not decoded."""
     import av
 
-    with av.open(str(path)) as container:
+    container = av.open(str(path))  # bound first: pyright loses the type through its __enter__
+    with container:
         stream = container.streams.video[0]
         w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
         if w * h > max_pixels:
@@ -569,11 +557,38 @@ def _video_frame(path: Path, at: float, max_pixels: int) -> Any:
         first = None
         for frame in container.decode(stream):
             first = first or frame
-            if frame.time is None or frame.time >= at - 1e-3:
-                return frame.to_image()
+            time_s = cast("float | None", frame.time)  # None for a frame without a timestamp
+            if time_s is None or time_s >= at - 1e-3:
+                return _pil(frame)
         if first is None:
             raise ApiError(404, "not_found", "the video has no frames to preview")
-        return first.to_image()
+        return _pil(first)
+
+
+def _pil(frame: VideoFrame) -> Image:
+    # PyAV annotates to_image with untyped **kwargs
+    return frame.to_image()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
+
+class _PdfBitmap(Protocol):
+    def to_pil(self) -> Image: ...
+
+
+class _PdfPage(Protocol):
+    def get_size(self) -> tuple[float, float]: ...
+
+    # pypdfium2 annotates scale as int; it takes any float (the points-to-pixels factor)
+    def render(self, *, scale: float) -> _PdfBitmap: ...
+
+
+class _PdfDocument(Protocol):
+    """What the thumbnail reads of a ``pypdfium2.PdfDocument`` (the package ships no type information)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> _PdfPage: ...
+
+    def close(self) -> None: ...
 
 
 def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: int) -> bytes:
@@ -584,10 +599,10 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: in
     if kind == "video":
         im = _video_frame(path, at, max_pixels)
     elif kind == "pdf":
-        import pypdfium2 as pdfium
+        import pypdfium2 as pdfium  # pyright: ignore[reportMissingTypeStubs]
 
         try:
-            pdf = pdfium.PdfDocument(str(path))
+            pdf = cast("_PdfDocument", pdfium.PdfDocument(str(path)))
         except pdfium.PdfiumError as e:
             raise ApiError(422, "unrenderable", f"the stored PDF cannot be opened ({e})", field="id") from None
         try:
@@ -595,8 +610,7 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: in
             pg = pdf[min(max(page, 1), n) - 1]
             w, h = pg.get_size()
             scale = min(1.0, 2 * _THUMB_PX / max(w, h, 1.0))
-            render: Any = pg.render  # pypdfium2 annotates scale as int; it takes any float
-            im = render(scale=scale).to_pil()
+            im = pg.render(scale=scale).to_pil()
         finally:
             pdf.close()
     else:
@@ -610,7 +624,8 @@ def _render(path: Path, kind: str, page: int, at: float = 0.0, *, max_pixels: in
             raise ApiError(422, "unrenderable", f"the stored image is {w}x{h} = {w * h} pixels, over the limit "
                            f"of {max_pixels} (max_image_pixels)", field="id")
         try:
-            with Image.open(path) as src:
+            src = Image.open(path)  # bound first: pyright loses the type through its __enter__
+            with src:
                 src.draft("RGB", (_THUMB_PX, _THUMB_PX))
                 im = src.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as e:

@@ -98,7 +98,7 @@ async def retrieve_model(model_id: str, request: Request) -> ModelCard:
 
 
 def _cards(state: ServiceState) -> list[ModelCard]:
-    cards = []
+    cards: list[ModelCard] = []
     if state.embedder is not None:
         e = state.embedder
         cards.append(ModelCard(id=state.embed_id or "embedding", kind="embedding", dim=e.dim, dims=sorted(set(e.dims) | {e.dim}),

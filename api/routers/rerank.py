@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from omniret.api.dependencies import check_model, get_state, require_api_key
 from omniret.api.dependencies import reranker as served_reranker
 from omniret.api.errors import ApiError, item_error
-from omniret.api.inputs import InputConverter, check_body, model_max_tokens
+from omniret.api.inputs import InputConverter, as_object, check_body, model_max_tokens
 from omniret.api.routers.embeddings import count_tokens
 from omniret.api.schemas import (
     ErrorBody,
@@ -28,16 +27,18 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.errors import ItemError
+from omniret.rerank.protocol import Reranker
 from omniret.types import Item
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody},
+_RESPONSES: dict[int | str, dict[str, object]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody},
                                                413: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key)], responses=_RESPONSES)
 
 
-def _echo(doc: Any) -> dict[str, Any]:
-    """The document as given (strings as ``{"text": ...}``, as Cohere and Jina return them)."""
-    return {"text": doc} if isinstance(doc, str) else dict(doc)
+def _echo(doc: object) -> dict[str, object]:
+    """The document as given (strings as ``{"text": ...}``, as Cohere and Jina return them); the request's
+    documents were checked to be strings or objects before scoring."""
+    return {"text": doc} if isinstance(doc, str) else dict(as_object(doc) or {})
 
 
 @dataclass
@@ -47,7 +48,7 @@ class _Scored:
     tokens: int
 
 
-async def _score(state: ServiceState, model: Any, query_raw: Any, documents: list[Any], *,
+async def _score(state: ServiceState, model: Reranker, query_raw: object, documents: list[object], *,
                  instruction: str | None, top_n: int | None, max_tokens_per_doc: int | None = None) -> _Scored:
     """Convert, score on the model worker, order best first; shared by both API versions."""
     if state.batcher is None:
@@ -80,7 +81,7 @@ def _cut(state: ServiceState, docs: list[Item], max_tokens: int) -> list[Item]:
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-async def rerank(body: RerankRequest, request: Request, model: Any = Depends(served_reranker)) -> RerankResponse:
+async def rerank(body: RerankRequest, request: Request, model: Reranker = Depends(served_reranker)) -> RerankResponse:
     """Score every document against the query; results best first, cut to ``top_n``."""
     state = get_state(request)
     check_body(body)
@@ -94,7 +95,7 @@ async def rerank(body: RerankRequest, request: Request, model: Any = Depends(ser
 
 @router.post("/v2/rerank", response_model=RerankV2Response, response_model_exclude_none=True)
 async def rerank_v2(body: RerankV2Request, request: Request,
-                    model: Any = Depends(served_reranker)) -> RerankV2Response:
+                    model: Reranker = Depends(served_reranker)) -> RerankV2Response:
     """Cohere's v2 rerank: ``{id, results[{index, relevance_score}], meta}``; ``max_tokens_per_doc`` cuts
     each text document to that many reranker tokens first."""
     state = get_state(request)
