@@ -75,6 +75,8 @@ class TrainableTower(ABC):
     in_step: frozenset[str] = frozenset()
     #: the prepared stand-in per media kind, built on first use
     standins: dict[str, Any]
+    #: whether this rank fed the vision tower a real image or video since ``_fit`` last reset it
+    fed_media: bool = False
 
     def _load(self, loader: Callable[..., Any], cfg: TrainConfig) -> Any:
         """The backend ``loader`` gives for ``cfg`` (bf16 on a GPU unless told), whose model this tower
@@ -154,12 +156,20 @@ class TrainableTower(ABC):
     def with_standins(self, prepared: Sequence[Any]) -> list[Any]:
         """``prepared`` plus a stand-in for each kind of ``in_step`` that none of its inputs holds."""
         out = list(prepared)
+        self.fed_media = self.fed_media or any(p.images or p.videos for p in prepared)
         for kind in sorted(self.in_step):
             if not any(getattr(p, f"{kind}s", None) for p in prepared):
                 if kind not in self.standins:
                     self.standins[kind] = self.standin(kind)
                 out.append(self.standins[kind])
         return out
+
+    def drop_vision_gradients(self) -> None:
+        """Forget the vision tower's gradients: after a step in which it saw only stand-ins, they are exact
+        zeros, and the optimiser must skip its weights as an unsharded process (where they got none) does."""
+        for name, p in self.model.named_parameters():
+            if "visual" in name.split("."):
+                p.grad = None
 
     def trainable_state(self) -> dict[str, Any]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()
@@ -420,9 +430,12 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
             idx = dist.rank_slice(batches[within], ctx, batches[0])
             prepared, loss_of = batch_loss(idx)
             opt.zero_grad(set_to_none=True)
+            model.fed_media = False
             with dist.collective_errors(ctx, f"step {step + 1}"):
                 value = _embed(model, prepared, loss_of, cfg.gradcache_chunk)
                 dist.allreduce_gradients(model.parameters())
+                if model.in_step and not dist.any_rank(model.fed_media):
+                    model.drop_vision_gradients()
                 value = dist.mean_over_ranks(value)
             if cfg.max_grad_norm is not None:
                 dist.clip_grad_norm(model.parameters(), cfg.max_grad_norm)
