@@ -44,6 +44,8 @@ ResumeOpt = Annotated[bool | None, typer.Option(
     "--resume", help="Continue from the last complete checkpoint in --out (on any world size that divides the "
                      "global batch, sharded or not).")]
 SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
+CheckpointingOpt = Annotated[bool | None, typer.Option(
+    "--gradient-checkpointing", help="Recompute activations in backward to save memory (Qwen3 towers).")]
 SaveLimitOpt = Annotated[int | None, typer.Option(
     "--save-total-limit", help="Keep only the newest N resumable checkpoints (default 2).")]
 GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
@@ -138,7 +140,8 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
                 global_batch_size: GlobalBatchOpt = None, gather_negatives: GatherOpt = None,
                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
                 eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
-                patience: PatienceOpt = None, save_total_limit: SaveLimitOpt = None) -> None:
+                patience: PatienceOpt = None, save_total_limit: SaveLimitOpt = None,
+                gradient_checkpointing: CheckpointingOpt = None) -> None:
     """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka.
 
     Without --hard-negatives the data decides: pairs-only lines train on in-batch negatives, lines with
@@ -147,7 +150,8 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, temperature, resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split,
                  eval_steps, patience)
-    _run("embed", kw.pop("config"), save_total_limit=save_total_limit, **kw,
+    _run("embed", kw.pop("config"), save_total_limit=save_total_limit, gradient_checkpointing=gradient_checkpointing,
+         **kw,
          **_dist_flags(global_batch_size, gather_negatives, dist_timeout, fsdp, deepspeed))
 
 
@@ -177,7 +181,7 @@ def train_rerank(config: ConfigOpt = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
                  dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
-                 save_total_limit: SaveLimitOpt = None) -> None:
+                 save_total_limit: SaveLimitOpt = None, gradient_checkpointing: CheckpointingOpt = None) -> None:
     """Reranker stage. From an embedding model (--reranker minilm): the anchored reranker (retriever
     similarity + a zero-started cross-encoder correction, listwise over the retriever's own top candidates),
     which starts at the first stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder)
@@ -187,7 +191,8 @@ def train_rerank(config: ConfigOpt = None,
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
     _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
-         rerank_candidates=candidates, rerank_head_lr=head_lr, save_total_limit=save_total_limit, **kw,
+         rerank_candidates=candidates, rerank_head_lr=head_lr, save_total_limit=save_total_limit,
+         gradient_checkpointing=gradient_checkpointing, **kw,
          **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
@@ -209,7 +214,8 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
                   fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None, eval_data: EvalDataOpt = None,
                   val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
-                  patience: PatienceOpt = None, save_total_limit: SaveLimitOpt = None) -> None:
+                  patience: PatienceOpt = None, save_total_limit: SaveLimitOpt = None,
+                  gradient_checkpointing: CheckpointingOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
     matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
@@ -217,7 +223,7 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                  patience)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
          student_temperature=student_temperature, distill_label_weight=label_weight,
-         save_total_limit=save_total_limit, **kw,
+         save_total_limit=save_total_limit, gradient_checkpointing=gradient_checkpointing, **kw,
          **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
