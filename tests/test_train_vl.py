@@ -78,3 +78,7 @@ def test_resume_continues_from_saved_step(tiny_vl_embedding: Path, vl_data: Path
     resumed = train(load_config(**common, resume=True))      # picks up after step 2, as if interrupted there
     assert resumed["steps"] == 4 and len(resumed["history"]) == 2
     np.testing.assert_allclose(resumed["history"], full[2:], rtol=1e-4)
+    # a checkpoint of the full tower holds no LoRA adapters: named, not half-loaded
+    with pytest.raises(ConfigError, match=r"--resume: .*checkpoint-2 does not fit this model .*resume with the model, "
+                                          r"LoRA settings and stage that wrote it"):
+        train(load_config(**common, resume=True, lora=True))

@@ -81,7 +81,7 @@ def save(ckpt_dir: Path, step: int, module: torch.nn.Module, opt: torch.optim.Op
     """Write ``checkpoint-{step}`` with ``module``'s trainable weights, ``opt``, ``sched`` and ``state`` (the
     batch plan); every rank of a run must call it (the writes and barriers are collective). Returns its path."""
     import torch
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
     ctx = dist.current_context()
     final = ckpt_dir / f"{PREFIX}{step}"
@@ -91,7 +91,7 @@ def save(ckpt_dir: Path, step: int, module: torch.nn.Module, opt: torch.optim.Op
         for stale in ckpt_dir.glob(f".{PREFIX}*.partial"):
             shutil.rmtree(stale)  # left by a run killed while writing
     dist.barrier()
-    dcp.save(_states(module, opt), checkpoint_id=str(partial))
+    dcp_save(_states(module, opt), checkpoint_id=str(partial))
     dist.barrier()
     if ctx.is_main:
         torch.save(sched.state_dict(), partial / SCHEDULER)
@@ -114,13 +114,14 @@ def load(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, sched:
     """Restore ``module``'s trainable weights, ``opt`` and ``sched`` from ``path`` (written on any world size,
     sharded or not); every rank of a run must call it. Returns the checkpoint's global step."""
     import torch
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import set_state_dict
+    from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 
     states = _states(module, opt)
     try:
-        dcp.load(states, checkpoint_id=str(path))
-    except Exception as e:  # DCP wraps a missing or mismatched tensor in CheckpointException
+        dcp_load(states, checkpoint_id=str(path))
+    except CheckpointException as e:  # a tensor the checkpoint lacks, or of another shape
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--resume: {path} does not fit this model ({first}); resume with the model, LoRA "
                           "settings and stage that wrote it") from e
