@@ -40,8 +40,14 @@ MrlOpt = Annotated[str | None, typer.Option("--dims", help="Matryoshka dims to t
 OldMrlOpt = Annotated[str | None, typer.Option("--matryoshka-dims", hidden=True)]
 LoraOpt = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (peft) or full fine-tuning.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="InfoNCE temperature (default 0.05).")]
-ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
+ResumeOpt = Annotated[bool | None, typer.Option(
+    "--resume", help="Continue from the last complete checkpoint in --out (on any world size that divides the "
+                     "global batch, sharded or not).")]
 SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
+CheckpointingOpt = Annotated[bool | None, typer.Option(
+    "--gradient-checkpointing", help="Recompute activations in backward to save memory (Qwen3 towers).")]
+SaveLimitOpt = Annotated[int | None, typer.Option(
+    "--save-total-limit", help="Keep only the newest N resumable checkpoints (default 2).")]
 GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
 MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncate inputs to this many tokens.")]
 EvalDataOpt = Annotated[Path | None, typer.Option(
@@ -60,7 +66,9 @@ GatherOpt = Annotated[bool | None, typer.Option(
     help="Score each query against the whole global batch across ranks (default: on under torchrun).")]
 DistTimeoutOpt = Annotated[float | None, typer.Option(
     "--dist-timeout", help="Seconds a rank waits for a silent peer before the run fails (default 1800).")]
-FsdpOpt = Annotated[bool | None, typer.Option("--fsdp", help="Shard the tower with FSDP2 (bf16 mixed precision on GPU).")]
+FsdpOpt = Annotated[bool | None, typer.Option(
+    "--fsdp", help="Shard the tower over the ranks with FSDP2 (bf16 compute over float32 weights on GPU; any mix "
+                   "of text, image and video; one process trains unsharded).")]
 DeepSpeedOpt = Annotated[Path | None, typer.Option(
     "--deepspeed", help="DeepSpeed JSON config (sentence-transformers models, through the HF trainer).")]
 
@@ -132,7 +140,8 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
                 global_batch_size: GlobalBatchOpt = None, gather_negatives: GatherOpt = None,
                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
                 eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
-                patience: PatienceOpt = None) -> None:
+                patience: PatienceOpt = None, save_total_limit: SaveLimitOpt = None,
+                gradient_checkpointing: CheckpointingOpt = None) -> None:
     """Contrastive stage: InfoNCE over in-batch and hard negatives (false-negative mask), Matryoshka.
 
     Without --hard-negatives the data decides: pairs-only lines train on in-batch negatives, lines with
@@ -141,7 +150,8 @@ def train_embed(config: ConfigOpt = None, model: TrainModelOpt = None, data: Dat
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, temperature, resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split,
                  eval_steps, patience)
-    _run("embed", kw.pop("config"), **kw,
+    _run("embed", kw.pop("config"), save_total_limit=save_total_limit, gradient_checkpointing=gradient_checkpointing,
+         **kw,
          **_dist_flags(global_batch_size, gather_negatives, dist_timeout, fsdp, deepspeed))
 
 
@@ -170,7 +180,8 @@ def train_rerank(config: ConfigOpt = None,
                                        "(default 3e-3).")] = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
-                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
+                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
+                 save_total_limit: SaveLimitOpt = None, gradient_checkpointing: CheckpointingOpt = None) -> None:
     """Reranker stage. From an embedding model (--reranker minilm): the anchored reranker (retriever
     similarity + a zero-started cross-encoder correction, listwise over the retriever's own top candidates),
     which starts at the first stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder)
@@ -180,7 +191,8 @@ def train_rerank(config: ConfigOpt = None,
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
                  resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
     _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
-         rerank_candidates=candidates, rerank_head_lr=head_lr, **kw,
+         rerank_candidates=candidates, rerank_head_lr=head_lr, save_total_limit=save_total_limit,
+         gradient_checkpointing=gradient_checkpointing, **kw,
          **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 
@@ -202,14 +214,16 @@ def train_distill(config: ConfigOpt = None, model: TrainModelOpt = None, data: D
                   global_batch_size: GlobalBatchOpt = None, dist_timeout: DistTimeoutOpt = None,
                   fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None, eval_data: EvalDataOpt = None,
                   val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
-                  patience: PatienceOpt = None) -> None:
+                  patience: PatienceOpt = None, save_total_limit: SaveLimitOpt = None,
+                  gradient_checkpointing: CheckpointingOpt = None) -> None:
     """Distillation stage: KL between the teacher reranker's and the embedder's softmax over candidates."""
     matryoshka_dims = renamed(matryoshka_dims, old_mrl, new="--dims", old="--matryoshka-dims", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, matryoshka_dims,
                  lora, None, resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps,
                  patience)
     _run("distill", kw.pop("config"), teacher=teacher, teacher_temperature=teacher_temperature,
-         student_temperature=student_temperature, distill_label_weight=label_weight, **kw,
+         student_temperature=student_temperature, distill_label_weight=label_weight,
+         save_total_limit=save_total_limit, gradient_checkpointing=gradient_checkpointing, **kw,
          **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 

@@ -2,8 +2,11 @@
 
 One optimiser step of 2 ranks × B equals one single-process step on the concatenated 2B batch — the same
 loss and the same updated weights — for every stage and backbone, with and without GradCache and with the
-Matryoshka loss; without gathering the negatives the loss differs. Resume crosses world sizes, a killed
-rank fails the run quickly, and bad launches fail before training with the reason.
+Matryoshka loss; without gathering the negatives the loss differs. FSDP2 shards a Qwen3-VL tower on image and
+video data where one rank's slice holds neither (its vision tower runs a stand-in), with LoRA, gradient
+checkpointing and GradCache. Resume crosses world sizes and sharding (DCP checkpoints, also after SIGKILL), a
+checkpoint cut while writing is never resumed from, a killed rank fails the run quickly, and bad launches fail
+before training with the reason.
 """
 
 from __future__ import annotations
@@ -174,6 +177,64 @@ def test_every_stage_and_backbone_two_ranks_equal_one_process(tiny_text_embeddin
         assert meta.get("fsdp", False) == ("fsdp" in name), name
 
 
+@pytest.fixture
+def media_data(tmp_path: Path) -> Path:
+    """8 lines whose first global batch of 8 (seed 42) gives rank 0 every image and a video, and rank 1 text only."""
+    from omniret.training.distributed import epoch_batches
+
+    colours = ["red", "green", "blue", "yellow"]
+    for c in colours:
+        Image.new("RGB", (32, 32), c).save(tmp_path / f"{c}.png")
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "white.png")
+    media = [{"query": f"a {c} square", "positive": {"image": f"{c}.png", "text": c},
+              "negatives": [colours[(i + 1) % 4] + " text"], "instruction": "Find the colour"}
+             for i, c in enumerate(colours[:3])]
+    media.append({"query": "a clip fading to white", "positive": {"video": ["yellow.png", "white.png"]},
+                  "negatives": ["a still photograph"]})
+    text = [{"query": f"the colour {c}", "positive": f"{c} is a colour", "negatives": [f"not {c}"]} for c in colours]
+    order = epoch_batches(8, 8, seed=42, epoch=0)[0]
+    rows: list[dict[str, Any]] = [{}] * 8
+    for pos, row in zip(order, media + text, strict=True):
+        rows[pos] = row
+    f = tmp_path / "media.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return f
+
+
+def test_fsdp_vl_on_images_and_video_where_one_rank_has_none_equals_one_process(
+        tiny_vl_embedding: Path, tiny_vl_reranker: Path, media_data: Path, tmp_path: Path) -> None:
+    """The case that hung: rank 1's slice holds no image and no video, so only the stand-ins make it run the
+    sharded vision blocks' all-gathers and reduce-scatters that rank 0 runs for its media (the worker's
+    collective timeout turns a regression into a failure, not a hang)."""
+    from omniret.training.data import load_examples
+    from omniret.training.distributed import DistContext, epoch_batches, rank_slice
+
+    examples = load_examples(media_data)
+    batch = epoch_batches(len(examples), 8, seed=42, epoch=0)[0]
+    slices = [[examples[i] for i in rank_slice(batch, DistContext(r, 2), batch)] for r in range(2)]
+    kinds = [{m for ex in sl for it in (ex.query, *ex.candidates[:2]) for m in it.modalities} for sl in slices]
+    assert kinds == [{"text", "image", "video"}, {"text"}]
+    runs = {
+        "embed": (tiny_vl_embedding, dict(stage="embed")),
+        "embed_lora_checkpointing_gradcache": (tiny_vl_embedding, dict(stage="embed", lora=True, lora_r=4,
+                                                                      gradient_checkpointing=True,
+                                                                      gradcache_chunk=3)),
+        "rerank": (tiny_vl_reranker, dict(stage="rerank")),
+    }
+
+    def cfg(name: str, out: Path, batch: int, fsdp: bool) -> dict[str, Any]:
+        model, kw = runs[name]
+        return {**_cfg(model, media_data, out), "batch_size": batch, "fsdp": fsdp, **kw}
+
+    dist_losses = run_matrix({name: cfg(name, tmp_path / f"dist-{name}", 4, True) for name in runs}, tmp_path)
+    for name, (model, _) in runs.items():
+        single = train(load_config(**cfg(name, tmp_path / f"single-{name}", 8, False)))["history"]
+        assert abs(dist_losses[name][0] - single[0]) <= 1e-5, (name, dist_losses[name], single)
+        assert_same_weights(tmp_path / f"dist-{name}", tmp_path / f"single-{name}", model)
+        meta = json.loads((tmp_path / f"dist-{name}" / "omniret.json").read_text())["trained"]
+        assert (meta["world_size"], meta["global_batch"], meta["fsdp"]) == (2, 8, True), name
+
+
 def _cli(model: Path, data: Path | str, out: Path, *extra: str) -> list[str]:
     """``--no-python omniret train embed …`` for a launcher (drop the first element to run it directly)."""
     return ["--no-python", "omniret", "train", "embed", "--model", str(model), "--data", str(data), "--out", str(out),
@@ -323,3 +384,72 @@ def test_clip_grad_norm_matches_torch_on_plain_tensors() -> None:
     for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p.grad, q.grad)
     assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_sharded_run_killed_after_a_checkpoint_resumes_on_one_and_two_ranks(
+        tiny_vl_embedding: Path, media_data: Path, tmp_path: Path) -> None:
+    """A sharded 2-rank run, SIGKILLed once a DCP checkpoint is complete, resumes on 1 process and on 2 sharded
+    ranks with the uninterrupted run's remaining losses and final weights; a 1-process checkpoint resumes on 2
+    sharded ranks; the folder of a write cut short is never resumed from."""
+    import contextlib
+    import signal
+    import time
+
+    import psutil
+
+    # lr 1e-4 as in _cfg: sharded and unsharded sum in different orders, and over 8 steps Adam amplifies
+    # the rounding of gradients near its eps (at 1e-3 the losses drift apart by ~1e-4)
+    common = dict(model=str(tiny_vl_embedding), data=str(media_data), lr=1e-4, hard_negatives=1,
+                  temperature=0.1, device="cpu", global_batch_size=4, max_steps=10, save_total_limit=1)
+    # the uninterrupted run, in one process (2 sharded ranks take the same steps: the test above)
+    whole = tmp_path / "whole"
+    reference = train(load_config(**common, out=str(whole), save_steps=2))["history"]
+    assert [p.name for p in (whole / "checkpoints").iterdir()] == ["checkpoint-8"]  # pruned to the newest
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+           f"--master-port={_free_port()}", "-m", "omniret.cli", "train", "embed", "--model", str(tiny_vl_embedding),
+           "--data", str(media_data), "--out", str(killed), "--lr", "1e-4", "--hard-negatives", "1",
+           "--temperature", "0.1", "--device", "cpu", "--global-batch-size", "4", "--max-steps", "10",
+           "--save-steps", "2", "--save-total-limit", "1", "--fsdp", "--dist-timeout", "60"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def kill_run() -> None:
+        # torchrun starts each rank in a session of its own: kill the ranks, then the launcher
+        for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGKILL)
+
+    try:
+        deadline = time.monotonic() + 180
+        while not list((killed / "checkpoints").glob("checkpoint-*/state.json")):
+            assert proc.poll() is None, proc.communicate()[1][-4000:]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+        kill_run()
+    finally:
+        if proc.poll() is None:
+            kill_run()
+        proc.communicate()
+    # the killed run has 8 steps to go after its first checkpoint: the poll above is slower only on a starved machine
+    assert not (killed / "omniret.json").exists(), "the run finished before it was killed"
+    (done,) = [p for p in (killed / "checkpoints").iterdir() if not p.name.startswith(".")]
+    step = int(done.name.split("-")[1])
+    # a later checkpoint whose write was cut short (no state.json yet) is ignored, and the next save clears it
+    cut = killed / "checkpoints" / f".checkpoint-{step + 1}.partial"
+    shutil.copytree(done, cut, ignore=shutil.ignore_patterns("state.json", ".metadata"))
+
+    outs = {name: tmp_path / name for name in ("one_from_two", "two_from_two", "two_from_one")}
+    for name, source in (("one_from_two", killed), ("two_from_two", killed), ("two_from_one", whole)):
+        shutil.copytree(source / "checkpoints", outs[name] / "checkpoints")
+    # one process, launched with the sharded run's flags: nothing to shard over, it trains unsharded
+    one = train(load_config(**common, out=str(outs["one_from_two"]), fsdp=True, resume=True, save_steps=2))
+    assert one["steps"] == 10 and not one["model"].sharded
+    assert not (outs["one_from_two"] / "checkpoints" / cut.name).exists()
+    two = run_matrix({name: {**common, "out": str(outs[name]), "fsdp": True, "resume": True, "dist_timeout": 60}
+                      for name in ("two_from_two", "two_from_one")}, tmp_path)
+    for name, losses, first in (("one_from_two", one["history"], step), ("two_from_two", two["two_from_two"], step),
+                                ("two_from_one", two["two_from_one"], 8)):
+        assert json.loads((outs[name] / "train_history.json").read_text())["step"] == list(range(first + 1, 11))
+        np.testing.assert_allclose(losses, reference[first:], rtol=1e-5, err_msg=name)
+        assert_same_weights(outs[name], whole)

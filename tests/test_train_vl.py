@@ -72,9 +72,13 @@ def test_resume_continues_from_saved_step(tiny_vl_embedding: Path, vl_data: Path
     common = dict(model=str(tiny_vl_embedding), data=vl_data, out=out, batch_size=2, lr=1e-3, warmup_ratio=0.0,
                   hard_negatives=1, save_steps=2, max_steps=4, device="cpu")
     full = train(load_config(**common))["history"]
-    assert (out / "checkpoints" / "checkpoint-2" / "optimizer.pt").is_file()
+    assert (out / "checkpoints" / "checkpoint-2" / ".metadata").is_file()   # a DCP checkpoint
     with pytest.raises(ConfigError, match="output directory is not empty"):
         train(load_config(**common))
     resumed = train(load_config(**common, resume=True))      # picks up after step 2, as if interrupted there
     assert resumed["steps"] == 4 and len(resumed["history"]) == 2
     np.testing.assert_allclose(resumed["history"], full[2:], rtol=1e-4)
+    # a checkpoint of the full tower holds no LoRA adapters: named, not half-loaded
+    with pytest.raises(ConfigError, match=r"--resume: .*checkpoint-2 does not fit this model .*resume with the model, "
+                                          r"LoRA settings and stage that wrote it"):
+        train(load_config(**common, resume=True, lora=True))

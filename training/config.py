@@ -53,6 +53,8 @@ class TrainConfig(BaseModel):
     max_length: int | None = None
     instruction: str | None = None
     save_steps: int | None = None
+    #: keep only the newest this many resumable checkpoints (None: keep every one)
+    save_total_limit: int | None = 2
     log_steps: int = 10
     resume: bool = False
     #: reranker stage
@@ -114,7 +116,7 @@ class TrainConfig(BaseModel):
             raise ValueError("must be >= 0")
         return v
 
-    @field_validator("rerank_candidates", "eval_steps", "patience", "eval_depth")
+    @field_validator("rerank_candidates", "eval_steps", "patience", "eval_depth", "save_total_limit")
     @classmethod
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v <= 0:

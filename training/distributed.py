@@ -140,7 +140,9 @@ def allreduce_gradients(params: Sequence[torch.Tensor]) -> None:
     """Average ``params``' gradients over the ranks, in flat buckets as DDP does.
 
     A parameter without a gradient on this rank (a vision tower on a text-only slice) contributes zeros,
-    so every rank runs the same collectives.
+    so every rank runs the same collectives; one without a gradient on any rank keeps none, so the optimiser
+    skips it as a single process on the global batch would (AdamW would otherwise decay it and move it by its
+    momentum).
     """
     import torch
     import torch.distributed as dist
@@ -150,10 +152,14 @@ def allreduce_gradients(params: Sequence[torch.Tensor]) -> None:
     from torch.distributed.tensor import DTensor
 
     world = dist.get_world_size()
+    # FSDP-sharded parameters' backward reduce-scattered (averaged) their gradients already
+    plain = [p for p in params if not isinstance(p, DTensor)]
+    had = torch.tensor([p.grad is not None for p in plain], dtype=torch.uint8)
+    if dist.get_backend() == "nccl":
+        had = had.cuda()
+    dist.all_reduce(had, op=dist.ReduceOp.MAX)
     grads: list[torch.Tensor] = []
-    for p in params:
-        if isinstance(p, DTensor):
-            continue  # FSDP-sharded: its backward reduce-scattered (averaged) the gradient already
+    for p in plain:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)
@@ -176,6 +182,23 @@ def allreduce_gradients(params: Sequence[torch.Tensor]) -> None:
                 g.copy_(flat[offset:offset + g.numel()].view_as(g))
                 offset += g.numel()
             start = end
+    for p, used in zip(plain, had.tolist(), strict=True):
+        if not used:
+            p.grad = None
+
+
+def any_rank(flag: bool) -> bool:
+    """True when ``flag`` is true on at least one rank (``flag`` itself without a process group)."""
+    import torch
+    import torch.distributed as dist
+
+    if not is_distributed():
+        return flag
+    t = torch.tensor([int(flag)])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float) -> float:

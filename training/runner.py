@@ -134,13 +134,6 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
     if arch in ("qwen3_vl", "qwen3_text") and cfg.deepspeed is not None:
         raise ConfigError(f"--deepspeed {cfg.deepspeed}: DeepSpeed runs through the Hugging Face trainer "
                           "(sentence-transformers models); shard a Qwen3 tower with --fsdp")
-    if arch == "qwen3_vl" and cfg.fsdp and any(item.modalities - {"text"} for ex in examples
-                                               for item in (ex.query, *ex.candidates)):
-        # a rank whose slice has no image skips the vision tower's sharded all-gathers while the others
-        # wait in them; until text-only slices run a stand-in image, refuse rather than hang
-        raise ConfigError("--fsdp with a Qwen3-VL tower trains on text-only data for now; this data has image/"
-                          "video items (train data-parallel without --fsdp, with LoRA and "
-                          "--gradient-checkpointing to save memory)")
     anchored = cfg.stage == "rerank" and cfg.rerank_init != "fresh" and not is_cross_encoder(source, spec, arch)
     if cfg.stage == "rerank" and cfg.rerank_init == "anchored" and not anchored:
         raise ConfigError(f"{cfg.model}: --init anchored builds a reranker from a sentence-transformers embedding "

@@ -8,7 +8,17 @@ preprocessor configs copied, ``omniret.json`` with the dims), reload through ``l
 the vectors the in-memory model gave. LoRA (peft, merged on save) or full fine-tuning; gradient
 checkpointing; bf16 on GPU; GradCache (embed every item without grad, take the loss's gradient with
 respect to the embeddings, then re-run chunk by chunk with grad and backpropagate the cached gradient),
-exact because Qwen3-VL has no dropout; checkpoints with optimizer, scheduler and step for resume.
+exact because Qwen3-VL has no dropout; resumable checkpoints (``training.checkpoint``: DCP, any world size,
+sharded or not).
+
+FSDP2 (``--fsdp``) shards every decoder layer and vision block; each sharded module all-gathers its weights
+when it runs forward (and again in backward) and reduce-scatters its gradients, and every rank must take part.
+A rank whose slice has no image would skip the vision blocks' collectives while the others wait in them, so a
+sharded Qwen3-VL tower runs the vision tower for each media kind of the run's data (``in_step``) on every
+forward call of every rank: a slice without one gets a stand-in item appended to its batch, whose output row is
+dropped. The stand-in's row never reaches the loss, so the gradients it sends back are exact zeros, while its
+forward and backward (and gradient checkpointing's recomputation, and each of GradCache's passes) run the
+same collectives, in the same order, as on a rank with real images.
 
 The same loop trains a text Qwen3-Embedding (``TextEmbedModel``: ``Qwen3TextEmbedder``'s token ids and
 last-token pooling), the Qwen3-VL reranker (``VLRerankModel``: ``Qwen3VLReranker``'s pair encoding,
@@ -29,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from omniret.errors import ConfigError, ItemError
+from omniret.training import checkpoint
 from omniret.training._meta import write_meta
 from omniret.training.config import TrainConfig
 from omniret.training.data import TrainExample
@@ -59,15 +70,24 @@ class TrainableTower(ABC):
     #: FSDP2-sharded (``--fsdp``): saving gathers the full weights on every rank, rank 0 writes them
     sharded: bool = False
     lora_scaling: float = 1.0
+    #: sharded Qwen3-VL tower: the media kinds (``image``, ``video``) of the run's data, which every forward
+    #: call on every rank feeds to the vision tower, with a stand-in item where its inputs hold none
+    in_step: frozenset[str] = frozenset()
+    #: the prepared stand-in per media kind, built on first use
+    standins: dict[str, Any]
+    #: whether this rank fed the vision tower a real image or video since ``_fit`` last reset it
+    fed_media: bool = False
 
     def _load(self, loader: Callable[..., Any], cfg: TrainConfig) -> Any:
         """The backend ``loader`` gives for ``cfg`` (bf16 on a GPU unless told), whose model this tower
         trains: a concrete Qwen backend, since training drives its model and input builder directly."""
         import torch
 
+        from omniret.training import distributed as dist
+
         bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
         # FSDP keeps float32 master weights and computes in bf16 through its mixed-precision policy
-        dtype = torch.bfloat16 if bf16 and not cfg.fsdp else torch.float32
+        dtype = torch.bfloat16 if bf16 and not (cfg.fsdp and dist.is_distributed()) else torch.float32
         backend = loader(cfg.model, device=cfg.device, dtype=dtype,
                          **({"max_length": cfg.max_length} if cfg.max_length else {}))
         self.source, self.model, self.device = backend.path, backend.model, backend.device
@@ -75,6 +95,7 @@ class TrainableTower(ABC):
 
     def _setup(self, cfg: TrainConfig) -> None:
         self.lora = cfg.lora
+        self.standins = {}
         if cfg.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -85,7 +106,10 @@ class TrainableTower(ABC):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if cfg.lora:
                 self.model.enable_input_require_grads()
-        if cfg.fsdp:
+        from omniret.training import distributed as dist
+
+        # one process has nothing to shard over (a run resumed on one GPU with the launch's flags)
+        if cfg.fsdp and dist.is_distributed():
             self._shard(cfg)
         self.model.train()
 
@@ -95,11 +119,6 @@ class TrainableTower(ABC):
         import torch
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        from omniret.training import distributed as dist
-
-        if not dist.is_distributed():
-            raise ConfigError("--fsdp shards the model over the ranks of a launch; start the run with torchrun "
-                              "or accelerate launch (more than one process)")
         base = self.model.get_base_model() if self.lora else self.model
         blocks = set(getattr(base, "_no_split_modules", None) or [])
         bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available()
@@ -118,6 +137,39 @@ class TrainableTower(ABC):
 
     def parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def state_module(self) -> Any:
+        """The module whose trainable parameters a resumable checkpoint holds (the tower; a reranker adds its
+        yes/no head)."""
+        return self.model
+
+    def keep_in_step(self, media: set[str]) -> None:
+        """Feed the vision tower every media kind of ``media`` on every forward call when sharded (see the
+        module docstring); a no-op for an unsharded tower, whose ranks share no per-module collectives."""
+        if self.sharded:
+            self.in_step = frozenset(media & {"image", "video"})
+
+    def standin(self, kind: str) -> Any:
+        """A prepared input holding one small ``kind`` medium (only towers with a vision tower have one)."""
+        raise NotImplementedError(f"{type(self).__name__} has no vision tower to feed a stand-in {kind}")
+
+    def with_standins(self, prepared: Sequence[Any]) -> list[Any]:
+        """``prepared`` plus a stand-in for each kind of ``in_step`` that none of its inputs holds."""
+        out = list(prepared)
+        self.fed_media = self.fed_media or any(p.images or p.videos for p in prepared)
+        for kind in sorted(self.in_step):
+            if not any(getattr(p, f"{kind}s", None) for p in prepared):
+                if kind not in self.standins:
+                    self.standins[kind] = self.standin(kind)
+                out.append(self.standins[kind])
+        return out
+
+    def drop_vision_gradients(self) -> None:
+        """Forget the vision tower's gradients: after a step in which it saw only stand-ins, they are exact
+        zeros, and the optimiser must skip its weights as an unsharded process (where they got none) does."""
+        for name, p in self.model.named_parameters():
+            if "visual" in name.split("."):
+                p.grad = None
 
     def trainable_state(self) -> dict[str, Any]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()
@@ -151,6 +203,23 @@ class TrainableTower(ABC):
             self.lora = False
         tower = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         write_checkpoint(Path(self.source), out, tower, self.extra_weights())
+
+
+def media_of(examples: Sequence[TrainExample]) -> set[str]:
+    """The modalities the examples' queries and candidates hold (the same on every rank: they read the same
+    data)."""
+    return {m for ex in examples for item in (ex.query, *ex.candidates) for m in item.modalities}
+
+
+def standin_item(kind: str) -> Any:
+    """The smallest item of a media ``kind`` the Qwen3-VL input builder takes: one black image at its minimum
+    size, or a video of two such frames (one temporal group)."""
+    from PIL import Image
+
+    from omniret import Item
+
+    frame = Image.new("RGB", (64, 64))
+    return Item(image=frame) if kind == "image" else Item(video=[frame, frame.copy()])
 
 
 def merge_lora_state(state: dict[str, Any], scaling: float) -> dict[str, Any]:
@@ -240,13 +309,16 @@ class VLEmbedModel(TrainableTower):
         """Pooled last-token vectors ``(n, dim)`` (float32, not normalised; the losses normalise)."""
         from omniret.base.models import last_token_pool
 
-        inputs = self.embedder.inputs.collate(list(prepared), padding_side="right")
+        inputs = self.embedder.inputs.collate(self.with_standins(prepared), padding_side="right")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         for key in ("pixel_values", "pixel_values_videos"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.embedder.dtype)
         hidden = self.model(**inputs).last_hidden_state
-        return last_token_pool(hidden, inputs["attention_mask"]).float()
+        return last_token_pool(hidden, inputs["attention_mask"])[:len(prepared)].float()
+
+    def standin(self, kind: str) -> Any:
+        return self.prepare([standin_item(kind)], None)[0]
 
 
 class TextEmbedModel(VLEmbedModel):
@@ -291,22 +363,17 @@ def _embed(model: TrainableTower, prepared: list[Any], loss_of: Callable[[Any], 
     return float(loss.detach())
 
 
-def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
-        if ckpt_dir.is_dir() else []
-    return found[-1] if found else None
-
-
 def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
          batch_loss: Callable[[list[int]], tuple[list[Any], Callable[[Any], Any]]],
          gather: bool = False, keep: KeepBest | None = None) -> Fit:
-    """The shared loop: AdamW with linear warmup/decay, resume from ``out/checkpoints``, progress, saving.
+    """The shared loop: AdamW with linear warmup/decay, resumable checkpoints in ``out/checkpoints``
+    (``training.checkpoint``, every ``cfg.save_steps``, the newest ``cfg.save_total_limit`` kept), progress, saving.
 
     ``batch_loss(indices)`` gives the batch's prepared inputs and the loss of the model's outputs on them.
     Under ``torch.distributed`` each rank takes its slice of the global batch (``distributed.rank_slice``),
     gradients are averaged over the ranks, the logged loss is the ranks' mean (the global batch's loss), and
-    rank 0 alone writes checkpoints and draws the progress bar. A checkpoint holds the global step and the
-    global batch, so it resumes on any number of ranks that divides that batch.
+    rank 0 alone draws the progress bar. A checkpoint holds the global step and the batch plan (global batch,
+    seed, example count), so it resumes on any number of ranks that divides that batch, sharded or not.
     ``keep`` validates before the first step, every ``cfg.eval_steps`` and after the last, stops early
     when its patience runs out, and puts the best weights back at the end (every rank evaluates the same
     held-out queries with the same weights, so they agree on the best step and on stopping).
@@ -317,23 +384,25 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
     from omniret.training import distributed as dist
 
     ctx = dist.current_context()
-    if cfg.fsdp and (cfg.save_steps or cfg.resume):
-        raise ConfigError("--fsdp with --save-steps/--resume: resumable checkpoints of a sharded model are not "
-                          "available yet; drop --save-steps, or train without --fsdp")
     ckpt_dir = cfg.out / "checkpoints"
     last = None
     global_batch = cfg.global_batch_size
     if cfg.resume:
-        last = _last_checkpoint(ckpt_dir)
+        last = checkpoint.latest(ckpt_dir)
         if last is None:
-            raise ConfigError(f"--resume: no checkpoint-* folder under {ckpt_dir}; train with --save-steps first")
-        saved = json.loads((last / "state.json").read_text())
+            raise ConfigError(f"--resume: no complete checkpoint-* folder under {ckpt_dir}; train with --save-steps "
+                              "first")
+        saved = checkpoint.read_state(last)
         saved_global = saved.get("global_batch")
         if saved_global is not None:
             if global_batch is not None and global_batch != saved_global:
                 raise ConfigError(f"--resume: {last} was trained with global batch {saved_global}, not "
                                   f"{global_batch}; drop --global-batch-size or pass {saved_global}")
             global_batch = int(saved_global)
+        for key, now in (("examples", n_examples), ("seed", cfg.seed)):
+            if saved.get(key, now) != now:
+                raise ConfigError(f"--resume: {last} was trained with {key} {saved[key]}, this run has {now}; "
+                                  "the batch plan would differ (resume with the same data and --seed)")
     per_device, global_batch = dist.global_batch_plan(max(cfg.batch_size, 1), ctx.world_size, global_batch)
     per_epoch = -(-n_examples // global_batch)
     total = cfg.max_steps or max(1, int(per_epoch * cfg.epochs))
@@ -341,10 +410,8 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
     sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
     step = 0
     if last is not None:
-        model.load_trainable_state(torch.load(last / "trainable.pt", weights_only=True))
-        opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
-        sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
-        step = int(json.loads((last / "state.json").read_text())["step"])
+        with dist.collective_errors(ctx, f"loading {last}"):
+            step = checkpoint.load(last, model.state_module(), opt, sched)
     if ctx.is_main:
         dist.log_line(dist.announce(ctx, per_device, global_batch, gather))
     history: list[float] = []
@@ -363,9 +430,12 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
             idx = dist.rank_slice(batches[within], ctx, batches[0])
             prepared, loss_of = batch_loss(idx)
             opt.zero_grad(set_to_none=True)
+            model.fed_media = False
             with dist.collective_errors(ctx, f"step {step + 1}"):
                 value = _embed(model, prepared, loss_of, cfg.gradcache_chunk)
                 dist.allreduce_gradients(model.parameters())
+                if model.in_step and not dist.any_rank(model.fed_media):
+                    model.drop_vision_gradients()
                 value = dist.mean_over_ranks(value)
             if cfg.max_grad_norm is not None:
                 dist.clip_grad_norm(model.parameters(), cfg.max_grad_norm)
@@ -376,11 +446,11 @@ def _fit(cfg: TrainConfig, model: TrainableTower, n_examples: int,
             seconds.append(time.perf_counter() - t0)
             bar.update(step, loss=value, examples=len(idx) * ctx.world_size)
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
-                if ctx.is_main:
-                    _save_checkpoint(ckpt_dir / f"checkpoint-{step}", model, opt, sched, step,
-                                     {"global_batch": global_batch, "world_size": ctx.world_size})
                 with dist.collective_errors(ctx, f"the checkpoint at step {step}"):
-                    dist.barrier()
+                    checkpoint.save(ckpt_dir, step, model.state_module(), opt, sched,
+                                    {"global_batch": global_batch, "world_size": ctx.world_size,
+                                     "examples": n_examples, "seed": cfg.seed, "fsdp": model.sharded},
+                                    keep=cfg.save_total_limit)
             if keep is not None and step % interval == 0 and keep.evaluate(step):
                 break
     if keep is not None:
@@ -462,6 +532,7 @@ def train_vl_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
     distill = cfg.stage == "distill"
     k = usable_negatives(examples, cfg.hard_negatives if not distill else max(cfg.hard_negatives or 0, 1))
     model = model_cls(cfg)
+    model.keep_in_step(media_of(examples))
     dims = loss_dims(cfg.matryoshka_dims, model.dim)
     # distillation's KL is per query over its own candidates: nothing to gather, the gradient average
     # alone makes the ranks' step the global batch's step
@@ -510,17 +581,6 @@ def train_text_embedder(cfg: TrainConfig, examples: Sequence[TrainExample],
                         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Contrastive or distillation training of a text Qwen3-Embedding checkpoint (same loop and losses)."""
     return train_vl_embedder(cfg, examples, teacher_scores, model_cls=TextEmbedModel, val=val, log=log)
-
-
-def _save_checkpoint(path: Path, model: TrainableTower, opt: Any, sched: Any, step: int,
-                     run: dict[str, Any] | None = None) -> None:
-    import torch
-
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save(model.trainable_state(), path / "trainable.pt")
-    torch.save(opt.state_dict(), path / "optimizer.pt")
-    torch.save(sched.state_dict(), path / "scheduler.pt")
-    (path / "state.json").write_text(json.dumps({"step": step, **(run or {})}), encoding="utf-8")
 
 
 class VLRerankModel(TrainableTower):
@@ -575,14 +635,27 @@ class VLRerankModel(TrainableTower):
         """The yes−no logit per pair ``(n,)``, float32."""
         import torch
 
-        inputs = self.reranker.inputs.collate(list(prepared), padding_side="left",
+        inputs = self.reranker.inputs.collate(self.with_standins(prepared), padding_side="left",
                                               pad_token_id=self.reranker.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         for key in ("pixel_values", "pixel_values_videos"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.reranker.dtype)
-        hidden = self.model(**inputs, use_cache=False).last_hidden_state[:, -1]
+        hidden = self.model(**inputs, use_cache=False).last_hidden_state[:len(prepared), -1]
         return hidden.to(torch.float32) @ (self.head[0] - self.head[1])
+
+    def standin(self, kind: str) -> Any:
+        from omniret import Item
+
+        return self.prepare(Item(text="stand-in"), [standin_item(kind)], None)[0]
+
+    def state_module(self) -> Any:
+        import torch
+
+        holder = torch.nn.Module()
+        holder.tower = self.model
+        holder.head = self.head
+        return holder
 
     def score(self, query: Any, documents: Sequence[Any], *, instruction: str | None = None) -> Any:
         """P(yes) per document from the weights in memory (what the saved checkpoint must reproduce)."""
@@ -637,6 +710,7 @@ def train_vl_reranker(cfg: TrainConfig, examples: Sequence[TrainExample],
     torch.manual_seed(cfg.seed)
     k = usable_negatives(examples, max(cfg.hard_negatives or 0, 1))
     model = model_cls(cfg)
+    model.keep_in_step(media_of(examples))
     loss_fn = RerankerLoss(cfg.rerank_loss)
 
     def batch_loss(idx: list[int]) -> tuple[list[Any], Callable[[Any], Any]]:
