@@ -903,3 +903,33 @@ class FaissStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- transfer capability (snapshots and copies, ``omniret.index.transfer``) ------------------------
+    # Kept together at the end of the class so it moves as one block when the store is split up.
+    def export_points(self, batch_size: int = 1000, after: str | None = None
+                      ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Every item as ``(ids, vectors, payloads)`` batches in id order, from one point in time.
+
+        The rows are read through a second, read-only SQLite connection inside one read transaction: WAL
+        gives it the database as of its first read, so concurrent upserts and deletes neither appear half
+        way nor wait (a reader never blocks a WAL writer). ``after``: start past this id (a resumed copy).
+        """
+        with self._lock:
+            self._check_open()
+        db = sqlite3.connect(f"file:{self.path / 'store.sqlite'}?mode=ro", uri=True, check_same_thread=False,
+                             isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            last = after
+            while True:
+                rows = db.execute("SELECT id, vector, payload FROM items WHERE ? IS NULL OR id > ? ORDER BY id "
+                                  "LIMIT ?", (last, last, batch_size)).fetchall()
+                if not rows:
+                    return
+                last = rows[-1][0]
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                yield [r[0] for r in rows], vecs, [json.loads(r[2]) for r in rows]
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("COMMIT")
+            db.close()
