@@ -306,14 +306,14 @@ def _check_dest(name: str, base: Path, manifest: dict[str, Any], replace: bool, 
     existing = _manifest(base / name)
     if existing is None:
         return None
+    other = "--as NEWNAME" if what == "snapshot" else "another destination name"
     if (existing.get("model"), existing.get("dim")) != (manifest.get("model"), manifest.get("dim")) and not replace:
         raise CollectionMismatch(
-            f"collection {name!r} exists with model {existing.get('model')!r} dim {existing.get('dim')}; the "
-            f"{what} holds model {manifest.get('model')!r} dim {manifest.get('dim')} (use --as NEWNAME, or "
-            "--replace to overwrite it)")
+            f"collection {name!r} exists with model {existing.get('model')!r} dim {existing.get('dim')}, but the "
+            f"{what} holds model {manifest.get('model')!r} dim {manifest.get('dim')}; use {other}, or --replace "
+            "to overwrite it")
     if not replace:
-        raise CollectionExists(f"collection {name!r} exists already; {what} into a new name (--as NEWNAME) or "
-                               "pass --replace to overwrite it")
+        raise CollectionExists(f"collection {name!r} exists already; use {other}, or --replace to overwrite it")
     return existing
 
 
