@@ -130,6 +130,27 @@ def export_points(store: VectorStore, batch_size: int = BATCH, after: str | None
     return batches
 
 
+@contextlib.contextmanager
+def source_points(path: Path, name: str, manifest: dict[str, Any], *, store: VectorStore | None = None,
+                  batch_size: int = BATCH, after: str | None = None) -> Iterator[tuple[int, Batches]]:
+    """``(count, batches)`` of a collection's points. A FAISS collection is read from its SQLite file
+    without opening the store (a second open store would write its own FAISS cache beside a live writer's);
+    a Qdrant one through ``store`` when the caller holds it open, else through a client opened here."""
+    from omniret.index.faiss_store import FaissStore
+
+    if store is not None:
+        yield store.count(), export_points(store, batch_size, after)
+    elif manifest.get("backend", "faiss") == "faiss":
+        folder = path / "faiss"
+        yield FaissStore.stored_count(folder), FaissStore.read_points(folder, batch_size, after)
+    else:
+        st = open_store(path, name, manifest, manifest.get("url"), {}, create=False)
+        try:
+            yield st.count(), export_points(st, batch_size, after)
+        finally:
+            st.close()
+
+
 def _rewriter(old: Path | str | None, new: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Payload paths into the old collection folder, pointed at the new one (its media files move with it)."""
     if old is None or Path(old) == new:
@@ -226,10 +247,7 @@ def snapshot_collection(name: str, out: str | os.PathLike[str] | None = None, *,
     path, manifest = _existing(name, base)
     final = Path(out) if out is not None else Path(f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
                                                    ".omniret.tar")
-    own = store is None
-    st = store if store is not None else open_store(path, name, manifest, manifest.get("url"), {}, create=False)
-    try:
-        total = st.count()
+    with source_points(path, name, manifest, store=store, batch_size=batch_size) as (total, batches):
         header = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "collection": manifest,
                   "source": {"name": name, "backend": manifest.get("backend", "faiss"), "path": str(path)},
                   "count_at_start": total}
@@ -241,7 +259,7 @@ def snapshot_collection(name: str, out: str | os.PathLike[str] | None = None, *,
                     w.add_file(LEDGER, scratch)
             finally:
                 scratch.unlink(missing_ok=True)
-            for ids, vectors, payloads in export_points(st, batch_size):
+            for ids, vectors, payloads in batches:
                 w.add_points(ids, vectors, payloads)
                 if progress is not None:
                     progress(w.points, total)
@@ -249,11 +267,8 @@ def snapshot_collection(name: str, out: str | os.PathLike[str] | None = None, *,
             for f in files:
                 w.add_file(f"files/{f.relative_to(path / FILES_DIR).as_posix()}", f)
             w.commit()
-            return TransferReport("snapshot", name, str(final), points=w.points, bytes=final.stat().st_size,
-                                  files=len(files), seconds=time.perf_counter() - t0)
-    finally:
-        if own:
-            st.close()
+    return TransferReport("snapshot", name, str(final), points=w.points, bytes=final.stat().st_size,
+                          files=len(files), seconds=time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------------- destinations
@@ -356,12 +371,15 @@ def _open_dest(work: Path, name: str, manifest: dict[str, Any], *, api_key: str 
     return open_store(work, name, manifest, url, opts, create=True)
 
 
-def _retune(store: VectorStore, manifest: dict[str, Any], recall: float | None) -> dict[str, Any] | None:
-    """Re-tune a FAISS destination to ``recall`` (else the source's recorded target); recorded in the manifest."""
+def _retune(store: VectorStore, manifest: dict[str, Any], recall: float | None, source: dict[str, Any]
+            ) -> dict[str, Any] | None:
+    """Re-tune a FAISS destination of another index kind to ``recall`` (else the source's recorded target);
+    the result is recorded in the manifest."""
     from omniret.index.faiss_store import FaissStore
 
-    target = recall if recall is not None else (manifest.get("recall_tuning") or {}).get("target")
-    if target is None or not isinstance(store, FaissStore) or manifest.get("index") == "flat":
+    target = recall if recall is not None else (source.get("recall_tuning") or {}).get("target")
+    if target is None or not isinstance(store, FaissStore) or manifest.get("index") == "flat" or \
+            (recall is None and manifest.get("recall_tuning") is not None):
         return None
     res = store.tune(float(target))
     manifest["store_options"] = {**manifest.get("store_options", {}), **res.settings}
@@ -406,7 +424,7 @@ def restore_collection(archive: str | os.PathLike[str], *, name: str | None = No
                 report.points += len(ids)
                 if progress is not None:
                     progress(report.points, total)
-            report.tuning = _retune(store, manifest, None) if index is not None else None
+            report.tuning = _retune(store, manifest, None, source)
         finally:
             store.close()
         extract_member(file, LEDGER, work / "ledger.sqlite")
@@ -489,8 +507,7 @@ def copy_collection(src: str, dst: str, *, root: str | os.PathLike[str] | None =
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
     report = TransferReport("copy", src, dst, resumed_after=int(marker["done"]))
-    source = open_store(src_path, src, src_manifest, src_manifest.get("url"), {}, create=False)
-    try:
+    with source_points(src_path, src, src_manifest, batch_size=batch_size, after=marker["after"]) as (total, batches):
         dest = _open_dest(work, dst, manifest, api_key=api_key, fresh=fresh, replace=replace)
         try:
             if fresh:
@@ -498,9 +515,8 @@ def copy_collection(src: str, dst: str, *, root: str | os.PathLike[str] | None =
             # the ledger before the points, as in a snapshot
             backup_sqlite(src_path / "ledger.sqlite", work / "ledger.sqlite")
             rewrite = _rewriter(src_path, final)
-            total = source.count()
             done = int(marker["done"])
-            for ids, vectors, payloads in export_points(source, batch_size, marker["after"]):
+            for ids, vectors, payloads in batches:
                 dest.upsert(ids, vectors, [rewrite(p) for p in payloads])
                 done += len(ids)
                 report.points += len(ids)
@@ -508,7 +524,7 @@ def copy_collection(src: str, dst: str, *, root: str | os.PathLike[str] | None =
                 _write_json(marker_file, marker)
                 if progress is not None:
                     progress(done, total)
-            report.tuning = _retune(dest, manifest, recall) if index is not None or recall is not None else None
+            report.tuning = _retune(dest, manifest, recall, src_manifest)
         finally:
             dest.close()
         files = _media_files(src_path)
@@ -520,8 +536,6 @@ def copy_collection(src: str, dst: str, *, root: str | os.PathLike[str] | None =
         marker_file.unlink()
         _write_json(work / MANIFEST, manifest)
         _swap_in(work, final, replace, old, manifest)
-    finally:
-        source.close()
     report.seconds = time.perf_counter() - t0
     if verify:
         report.verify = verify_collections(src, dst, root=base)
