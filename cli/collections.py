@@ -28,6 +28,7 @@ VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Compare c
                                                                       "(fetched and searched) at the end.")]
 IndexKindOpt = Annotated[str | None, typer.Option("--index-kind", help="FAISS destination: flat, hnsw, ivfpq or sq8 "
                                                                        "(the ANN index is rebuilt and re-tuned).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Points per batch read and written.")]
 RecallOpt = Annotated[float | None, typer.Option("--recall", help="Re-tune the destination's index to this "
                                                                   "recall@10 (default: the source's recorded "
                                                                   "target).")]
@@ -84,6 +85,7 @@ def collections_snapshot(
     name: Annotated[str, typer.Argument(help="Collection name.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Archive file (default: "
                                                                        "NAME-<UTC time>.omniret.tar here).")] = None,
+    batch_size: BatchOpt = 1000,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -91,7 +93,7 @@ def collections_snapshot(
     from omniret.index.transfer import snapshot_collection
 
     with _bar(f"snapshot {name}", json_out) as progress:
-        r = snapshot_collection(name, output, root=_root(root), progress=progress)
+        r = snapshot_collection(name, output, root=_root(root), batch_size=batch_size, progress=progress)
     _report(r, json_out, f"wrote {r.dest}")
 
 
@@ -134,6 +136,7 @@ def collections_copy(
     recall: RecallOpt = None,
     replace: ReplaceOpt = False,
     verify: VerifyOpt = True,
+    batch_size: BatchOpt = 1000,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -144,7 +147,7 @@ def collections_copy(
     with _bar(f"copy {src} -> {dst}", json_out) as progress:
         r = copy_collection(src, dst, root=_root(root), backend=backend, url=qdrant_url,
                             shards=shards, replicas=replicas, index=index_kind, recall=recall, replace=replace,
-                            verify=verify, progress=progress)
+                            verify=verify, batch_size=batch_size, progress=progress)
     _report(r, json_out, f"copied {src} -> {dst}" + (f" (resumed after {r.resumed_after})" if r.resumed_after
                                                      else ""))
 
