@@ -70,7 +70,9 @@ def _report(r: TransferReport, json_out: bool, line: str) -> None:
         speed = f"{r.points_per_second:,.0f} points/s" + (f", {mb / r.seconds:,.1f} MB/s" if r.bytes and r.seconds
                                                           else "")
         console.print(f"{line} ({r.points} points, {r.files} files, {r.seconds:.1f} s, {speed})", highlight=False)
-        if r.tuning:
+        if r.tuning and r.tuning.get("skipped"):
+            console.print(f"not re-tuned: {r.tuning['skipped']}", highlight=False)
+        elif r.tuning:
             console.print(f"re-tuned: {r.tuning.get('param')}={r.tuning.get('value')}, recall@{r.tuning['k']} "
                           f"{r.tuning['recall']} (target {r.tuning['target']})", highlight=False)
         if r.verify is not None:

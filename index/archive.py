@@ -77,7 +77,7 @@ class ArchiveWriter:
         self.tmp = self.final.with_name(f"{self.final.name}.tmp-{os.getpid()}")
         remove_stale_temp(self.final)
         self._file: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         self._toc: dict[str, dict[str, Any]] = {}
         self.points = 0
         self.bytes = 0

@@ -381,6 +381,9 @@ def _retune(store: VectorStore, manifest: dict[str, Any], recall: float | None, 
     if target is None or not isinstance(store, FaissStore) or manifest.get("index") == "flat" or \
             (recall is None and manifest.get("recall_tuning") is not None):
         return None
+    if store.count() < 20:  # tune measures recall@10 on held-out vectors: it needs at least 2 x 10
+        return {"target": float(target), "skipped": f"{store.count()} vectors are too few to measure recall on "
+                                                    "(20 needed); run `omniret index --recall` once it has grown"}
     res = store.tune(float(target))
     manifest["store_options"] = {**manifest.get("store_options", {}), **res.settings}
     manifest["recall_tuning"] = {**res.to_dict(), "count": store.count()}
