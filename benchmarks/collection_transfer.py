@@ -119,7 +119,8 @@ def main() -> None:
             continue
         stop = threading.Event()
         got: list[float] = []
-        th = threading.Thread(target=lambda: got.extend(_writer_latencies(live, args.dim, 600, stop, "B")))
+        th = threading.Thread(target=lambda got=got, stop=stop: got.extend(
+            _writer_latencies(live, args.dim, 600, stop, "B")))
         th.start()
         t = time.perf_counter()
         snapshot_collection("src", work / "during.tar", root=root)

@@ -7,7 +7,7 @@ No model is loaded: the points move as stored.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -39,7 +39,7 @@ def _root(root: Path | None) -> Path:
 
 
 @contextmanager
-def _bar(what: str, json_out: bool) -> Iterator[Callable[[int, int | None], None]]:
+def _bar(what: str, json_out: bool) -> Generator[Callable[[int, int | None], None]]:
     """A rich progress bar on stderr (none with ``--json``); yields the ``progress(done, total)`` callback."""
     if json_out:
         yield lambda done, total: None

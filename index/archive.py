@@ -111,7 +111,7 @@ class ArchiveWriter:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, int(path.stat().st_mtime), 0o644
         with open(path, "rb") as f:
-            self._tar.addfile(info, _Hashing(f))  # type: ignore[arg-type]
+            self._tar.addfile(info, _Hashing(f))
         self._toc[name] = {"size": size, "sha256": h.hexdigest()}
         self.bytes += size
 

@@ -470,7 +470,8 @@ class QdrantStore:
         import httpx
 
         desc = self._call("snapshot", "create_snapshot", collection_name=self.name, wait=True)
-        headers = {"api-key": str(self.options["api_key"])} if self.options.get("api_key") else {}
+        key = self.options.get("api_key")
+        headers = {"api-key": str(key)} if key else {}
         url = f"{self.location.rstrip('/')}/collections/{self.name}/snapshots/{desc.name}"
         try:
             with httpx.stream("GET", url, headers=headers, timeout=None) as r, open(out, "wb") as f:

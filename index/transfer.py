@@ -31,7 +31,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def export_points(store: VectorStore, batch_size: int = BATCH, after: str | None
 
 @contextlib.contextmanager
 def source_points(path: Path, name: str, manifest: dict[str, Any], *, store: VectorStore | None = None,
-                  batch_size: int = BATCH, after: str | None = None) -> Iterator[tuple[int, Batches]]:
+                  batch_size: int = BATCH, after: str | None = None) -> Generator[tuple[int, Batches]]:
     """``(count, batches)`` of a collection's points. A FAISS collection is read from its SQLite file
     without opening the store (a second open store would write its own FAISS cache beside a live writer's);
     a Qdrant one through ``store`` when the caller holds it open, else through a client opened here."""

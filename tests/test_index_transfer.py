@@ -28,8 +28,8 @@ from omniret.index.transfer import (
     verify_collections,
 )
 
-WORDS = ("river mountain forest desert ocean island valley canyon glacier meadow volcano prairie harbour "
-         "lagoon plateau marsh tundra savanna reef delta").split()
+WORDS = ["river", "mountain", "forest", "desert", "ocean", "island", "valley", "canyon", "glacier", "meadow",
+         "volcano", "prairie", "harbour", "lagoon", "plateau", "marsh", "tundra", "savanna", "reef", "delta"]
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
