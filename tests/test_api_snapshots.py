@@ -24,7 +24,7 @@ def test_snapshot_endpoint_streams_a_restorable_archive_while_serving(minilm_pat
 
     emb = load_embedder(str(minilm_path))
     root = tmp_path / "cols"
-    n = 20_000
+    n = 8_000
     coll = open_collection("big", root=root, embedder=emb)
     x = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
     coll.add_vectors([f"v{i:05d}" for i in range(n)], x / np.linalg.norm(x, axis=1, keepdims=True),
