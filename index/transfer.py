@@ -371,6 +371,15 @@ def _open_dest(work: Path, name: str, manifest: dict[str, Any], *, api_key: str 
     return open_store(work, name, manifest, url, opts, create=True)
 
 
+def _drop_server_collection(name: str, manifest: dict[str, Any], api_key: str | None) -> None:
+    from omniret.index.qdrant_store import QdrantStore
+
+    with contextlib.suppress(Exception), contextlib.closing(
+            QdrantStore(name, url=manifest["url"], options={"api_key": api_key} if api_key else {},
+                        create=False)) as there:
+        there.drop()
+
+
 def _retune(store: VectorStore, manifest: dict[str, Any], recall: float | None, source: dict[str, Any]
             ) -> dict[str, Any] | None:
     """Re-tune a FAISS destination of another index kind to ``recall`` (else the source's recorded target);
@@ -436,6 +445,8 @@ def restore_collection(archive: str | os.PathLike[str], *, name: str | None = No
         _swap_in(work, final, replace, old, manifest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        if manifest["backend"] == "qdrant" and manifest.get("url") and not final.exists():
+            _drop_server_collection(name, manifest, api_key)  # nothing half-restored on the server either
         raise
     report.bytes = file.stat().st_size
     report.seconds = time.perf_counter() - t0
