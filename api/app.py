@@ -23,7 +23,7 @@ from omniret.api.batching import MicroBatcher
 from omniret.api.dependencies import ApiKeyMiddleware, BodyLimitMiddleware
 from omniret.api.errors import install_error_handlers
 from omniret.api.metrics import Metrics
-from omniret.api.routers import collections, embeddings, health, rerank, ui
+from omniret.api.routers import collections, embeddings, health, rerank, snapshots, ui
 from omniret.api.state import ServiceState
 from omniret.api.tokens import TokenCounter
 from omniret.embed.protocol import Embedder
@@ -217,7 +217,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                   summary="Multimodal embeddings, reranking and two-stage search over collections.")
     app.state.omniret = state
     install_error_handlers(app)
-    for router in (health.router, embeddings.router, rerank.router, collections.router, ui.router):
+    for router in (health.router, embeddings.router, rerank.router, collections.router, snapshots.router,
+                   ui.router):
         app.include_router(router)
     # added inside out: CORS (outermost, so errors carry its headers and preflights need no key), latency,
     # the key check, then the body limit (a keyless request is a 401 before its body counts)

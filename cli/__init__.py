@@ -12,7 +12,7 @@ import importlib.util
 from omniret.cli._app import app, run
 
 #: command modules, in help order; each registers its commands on ``app`` when imported
-_COMMAND_MODULES = ("embed", "rerank", "index", "serve", "train", "eval")
+_COMMAND_MODULES = ("embed", "rerank", "index", "collections", "serve", "train", "eval")
 
 for _name in _COMMAND_MODULES:
     if importlib.util.find_spec(f"omniret.cli.{_name}") is not None:

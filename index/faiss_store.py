@@ -903,3 +903,52 @@ class FaissStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- transfer capability (snapshots and copies, ``omniret.index.transfer``) ------------------------
+    # Kept together at the end of the class so it moves as one block when the store is split up.
+    def export_points(self, batch_size: int = 1000, after: str | None = None
+                      ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Every item as ``(ids, vectors, payloads)`` batches in id order, from one point in time (see
+        ``read_points``)."""
+        with self._lock:
+            self._check_open()
+        return self.read_points(self.path, batch_size, after)
+
+    @staticmethod
+    def read_points(path: str | os.PathLike[str], batch_size: int = 1000, after: str | None = None
+                    ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """The items of the store in folder ``path``, read without opening it (no FAISS index is loaded or
+        written, so it is safe beside a live writer in this or another process).
+
+        The rows come through a read-only SQLite connection inside one read transaction: WAL gives it the
+        database as of its first read, so concurrent upserts and deletes neither appear half way nor wait
+        (a reader never blocks a WAL writer). ``after``: start past this id (a resumed copy).
+        """
+        db_file = Path(path) / "store.sqlite"
+        if not db_file.is_file():
+            raise StoreError(f"no FAISS store at {path}")
+        db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            dim = int(db.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()[0])
+            last = after
+            while True:
+                rows = db.execute("SELECT id, vector, payload FROM items WHERE ? IS NULL OR id > ? ORDER BY id "
+                                  "LIMIT ?", (last, last, batch_size)).fetchall()
+                if not rows:
+                    return
+                last = rows[-1][0]
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                yield [r[0] for r in rows], vecs, [json.loads(r[2]) for r in rows]
+        except sqlite3.Error as e:
+            raise StoreError(f"reading the items of {path} failed: {e}") from e
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("COMMIT")
+            db.close()
+
+    @staticmethod
+    def stored_count(path: str | os.PathLike[str]) -> int:
+        """How many items the store in folder ``path`` holds, read without opening it."""
+        with contextlib.closing(sqlite3.connect(f"file:{Path(path) / 'store.sqlite'}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM items").fetchone()[0])

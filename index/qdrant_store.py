@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -417,3 +417,74 @@ class QdrantStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- transfer capability (snapshots and copies, ``omniret.index.transfer``) ------------------------
+    # Kept together at the end of the class so it moves as one block when the store is split up.
+    @property
+    def is_server(self) -> bool:
+        """Whether this store talks to a Qdrant server (else it is embedded local mode)."""
+        return "://" in self.location  # a URL; local mode's location is a folder (or ":memory:")
+
+    def export_points(self, batch_size: int = 1000, after: str | None = None
+                      ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Every point as ``(ids, vectors, payloads)`` batches, in Qdrant's point-id order (a scroll).
+
+        In local mode the store's lock is held from the first batch to the last, so writes through this
+        store wait and the export is one point in time (local mode admits one process per folder). On a
+        server a scroll is not isolated from concurrent writes: for a consistent copy of a live server
+        collection use its snapshot API (``create_server_snapshot``). ``after``: resume past the point of this
+        omniret id (the last id of a batch already taken).
+        """
+        with self._lock:
+            skip = point_id(after) if after is not None else None
+            offset: Any = skip
+            first = True
+            while first or offset is not None:
+                first = False
+                pts, offset = self._call("scroll", "scroll", collection_name=self.name, limit=batch_size,
+                                         offset=offset, with_payload=True, with_vectors=[self._dense]
+                                         if self._named or self.lexical_ready else True)
+                if skip is not None and pts and str(pts[0].id) == skip:
+                    pts = pts[1:]  # the scroll offset is inclusive; the cursor is the last point taken
+                skip = None
+                if not pts:
+                    if offset is None:
+                        return
+                    continue
+                ids, vecs, payloads = [], [], []
+                for p in pts:
+                    payload = dict(p.payload or {})
+                    ids.append(str(payload.pop(ID_KEY, p.id)))
+                    vecs.append(p.vector[self._dense] if isinstance(p.vector, dict) else p.vector)
+                    payloads.append(payload)
+                yield ids, np.asarray(vecs, dtype=np.float32).reshape(len(ids), self.dim), payloads
+
+    def create_server_snapshot(self, out: Path) -> Path:
+        """A Qdrant server's own snapshot of this collection, downloaded to ``out`` (server only).
+
+        ``create_snapshot`` makes it on the node that answers (on a cluster: run it per node, as Qdrant
+        documents); the file comes from the snapshot REST endpoint. Restore with ``recover_server_snapshot``.
+        """
+        if not self.is_server:
+            raise ConfigError(f"Qdrant collection {self.name!r} is in local mode: it has no server snapshot API")
+        import httpx
+
+        desc = self._call("snapshot", "create_snapshot", collection_name=self.name, wait=True)
+        key = self.options.get("api_key")
+        headers = {"api-key": str(key)} if key else {}
+        url = f"{self.location.rstrip('/')}/collections/{self.name}/snapshots/{desc.name}"
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=None) as r, open(out, "wb") as f:
+                r.raise_for_status()
+                for chunk in r.iter_bytes(1 << 20):
+                    f.write(chunk)
+        except httpx.HTTPError as e:
+            raise StoreError(f"downloading Qdrant snapshot {desc.name} of {self.name!r} failed: {e}") from e
+        return out
+
+    def recover_server_snapshot(self, location: str) -> None:
+        """Recover this collection on the server from a snapshot ``location`` (a URL or ``file://`` path the
+        server can read), through qdrant-client's ``recover_snapshot``."""
+        if not self.is_server:
+            raise ConfigError(f"Qdrant collection {self.name!r} is in local mode: it has no server snapshot API")
+        self._call("snapshot recovery", "recover_snapshot", collection_name=self.name, location=location, wait=True)
