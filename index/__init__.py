@@ -13,7 +13,7 @@ from typing import Any
 from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
 
 _LAZY = {
-    "FaissStore": "omniret.index.faiss_store",
+    "FaissStore": "omniret.index.faiss",
     "QdrantStore": "omniret.index.qdrant_store",
     "Collection": "omniret.index.collection",
     "open_collection": "omniret.index.collection",

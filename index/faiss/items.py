@@ -1,0 +1,183 @@
+"""The durable half of a FAISS store: items, their vectors and the generation counter, in SQLite (WAL).
+
+SQLite is the source of truth. Each item is a row ``(fid, id, vector, payload)``; ``fid`` is an
+``AUTOINCREMENT`` row id, never reused, so a FAISS entry left behind by a crash can never alias a new
+item. Every write is one ``BEGIN IMMEDIATE`` transaction that also bumps ``meta.generation``; the FAISS
+files record the generation they reflect, which is how a reopened store knows they are behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniret.errors import StoreError
+from omniret.types import Hit
+
+#: ids per ``IN (...)`` clause (SQLite's default bound-parameter limit is 999)
+SQL_CHUNK = 900
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class ItemTable:
+    """The ``items`` and ``meta`` tables of ``store.sqlite`` (and the connection the lexical table shares)."""
+
+    def __init__(self, db_path: Path, dim: int | None = None) -> None:
+        self.path = db_path
+        #: vector width; set by the store once it is known (from ``meta`` or the creating call)
+        self.dim = dim or 0
+        try:
+            self.db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS items (fid INTEGER PRIMARY KEY AUTOINCREMENT, "
+                            "id TEXT NOT NULL UNIQUE, vector BLOB NOT NULL, payload TEXT NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the SQLite store {db_path}: {e}") from e
+
+    # -- meta and generation -----------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.db.execute("SELECT key, value FROM meta").fetchall()}
+
+    def set_meta(self, kv: dict[str, str]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(kv.items()))
+        self.db.execute("COMMIT")
+
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    @contextlib.contextmanager
+    def write(self, what: str) -> Iterator[None]:
+        """One durable write: BEGIN IMMEDIATE, the caller's statements, a new generation, COMMIT; any
+        SQLite failure rolls back and becomes a ``StoreError`` naming the operation."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            yield
+            self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            self.db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self.rollback()
+            raise StoreError(f"{what} failed: {e}") from e
+
+    def rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("ROLLBACK")
+
+    # -- rows (inside ``write``) -------------------------------------------------------------------
+    def remove(self, ids: Sequence[str]) -> list[int]:
+        """Delete the rows of ``ids`` that exist; their fids (for the caches and the lexical table)."""
+        old = self.fids_of(ids)
+        self.db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
+        return list(old.values())
+
+    def insert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert new rows (the ids must be absent); their fresh fids, in input order."""
+        out: list[int] = []
+        for i, v, p in zip(ids, vectors, payloads, strict=True):
+            cur = self.db.execute("INSERT INTO items (id, vector, payload) VALUES (?, ?, ?)",
+                                  (i, v.tobytes(), json.dumps(p, ensure_ascii=False)))
+            out.append(int(cur.lastrowid or 0))
+        return out
+
+    # -- reads -------------------------------------------------------------------------------------
+    def fids_of(self, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in range(0, len(ids), SQL_CHUNK):
+            part = list(ids[s:s + SQL_CHUNK])
+            for id_, fid in self.db.execute(f"SELECT id, fid FROM items WHERE id IN ({_marks(len(part))})", part):
+                out[str(id_)] = int(fid)
+        return out
+
+    def all_fids(self) -> np.ndarray:
+        return np.fromiter((r[0] for r in self.db.execute("SELECT fid FROM items")), dtype=np.int64)
+
+    def fids_where(self, where: str, params: Sequence[object]) -> np.ndarray:
+        """The fids whose payload passes an SQL condition (from ``omniret.index.filters.to_sql``)."""
+        return np.fromiter((r[0] for r in self.db.execute(f"SELECT fid FROM items WHERE {where}", list(params))),
+                           dtype=np.int64)
+
+    def vectors(self, fids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(fids, vectors)``: all rows (by fid), or the given fids that exist."""
+        rows: list[tuple[int, bytes]] = []
+        if fids is None:
+            rows = self.db.execute("SELECT fid, vector FROM items ORDER BY fid").fetchall()
+        else:
+            fl = [int(f) for f in fids]
+            for s in range(0, len(fl), SQL_CHUNK):
+                part = fl[s:s + SQL_CHUNK]
+                rows += self.db.execute(f"SELECT fid, vector FROM items WHERE fid IN ({_marks(len(part))})",
+                                        part).fetchall()
+        return self._matrix(rows)
+
+    def chunks(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored ``(fids, vectors)``, ``size`` rows at a time (a scan that never holds them all)."""
+        last = -1
+        while True:
+            rows: list[tuple[int, bytes]] = self.db.execute(
+                "SELECT fid, vector FROM items WHERE fid > ? ORDER BY fid LIMIT ?", (last, size)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield self._matrix(rows)
+
+    def _matrix(self, rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+
+    def hits(self, scores: np.ndarray, fids: np.ndarray, k: int, skip: set[int] | frozenset[int] = frozenset()
+             ) -> list[list[Hit]]:
+        """Per query row, the first ``k`` candidates that still exist (and are not in ``skip``), as ``Hit``s."""
+        wanted = sorted({int(f) for f in fids.ravel() if f >= 0 and int(f) not in skip})
+        rows: dict[int, tuple[str, str]] = {}
+        for s in range(0, len(wanted), SQL_CHUNK):
+            part = wanted[s:s + SQL_CHUNK]
+            for fid, id_, payload in self.db.execute(
+                    f"SELECT fid, id, payload FROM items WHERE fid IN ({_marks(len(part))})", part):
+                rows[int(fid)] = (str(id_), str(payload))
+        out: list[list[Hit]] = []
+        for srow, frow in zip(scores, fids, strict=True):
+            hits: list[Hit] = []
+            for sc, f in zip(srow, frow, strict=True):
+                r = rows.get(int(f))
+                if r is None:
+                    continue
+                hits.append(Hit(id=r[0], score=float(sc), payload=json.loads(r[1])))
+                if len(hits) == k:
+                    break
+            out.append(hits)
+        return out
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Per id: ``{"id", "payload", "vector"}`` or ``None``."""
+        found: dict[str, dict[str, Any]] = {}
+        for s in range(0, len(ids), SQL_CHUNK):
+            part = list(ids[s:s + SQL_CHUNK])
+            for id_, vec, payload in self.db.execute(
+                    f"SELECT id, vector, payload FROM items WHERE id IN ({_marks(len(part))})", part):
+                found[str(id_)] = {"id": id_, "payload": json.loads(payload),
+                                   "vector": np.frombuffer(vec, dtype=np.float32).copy()}
+        return [found.get(i) for i in ids]
+
+    def ids(self) -> list[str]:
+        return [str(r[0]) for r in self.db.execute("SELECT id FROM items ORDER BY fid")]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def has_items(self) -> bool:
+        return self.db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
