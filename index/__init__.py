@@ -10,15 +10,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
+from omniret.index.protocol import HybridStore, LexicalBackfill, LexicalStore, TunableStore, VectorStore
 
 _LAZY = {
     "FaissStore": "omniret.index.faiss",
     "QdrantStore": "omniret.index.qdrant_store",
     "Collection": "omniret.index.collection",
     "open_collection": "omniret.index.collection",
-    "list_collections": "omniret.index.collection",
-    "delete_collection": "omniret.index.collection",
+    "list_collections": "omniret.index.catalog",
+    "delete_collection": "omniret.index.catalog",
+    "collection_store": "omniret.index.catalog",
+    "Manifest": "omniret.index.manifest",
+    "check_collection_name": "omniret.index.names",
     "Searcher": "omniret.index.searcher",
     "IngestReport": "omniret.index.ingest",
     "Filter": "omniret.index.filters",
@@ -26,7 +29,7 @@ _LAZY = {
     "first_stage": "omniret.index.searcher",
 }
 
-__all__ = ["VectorStore", "LexicalStore", "HybridStore", *_LAZY]
+__all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "TunableStore", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from omniret.index.fusion import DEFAULT_ALPHA
+from omniret.index.tuning import TuneResult
 from omniret.types import Hit
 
 #: the payload key under which a store may keep reserved data; user payloads must not use it
@@ -61,6 +62,37 @@ class LexicalStore(Protocol):
                        ) -> list[list[Hit]]: ...
 
     def lexical_count(self) -> int: ...
+
+
+@runtime_checkable
+class LexicalBackfill(LexicalStore, Protocol):
+    """A store whose lexical index can lag its items and be built from the stored payload text (FAISS: a
+    store made before the lexical index existed). Qdrant cannot: an older collection cannot gain a sparse
+    vector, so it is not one.
+
+    ``lexical_ready``: whether every item is in the lexical index. ``build_lexical(progress)`` fills it,
+    resumably, calling ``progress(done, total)`` after each committed batch; returns the items indexed.
+    """
+
+    @property
+    def lexical_ready(self) -> bool: ...
+
+    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int: ...
+
+
+@runtime_checkable
+class TunableStore(Protocol):
+    """A store whose index search setting can be chosen from a recall target (FAISS; Qdrant takes
+    ``hnsw_ef`` / ``ef_construct`` as store options instead).
+
+    ``tune`` measures recall@k on held-out stored vectors, keeps the cheapest setting that meets
+    ``recall`` (applied on every later open) and returns it (``TuneResult.settings``); ``recall_tuning``
+    is the last result as recorded, or None.
+    """
+
+    def tune(self, recall: float, *, k: int = 10, sample: int = 1000) -> TuneResult: ...
+
+    def recall_tuning(self) -> dict[str, Any] | None: ...
 
 
 @runtime_checkable

@@ -31,9 +31,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -80,6 +80,16 @@ class QdrantOptions(TypedDict, total=False):
     server_fusion: bool     # hybrid RRF through Qdrant's Query API (default: on a server yes, local mode no)
 
 
+def check_options(options: Mapping[str, Any] | None) -> QdrantOptions:
+    """The Qdrant options a caller or a manifest gives; ``ConfigError`` naming unknown ones."""
+    given = dict(options or {})
+    unknown = set(given) - set(QdrantOptions.__annotations__)
+    if unknown:
+        raise ConfigError(f"unknown Qdrant option(s) {sorted(unknown)}; known: "
+                          f"{', '.join(QdrantOptions.__annotations__)}")
+    return cast(QdrantOptions, given)
+
+
 def point_id(item_id: str) -> str:
     """The Qdrant point id (a UUID string) of an omniret id."""
     return str(uuid.uuid5(_NAMESPACE, item_id))
@@ -93,15 +103,12 @@ class QdrantStore:
                  lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
         if (path is None) == (url is None):
             raise ConfigError("QdrantStore takes exactly one of path= (embedded local mode) or url= (server)")
-        unknown = set(options or {}) - set(QdrantOptions.__annotations__)
-        if unknown:
-            raise ConfigError(f"unknown Qdrant option(s) {sorted(unknown)}; known: "
-                              f"{', '.join(QdrantOptions.__annotations__)}")
+        checked = check_options(options)
         from qdrant_client import QdrantClient, models
 
         self._models = models
         self.name = name
-        self.options: QdrantOptions = dict(options or {})  # type: ignore[assignment]
+        self.options: QdrantOptions = checked
         self.location = str(path) if path is not None else str(url)
         self._server_fusion = bool(self.options.get("server_fusion", url is not None))
         self._batch = int(self.options.get("batch_size", 256))
@@ -354,11 +361,6 @@ class QdrantStore:
             out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
                 return out
-
-    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Nothing to build: new collections index text on upsert, and an older one cannot gain a sparse
-        vector (its lexical and hybrid searches say how to re-index); returns 0."""
-        return 0
 
     @staticmethod
     def _hit(p: Any) -> Hit:

@@ -12,8 +12,9 @@ With ``mmap`` a flat/SQ8/HNSW file is mapped instead of read, until the first wr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
 
@@ -49,6 +50,24 @@ DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "nb
                           "save_every": 50_000}
 #: default ``rescore`` per kind: compressed codes re-score from the exact vectors SQLite keeps anyway
 RESCORE: dict[str, int] = {"ivfpq": 4, "sq8": 2}
+
+
+def check_index_kind(kind: object) -> IndexKind:
+    """``kind`` as an ``IndexKind``; ``ConfigError`` listing the kinds otherwise."""
+    for known in INDEX_KINDS:
+        if kind == known:
+            return known
+    raise ConfigError(f"index={kind!r}: choose one of {', '.join(INDEX_KINDS)}")
+
+
+def check_options(options: Mapping[str, Any] | None) -> FaissOptions:
+    """The FAISS options a caller or a manifest gives; ``ConfigError`` naming unknown ones (checked before
+    anything is opened). Values are checked where they are used."""
+    given = dict(options or {})
+    unknown = set(given) - set(FaissOptions.__annotations__)
+    if unknown:
+        raise ConfigError(f"unknown FAISS option(s) {sorted(unknown)}; known: {', '.join(FaissOptions.__annotations__)}")
+    return cast(FaissOptions, given)
 
 
 def gpu_resources(faiss: Any) -> Any:

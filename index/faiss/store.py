@@ -26,7 +26,16 @@ from typing import Any, cast
 import numpy as np
 
 from omniret.errors import ConfigError, DimensionError, StoreError
-from omniret.index.faiss.ann import DEFAULTS, INDEX_KINDS, AnnIndex, FaissOptions, IndexKind, exact_among
+from omniret.index.faiss.ann import (
+    DEFAULTS,
+    INDEX_KINDS,
+    AnnIndex,
+    FaissOptions,
+    IndexKind,
+    check_index_kind,
+    check_options,
+    exact_among,
+)
 from omniret.index.faiss.funnel import FunnelIndex
 from omniret.index.faiss.items import ItemTable
 from omniret.index.faiss.lexical import LEXICAL_BUILD_BATCH, LexicalTable
@@ -52,13 +61,8 @@ class FaissStore:
         import faiss
 
         self.path = Path(path)
-        if index not in INDEX_KINDS:
-            raise ConfigError(f"index={index!r}: choose one of {', '.join(INDEX_KINDS)}")
-        given: dict[str, Any] = dict(options or {})
-        unknown = set(given) - set(FaissOptions.__annotations__)
-        if unknown:
-            raise ConfigError(f"unknown FAISS option(s) {sorted(unknown)}; known: "
-                              f"{', '.join(FaissOptions.__annotations__)}")
+        index = check_index_kind(index)
+        given: dict[str, Any] = dict(check_options(options))
         db_path = self.path / "store.sqlite"
         if not db_path.exists() and not create:
             raise StoreError(f"no FAISS store at {self.path}")
