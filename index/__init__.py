@@ -8,9 +8,21 @@ torch) load on first use, so importing ``omniret.index`` is cheap.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omniret.index.protocol import HybridStore, LexicalBackfill, LexicalStore, TunableStore, VectorStore
+
+if TYPE_CHECKING:
+    from omniret.index.catalog import collection_store, delete_collection, list_collections
+    from omniret.index.collection import Collection, open_collection
+    from omniret.index.faiss import FaissStore
+    from omniret.index.filters import Filter
+    from omniret.index.ingest import IngestReport
+    from omniret.index.lexical import Analyzer
+    from omniret.index.manifest import Manifest
+    from omniret.index.names import check_collection_name
+    from omniret.index.qdrant_store import QdrantStore
+    from omniret.index.searcher import Searcher, first_stage
 
 _LAZY = {
     "FaissStore": "omniret.index.faiss",
@@ -29,7 +41,9 @@ _LAZY = {
     "first_stage": "omniret.index.searcher",
 }
 
-__all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "TunableStore", *_LAZY]
+__all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "TunableStore", "FaissStore", "QdrantStore",
+           "Collection", "open_collection", "list_collections", "delete_collection", "collection_store", "Manifest",
+           "check_collection_name", "Searcher", "IngestReport", "Filter", "Analyzer", "first_stage"]
 
 
 def __getattr__(name: str) -> Any:

@@ -82,7 +82,7 @@ class Manifest:
         backend = data.get("backend", "faiss")
         if backend not in BACKENDS:
             raise bad("backend", "'faiss' or 'qdrant'")
-        modalities = data.get("modalities") or []
+        modalities: object = data.get("modalities") or []
         if not isinstance(modalities, list) or not all(isinstance(m, str) for m in cast("list[object]", modalities)):
             raise bad("modalities", "a list of strings")
         lexical = opt_map("lexical")
@@ -90,7 +90,7 @@ class Manifest:
             name=opt_str("name") or "", model=model, dim=dim, instruction=opt_str("instruction"),
             funnel_dim=opt_int("funnel_dim"),
             lexical=None if lexical is None else AnalyzerConfig.from_dict(lexical, where=f"{where}: lexical"),
-            backend=cast(Backend, backend), index=opt_str("index") or ("flat" if backend == "faiss" else "qdrant"),
+            backend=backend, index=opt_str("index") or ("flat" if backend == "faiss" else "qdrant"),
             modalities=tuple(cast("list[str]", modalities)), url=opt_str("url"), created=opt_str("created"),
             store_options=opt_map("store_options") or {}, recall_tuning=opt_map("recall_tuning"),
             extra={k: v for k, v in data.items() if k not in _KNOWN})

@@ -8,7 +8,7 @@ the cache file and its catch-up), ``cache`` (the FAISS files), ``funnel`` (the s
 
 from __future__ import annotations
 
-from omniret.index.faiss.ann import INDEX_KINDS, FaissOptions, IndexKind
+from omniret.index.faiss.ann import INDEX_KINDS, FaissOptions, IndexKind, check_index_kind
 from omniret.index.faiss.store import FaissStore
 
-__all__ = ["INDEX_KINDS", "FaissOptions", "FaissStore", "IndexKind"]
+__all__ = ["INDEX_KINDS", "FaissOptions", "FaissStore", "IndexKind", "check_index_kind"]

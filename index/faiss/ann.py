@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from omniret.errors import ConfigError
 from omniret.index.faiss.cache import out_of_date, read_cache, write_cache
@@ -98,7 +99,7 @@ def rescore(items: ItemTable, q: np.ndarray, fids: np.ndarray) -> tuple[np.ndarr
 def exact_among(items: ItemTable, q: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``k`` among the ``allowed`` fids, from the stored vectors."""
     fids, vecs = items.vectors(allowed.tolist())
-    sims = q @ vecs.T
+    sims: npt.NDArray[np.float32] = np.matmul(q, np.transpose(vecs))
     k = min(k, len(fids))
     top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(sims, top, axis=1), fids[top]

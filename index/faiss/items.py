@@ -11,15 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from omniret.errors import StoreError
 from omniret.types import Hit
 
+#: fids (SQLite row ids) and the float32 vector rows that go with them
+Fids = npt.NDArray[np.int64]
+Vectors = npt.NDArray[np.float32]
 #: ids per ``IN (...)`` clause (SQLite's default bound-parameter limit is 999)
 SQL_CHUNK = 900
 
@@ -59,7 +63,7 @@ class ItemTable:
         return int(row[0]) if row else 0
 
     @contextlib.contextmanager
-    def write(self, what: str) -> Iterator[None]:
+    def write(self, what: str) -> Generator[None, None, None]:
         """One durable write: BEGIN IMMEDIATE, the caller's statements, a new generation, COMMIT; any
         SQLite failure rolls back and becomes a ``StoreError`` naming the operation."""
         try:
@@ -108,7 +112,7 @@ class ItemTable:
         return np.fromiter((r[0] for r in self.db.execute(f"SELECT fid FROM items WHERE {where}", list(params))),
                            dtype=np.int64)
 
-    def vectors(self, fids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(self, fids: Iterable[int] | None = None) -> tuple[Fids, Vectors]:
         """``(fids, vectors)``: all rows (by fid), or the given fids that exist."""
         rows: list[tuple[int, bytes]] = []
         if fids is None:
@@ -121,7 +125,7 @@ class ItemTable:
                                         part).fetchall()
         return self._matrix(rows)
 
-    def chunks(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def chunks(self, size: int = 20_000) -> Iterator[tuple[Fids, Vectors]]:
         """Every stored ``(fids, vectors)``, ``size`` rows at a time (a scan that never holds them all)."""
         last = -1
         while True:
@@ -132,9 +136,10 @@ class ItemTable:
             last = rows[-1][0]
             yield self._matrix(rows)
 
-    def _matrix(self, rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    def _matrix(self, rows: Sequence[tuple[int, bytes]]) -> tuple[Fids, Vectors]:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        flat: Vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        return ids, np.reshape(flat, (len(rows), self.dim))
 
     def hits(self, scores: np.ndarray, fids: np.ndarray, k: int, skip: set[int] | frozenset[int] = frozenset()
              ) -> list[list[Hit]]:
@@ -166,8 +171,8 @@ class ItemTable:
             part = list(ids[s:s + SQL_CHUNK])
             for id_, vec, payload in self.db.execute(
                     f"SELECT id, vector, payload FROM items WHERE id IN ({_marks(len(part))})", part):
-                found[str(id_)] = {"id": id_, "payload": json.loads(payload),
-                                   "vector": np.frombuffer(vec, dtype=np.float32).copy()}
+                vector: Vectors = np.frombuffer(vec, dtype=np.float32)
+                found[str(id_)] = {"id": id_, "payload": json.loads(payload), "vector": np.array(vector)}
         return [found.get(i) for i in ids]
 
     def ids(self) -> list[str]:
