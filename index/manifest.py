@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from omniret.errors import CollectionError
+from omniret.errors import CollectionError, ConfigError
 from omniret.index.lexical import AnalyzerConfig
 
 #: the manifest's file name in a collection's folder
@@ -74,10 +74,10 @@ class Manifest:
                 raise bad(key, "an object or null")
             return cast("dict[str, Any] | None", v)
 
-        model, dim = data.get("model"), opt_int("dim")
+        model, dim = data.get("model"), data.get("dim")
         if not isinstance(model, str) or not model:
             raise bad("model", "the model's name")
-        if dim is None or dim <= 0:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise bad("dim", "a positive integer")
         backend = data.get("backend", "faiss")
         if backend not in BACKENDS:
@@ -86,10 +86,14 @@ class Manifest:
         if not isinstance(modalities, list) or not all(isinstance(m, str) for m in cast("list[object]", modalities)):
             raise bad("modalities", "a list of strings")
         lexical = opt_map("lexical")
+        try:
+            analyser = None if lexical is None else AnalyzerConfig.from_dict(lexical, where=f"{where}: lexical")
+        except ConfigError as e:
+            raise CollectionError(str(e)) from e
         return cls(
             name=opt_str("name") or "", model=model, dim=dim, instruction=opt_str("instruction"),
             funnel_dim=opt_int("funnel_dim"),
-            lexical=None if lexical is None else AnalyzerConfig.from_dict(lexical, where=f"{where}: lexical"),
+            lexical=analyser,
             backend=backend, index=opt_str("index") or ("flat" if backend == "faiss" else "qdrant"),
             modalities=tuple(cast("list[str]", modalities)), url=opt_str("url"), created=opt_str("created"),
             store_options=opt_map("store_options") or {}, recall_tuning=opt_map("recall_tuning"),
