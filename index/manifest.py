@@ -111,7 +111,7 @@ class Manifest:
             out["recall_tuning"] = dict(self.recall_tuning)
         return out
 
-    def with_changes(self, **changes: Any) -> Manifest:
+    def with_changes(self, **changes: object) -> Manifest:
         """A copy with some fields replaced (``dataclasses.replace``)."""
         return replace(self, **changes)
 

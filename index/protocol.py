@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from omniret.index.fusion import DEFAULT_ALPHA
 from omniret.index.tuning import TuneResult
@@ -104,7 +105,7 @@ class HybridStore(Protocol):
                       fusion: str = "rrf", alpha: float = DEFAULT_ALPHA, funnel: bool | None = None) -> list[list[Hit]]: ...
 
 
-def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
+def as_matrix(vectors: npt.ArrayLike, dim: int, *, what: str = "vectors") -> np.ndarray:
     """Vectors as a C-contiguous float32 ``(n, dim)`` matrix; ``DimensionError`` names expected and got."""
     from omniret.errors import DimensionError, StoreError
 
@@ -123,7 +124,7 @@ def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(m)
 
 
-def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]] | None, dim: int
+def check_upsert(ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[dict[str, Any]] | None, dim: int
                  ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
     """Validate one upsert batch (ids unique strings, one vector and payload per id, JSON payloads)."""
     import json
@@ -154,7 +155,7 @@ def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, 
     return ids, m, pls
 
 
-def check_search(vectors: Any, k: int, dim: int, *, funnel: bool | None, funnel_dim: int | None,
+def check_search(vectors: npt.ArrayLike, k: int, dim: int, *, funnel: bool | None, funnel_dim: int | None,
                  where: str, create_hint: str) -> np.ndarray:
     """The query matrix of a ``search`` call, after the checks both stores make: the width, ``k > 0``, and
     ``funnel=True`` only on a store that has a funnel index."""

@@ -90,6 +90,11 @@ def check_options(options: Mapping[str, Any] | None) -> QdrantOptions:
     return cast(QdrantOptions, given)
 
 
+def _payload(point: Any) -> dict[str, Any]:
+    """A Qdrant point's payload as a new dict (``{}`` when it has none)."""
+    return dict(point.payload or {})
+
+
 def point_id(item_id: str) -> str:
     """The Qdrant point id (a UUID string) of an omniret id."""
     return str(uuid.uuid5(_NAMESPACE, item_id))
@@ -135,7 +140,8 @@ class QdrantStore:
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"Qdrant collection {name!r}: cannot read its config: {e}") from e
             self.lexical_ready = SPARSE in (config.params.sparse_vectors or {})
-            stored = (getattr(config, "metadata", None) or {}).get(META_KEY)
+            metadata: dict[str, Any] = getattr(config, "metadata", None) or {}
+            stored = metadata.get(META_KEY)
             where = f"Qdrant collection {name!r}: lexical"
             lex_config = AnalyzerConfig.from_dict(stored if stored is not None else lexical, where=where)
             if stored is not None and lexical is not None and AnalyzerConfig.from_dict(lexical, where=where) != lex_config:
@@ -332,7 +338,7 @@ class QdrantStore:
                 continue
             dense_s = {h.id: h.score for h in dense_hits}
             lex_s = {h.id: h.score for h in lex_hits}
-            fused = []
+            fused: list[Hit] = []
             for p in results[f_at].points:
                 h = self._hit(p)
                 h.fused_score = h.score
@@ -358,13 +364,13 @@ class QdrantStore:
         while True:
             pts, offset = self._call("scroll", "scroll", collection_name=self.name, scroll_filter=flt, limit=1024,
                                      offset=offset, with_payload=[ID_KEY], with_vectors=False)
-            out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
+            out.extend(str(_payload(p).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
                 return out
 
     @staticmethod
     def _hit(p: Any) -> Hit:
-        payload = dict(p.payload or {})
+        payload = _payload(p)
         item_id = payload.pop(ID_KEY, str(p.id))
         return Hit(id=item_id, score=float(p.score), payload=payload)
 
@@ -374,11 +380,12 @@ class QdrantStore:
             return []
         pts = self._call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
                          with_payload=True, with_vectors=[self._dense] if self.lexical_ready or self._named else True)
-        found = {}
+        found: dict[str, dict[str, Any]] = {}
         for p in pts:
-            payload = dict(p.payload or {})
-            item_id = payload.pop(ID_KEY, str(p.id))
-            vec = p.vector[self._dense] if isinstance(p.vector, dict) else p.vector
+            payload = _payload(p)
+            item_id = str(payload.pop(ID_KEY, p.id))
+            vectors: object = p.vector  # one unnamed vector, or {name: vector}
+            vec = cast("dict[str, object]", vectors)[self._dense] if isinstance(vectors, dict) else vectors
             found[item_id] = {"id": item_id, "payload": payload, "vector": np.asarray(vec, dtype=np.float32)}
         return [found.get(i) for i in ids]
 
@@ -389,7 +396,7 @@ class QdrantStore:
         while True:
             pts, offset = self._call("scroll", "scroll", collection_name=self.name, limit=1024,
                                      offset=offset, with_payload=[ID_KEY], with_vectors=False)
-            out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
+            out.extend(str(_payload(p).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
                 return out
 

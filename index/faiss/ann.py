@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omniret.errors import ConfigError
-from omniret.index.faiss.cache import out_of_date, read_cache, write_cache
+from omniret.index.faiss.cache import FaissIndex, FaissModule, out_of_date, read_cache, write_cache
 from omniret.index.faiss.items import ItemTable
 
 IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]
@@ -71,7 +71,7 @@ def check_options(options: Mapping[str, Any] | None) -> FaissOptions:
     return cast(FaissOptions, given)
 
 
-def gpu_resources(faiss: Any) -> Any:
+def gpu_resources(faiss: FaissModule) -> object | None:
     """FAISS GPU resources when this faiss build has CUDA and sees a GPU, else None."""
     if not hasattr(faiss, "StandardGpuResources"):
         return None
@@ -108,10 +108,10 @@ def exact_among(items: ItemTable, q: np.ndarray, allowed: np.ndarray, k: int) ->
 class AnnIndex:
     """The live FAISS index of one store (``IndexIDMap2`` over the kind's index, ids = SQLite fids)."""
 
-    def __init__(self, faiss: Any, folder: Path, kind: IndexKind, dim: int, options: dict[str, Any],
+    def __init__(self, faiss: FaissModule, folder: Path, kind: IndexKind, dim: int, options: dict[str, Any],
                  items: ItemTable) -> None:
         # faiss's SWIG stubs do not describe its Python API (downcast_index, SearchParameters*): use it untyped
-        self.faiss: Any = faiss
+        self.faiss: FaissModule = faiss
         self.folder, self.kind, self.dim, self.items = folder, kind, dim, items
         #: the store's options (one dict, shared with the store: tuning and reopening change it in place)
         self.options = options
@@ -120,17 +120,17 @@ class AnnIndex:
             if m is not None and (m <= 0 or dim % m):
                 raise ConfigError(f"ivfpq: m={m} must divide dim={dim}")
         gpu = options.get("gpu")
-        self.gpu_res: Any = gpu_resources(faiss) if gpu is not False else None
+        self.gpu_res: object | None = gpu_resources(faiss) if gpu is not False else None
         if gpu and self.gpu_res is None:
             raise ConfigError("gpu=True but faiss has no CUDA GPU here (install faiss-gpu-cu12 on a GPU machine)")
-        self._gpu_index: Any = None
+        self._gpu_index: FaissIndex = None
         #: whether the index is the memory-mapped file (read-only until the first write)
         self.mapped = False
         #: HNSW tombstones: fids deleted from SQLite that the graph still holds
         self.dead: set[int] = set()
         #: changes since the file was last written
         self.changes = 0
-        self.index: Any = None
+        self.index: FaissIndex = None
 
     # -- building ----------------------------------------------------------------------------------
     def train_size(self) -> int:
@@ -141,7 +141,7 @@ class AnnIndex:
             return int(self.options.get("train_size") or 39 * max(nlist, 2 ** self.options["nbits"]))
         return 0
 
-    def empty_index(self, n: int) -> Any:
+    def empty_index(self, n: int) -> FaissIndex:
         """The index for ``n`` vectors: the exact fallback until a trainable kind has enough to train."""
         faiss, d = self.faiss, self.dim
         ip = faiss.METRIC_INNER_PRODUCT
@@ -161,7 +161,7 @@ class AnnIndex:
             inner = faiss.IndexFlatIP(d)
         return faiss.IndexIDMap2(inner)
 
-    def inner(self) -> Any:
+    def inner(self) -> FaissIndex:
         return self.faiss.downcast_index(self.index.index)
 
     @property
@@ -169,7 +169,7 @@ class AnnIndex:
         """Whether searches are exact (flat, or a trainable kind still below its training size)."""
         return isinstance(self.inner(), self.faiss.IndexFlat)
 
-    def build(self) -> Any:
+    def build(self) -> FaissIndex:
         """A fresh index of everything SQLite holds (trained first when the kind needs it)."""
         fids, vecs = self.items.vectors()
         index = self.empty_index(len(fids))
@@ -303,7 +303,7 @@ class AnnIndex:
             return rescore(self.items, q, fids)
         return self.search(q, k + len(self.dead), None)
 
-    def _search_index(self) -> Any:
+    def _search_index(self) -> FaissIndex:
         if self.gpu_res is None or self.kind == "hnsw":
             return self.index
         if self._gpu_index is None:

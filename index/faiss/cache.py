@@ -10,20 +10,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from omniret.index.faiss.items import ItemTable
 
+#: faiss ships SWIG bindings without usable types (``downcast_index``, ``SearchParameters*``, ``IDSelector*``):
+#: the package handles the library and its index objects untyped, under these two names
+FaissModule: TypeAlias = Any
+FaissIndex: TypeAlias = Any
 
-def read_cache(faiss: Any, folder: Path, name: str, dim: int, *, flags: int = 0) -> tuple[Any, dict[str, Any]]:
+
+def read_cache(faiss: FaissModule, folder: Path, name: str, dim: int, *, flags: int = 0) -> tuple[FaissIndex, dict[str, object]]:
     """The saved index (read with FAISS IO ``flags``, e.g. memory-mapped) and its sidecar, or ``(None, {})``."""
     f, side = folder / f"{name}.faiss", folder / f"{name}.json"
     if not (f.exists() and side.exists()):
         return None, {}
     try:
-        saved: dict[str, Any] = json.loads(side.read_text())
+        saved: dict[str, object] = json.loads(side.read_text())
         index = faiss.read_index(str(f), flags)
     except (RuntimeError, ValueError, OSError):
         return None, {}
@@ -32,7 +37,7 @@ def read_cache(faiss: Any, folder: Path, name: str, dim: int, *, flags: int = 0)
     return index, saved
 
 
-def write_cache(faiss: Any, folder: Path, name: str, index: Any, generation: int, facts: dict[str, object]) -> None:
+def write_cache(faiss: FaissModule, folder: Path, name: str, index: FaissIndex, generation: int, facts: dict[str, object]) -> None:
     """Write ``NAME.faiss`` and then its sidecar (``generation``, ``facts``, ``ntotal``) atomically."""
     f = folder / f"{name}.faiss"
     tmp = f.with_suffix(".faiss.tmp")
@@ -43,7 +48,7 @@ def write_cache(faiss: Any, folder: Path, name: str, index: Any, generation: int
     os.replace(side_tmp, folder / f"{name}.json")
 
 
-def out_of_date(faiss: Any, index: Any, items: ItemTable) -> tuple[np.ndarray, np.ndarray]:
+def out_of_date(faiss: FaissModule, index: FaissIndex, items: ItemTable) -> tuple[np.ndarray, np.ndarray]:
     """``(stale, missing)``: fids the index holds that SQLite no longer has, and the reverse."""
     in_index = faiss.vector_to_array(index.id_map).astype(np.int64)
     live = items.all_fids()

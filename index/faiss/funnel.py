@@ -10,13 +10,12 @@ scores are exact full-dim inner products.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from omniret.embed.matryoshka import truncate
 from omniret.index.faiss.ann import rescore
-from omniret.index.faiss.cache import out_of_date, read_cache, write_cache
+from omniret.index.faiss.cache import FaissIndex, FaissModule, out_of_date, read_cache, write_cache
 from omniret.index.faiss.items import ItemTable
 
 #: the cache file of the funnel index: ``funnel.faiss`` + ``funnel.json``
@@ -26,12 +25,12 @@ CACHE = "funnel"
 class FunnelIndex:
     """An exact inner-product index over the ``funnel_dim`` prefixes, ids = SQLite fids."""
 
-    def __init__(self, faiss: Any, folder: Path, funnel_dim: int, items: ItemTable) -> None:
-        self.faiss: Any = faiss
+    def __init__(self, faiss: FaissModule, folder: Path, funnel_dim: int, items: ItemTable) -> None:
+        self.faiss: FaissModule = faiss
         self.folder, self.funnel_dim, self.items = folder, funnel_dim, items
         index, saved = read_cache(faiss, folder, CACHE, funnel_dim)
         if index is None:
-            self.index: Any = self._build()
+            self.index: FaissIndex = self._build()
             self.save()
         else:
             self.index = index
@@ -40,7 +39,7 @@ class FunnelIndex:
                 self.update(stale, *items.vectors(missing.tolist()))
                 self.save()
 
-    def _build(self) -> Any:
+    def _build(self) -> FaissIndex:
         index = self.faiss.IndexIDMap2(self.faiss.IndexFlatIP(self.funnel_dim))
         fids, vecs = self.items.vectors()
         if len(fids):

@@ -36,6 +36,7 @@ from omniret.index.faiss.ann import (
     check_options,
     exact_among,
 )
+from omniret.index.faiss.cache import FaissIndex
 from omniret.index.faiss.funnel import FunnelIndex
 from omniret.index.faiss.items import ItemTable
 from omniret.index.faiss.lexical import LEXICAL_BUILD_BATCH, LexicalTable
@@ -318,7 +319,7 @@ class FaissStore:
         self._closed = True
 
     @property
-    def _index(self) -> Any:
+    def _index(self) -> FaissIndex:
         """The live FAISS index (``IndexIDMap2``)."""
         return self._ann.index
 
@@ -328,7 +329,7 @@ class FaissStore:
         return self._ann.dead
 
     @property
-    def _funnel(self) -> Any:
+    def _funnel(self) -> FaissIndex:
         """The live funnel FAISS index, or None."""
         return self._short.index if self._short is not None else None
 
