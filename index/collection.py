@@ -45,7 +45,7 @@ from omniret.index.ingest import IngestOptions, IngestReport, Ledger, ingest
 from omniret.index.lexical import AnalyzerConfig
 from omniret.index.manifest import BACKENDS, MANIFEST, Manifest, read_manifest, write_manifest
 from omniret.index.names import COLLECTION_NAME, check_collection_name, collections_root
-from omniret.index.protocol import LexicalBackfill, TunableStore, VectorStore
+from omniret.index.protocol import LexicalBackfill, Payload, StoredItem, TunableStore, VectorStore
 from omniret.index.searcher import Searcher
 from omniret.index.tuning import TuneResult, check_recall
 from omniret.rerank.protocol import Reranker
@@ -192,7 +192,7 @@ class Collection:
             payloads.append(p)
         self.store.upsert([str(it.id) for it in items], vectors, payloads)
 
-    def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+    def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
                     ) -> None:
         """Store precomputed vectors (they must come from this collection's model and dim)."""
         self.store.upsert(ids, vectors, payloads)
@@ -263,7 +263,7 @@ class Collection:
             self.store.delete(present)
         return present
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         return self.store.get(ids)
 
     def build_lexical(self, *, progress: bool = True, console: Any = None) -> int:

@@ -50,6 +50,8 @@ from omniret.index.lexical import (
 )
 from omniret.index.protocol import (
     RESERVED_PREFIX,
+    Payload,
+    StoredItem,
     check_funnel_dim,
     check_search,
     check_upsert,
@@ -90,7 +92,7 @@ def check_options(options: Mapping[str, Any] | None) -> QdrantOptions:
     return cast(QdrantOptions, given)
 
 
-def _payload(point: Any) -> dict[str, Any]:
+def _payload(point: Any) -> Payload:
     """A Qdrant point's payload as a new dict (``{}`` when it has none)."""
     return dict(point.payload or {})
 
@@ -208,7 +210,7 @@ class QdrantStore:
                 raise StoreError(f"Qdrant {what} on {self.name!r} failed: {type(e).__name__}: {e}") from e
 
     # -- VectorStore -----------------------------------------------------------------------------
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
                ) -> None:
         """Insert or replace by id, in batches; each batch is acknowledged (``wait=True``) before returning."""
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
@@ -374,13 +376,13 @@ class QdrantStore:
         item_id = payload.pop(ID_KEY, str(p.id))
         return Hit(id=item_id, score=float(p.score), payload=payload)
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         ids = [str(i) for i in ids]
         if not ids:
             return []
         pts = self._call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
                          with_payload=True, with_vectors=[self._dense] if self.lexical_ready or self._named else True)
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, StoredItem] = {}
         for p in pts:
             payload = _payload(p)
             item_id = str(payload.pop(ID_KEY, p.id))

@@ -13,12 +13,12 @@ import json
 import sqlite3
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from omniret.errors import StoreError
+from omniret.index.protocol import Payload, StoredItem
 from omniret.types import Hit
 
 #: fids (SQLite row ids) and the float32 vector rows that go with them
@@ -86,7 +86,7 @@ class ItemTable:
         self.db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in old])
         return list(old.values())
 
-    def insert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> list[int]:
+    def insert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> list[int]:
         """Insert new rows (the ids must be absent); their fresh fids, in input order."""
         out: list[int] = []
         for i, v, p in zip(ids, vectors, payloads, strict=True):
@@ -164,9 +164,9 @@ class ItemTable:
             out.append(hits)
         return out
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         """Per id: ``{"id", "payload", "vector"}`` or ``None``."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, StoredItem] = {}
         for s in range(0, len(ids), SQL_CHUNK):
             part = list(ids[s:s + SQL_CHUNK])
             for id_, vec, payload in self.db.execute(

@@ -19,6 +19,7 @@ from omniret.errors import ConfigError, StoreError
 from omniret.index.faiss.items import ItemTable
 from omniret.index.filters import Filter, parse_filter, to_sql
 from omniret.index.lexical import Analyzer, AnalyzerConfig, fts_match, payload_text
+from omniret.index.protocol import Payload
 from omniret.types import Hit
 
 #: items per committed batch when ``build`` fills the FTS5 table of an older store
@@ -56,7 +57,7 @@ class LexicalTable:
             self.items.set_meta({"lexical": json.dumps(config.to_dict()), "lexical_ready": "1" if self.ready else "0"})
         self.analyzer = Analyzer(config)
 
-    def terms(self, payloads: Sequence[dict[str, Any]]) -> list[str]:
+    def terms(self, payloads: Sequence[Payload]) -> list[str]:
         """Each payload's analysed terms as one space-separated string ("" when it has no text)."""
         return [" ".join(self.analyzer.tokens(payload_text(p))) for p in payloads]
 

@@ -43,7 +43,14 @@ from omniret.index.faiss.lexical import LEXICAL_BUILD_BATCH, LexicalTable
 from omniret.index.faiss.tune import tune_index
 from omniret.index.filters import Filter, parse_filter, to_sql
 from omniret.index.lexical import Analyzer, AnalyzerConfig
-from omniret.index.protocol import check_funnel_dim, check_search, check_upsert, funnel_pool
+from omniret.index.protocol import (
+    Payload,
+    StoredItem,
+    check_funnel_dim,
+    check_search,
+    check_upsert,
+    funnel_pool,
+)
 from omniret.index.tuning import TuneResult, check_recall
 from omniret.types import Hit
 
@@ -131,7 +138,7 @@ class FaissStore:
                 "options": {k: v for k, v in self.options.items() if k != "gpu"}}
 
     # -- VectorStore -------------------------------------------------------------------------------
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
                ) -> None:
         """Insert or replace items by id; durable (committed in SQLite) when it returns."""
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
@@ -202,7 +209,7 @@ class FaissStore:
                 scores, fids = ann.search_all(q, k)
             return self._items.hits(scores, fids, k, ann.dead)
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         """Per id: ``{"id", "payload", "vector"}`` or ``None``."""
         with self._lock:
             self._check_open()
