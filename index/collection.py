@@ -1,9 +1,10 @@
 """Collections: a store, the model that fills it, and a manifest that keeps the two together.
 
 A collection lives in ``<root>/<name>/`` (root defaults to ``$OMNIRET_HOME/collections``):
-``collection.json`` (model name, dim, instruction, backend, index type, created time), the FAISS
-folder or Qdrant local-mode folder, and the ingestion ledger. Opening it with another model or dim is a
-``CollectionError``; opening it without a model loads the recorded one.
+``collection.json`` (``omniret.index.manifest.Manifest``: model name, dim, instruction, backend, index
+type, created time), the FAISS folder or Qdrant local-mode folder, and the ingestion ledger. Opening it
+with another model or dim is a ``CollectionError``; opening it without a model loads the recorded one.
+Finding, listing and deleting collections, and opening a store without its model: ``omniret.index.catalog``.
 
 Every collection also keeps a lexical (BM25) index of its items' text beside the vectors, with the
 analyser recorded in the manifest (``lexical``), so ``search(mode="lexical" | "hybrid")`` works on it.
