@@ -65,7 +65,7 @@ def bench_store(store, base: np.ndarray, queries: np.ndarray, truth: np.ndarray,
 
 
 def run_vectors(n: int, dim: int, qdrant_n: int, kinds: list[str], n_queries: int, tmp: Path) -> list[dict]:
-    from omniret.index.faiss_store import FaissStore
+    from omniret.index.faiss import FaissStore
     from omniret.index.qdrant_store import QdrantStore
 
     base = clustered(n, dim, seed=dim)
@@ -93,7 +93,7 @@ def run_vectors(n: int, dim: int, qdrant_n: int, kinds: list[str], n_queries: in
 
 def qdrant_disk_write_rate(dim: int, n: int, tmp: Path) -> dict:
     """Upsert rate of Qdrant local mode on disk (qdrant-client persists every point in its own commit)."""
-    from omniret.index.faiss_store import FaissStore
+    from omniret.index.faiss import FaissStore
     from omniret.index.qdrant_store import QdrantStore
 
     base = clustered(n, dim, seed=7)
@@ -138,7 +138,7 @@ def run_funnel(n: int, dim: int, funnel_dims: list[int], mult: int, n_queries: i
     """Flat exact at full dim vs funnel search (prefix candidates, full-dim re-score) on the same store."""
     import shutil
 
-    from omniret.index.faiss_store import FaissStore
+    from omniret.index.faiss import FaissStore
 
     rows = []
     for data in datasets:

@@ -275,11 +275,11 @@ def _manifest(name: str, root: Path | None) -> dict[str, Any]:
 def collections_info(name: Annotated[str, typer.Argument(help="Collection name.")], root: RootOpt = None,
                      json_out: JsonOpt = False) -> None:
     """Show a collection's model, dim, backend, index and item count (no model is loaded)."""
-    from omniret.index.collection import open_store
+    from omniret.index.catalog import collection_store
     from omniret.index.ledger import Ledger
 
     m = _manifest(name, root)
-    store = open_store(Path(m["path"]), name, m, m.get("url"), {}, create=False)
+    store = collection_store(name, root or cli_settings().collections_path)
     try:
         info: dict[str, Any] = {**m, "count": store.count(), "store": store.info()}
     finally:
@@ -305,16 +305,17 @@ def collections_info(name: Annotated[str, typer.Argument(help="Collection name."
 def collections_build_lexical(name: Annotated[str, typer.Argument(help="Collection name.")],
                               root: RootOpt = None) -> None:
     """Build the lexical (BM25) index of a collection made before it existed (resumable; no model loaded)."""
-    from omniret.index.collection import collection_store
+    from omniret.index.catalog import collection_store
+    from omniret.index.protocol import LexicalBackfill
 
-    m = _manifest(name, root)
-    if m.get("backend") == "qdrant":
-        from omniret.errors import ConfigError
-
-        raise ConfigError(f"collection {name!r} is a Qdrant collection: new ones carry the lexical index from "
-                          "creation, and an older one cannot gain a sparse vector; re-index it into a new collection")
-    store = collection_store(name, root)
+    store = collection_store(name, root or cli_settings().collections_path)
     try:
+        if not isinstance(store, LexicalBackfill):
+            from omniret.errors import ConfigError
+
+            raise ConfigError(f"collection {name!r} is a Qdrant collection: new ones carry the lexical index from "
+                              "creation, and an older one cannot gain a sparse vector; re-index it into a new "
+                              "collection")
         if store.lexical_ready:
             console.print(f"{name}: the lexical index is complete ({store.lexical_count()} items with text)")
             return

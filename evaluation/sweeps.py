@@ -125,9 +125,9 @@ def open_store(backend: str, path: Path, dim: int, index: str) -> Any:
         from omniret.index import QdrantStore
 
         return QdrantStore(f"eval-{dim}", dim=dim, path=path)
-    from omniret.index import FaissStore
+    from omniret.index.faiss import FaissStore, check_index_kind
 
-    return FaissStore(path, dim=dim, index=index)
+    return FaissStore(path, dim=dim, index=check_index_kind(index))
 
 
 def evaluate_retrieval(dataset: str, split: str, queries: Mapping[str, Item], corpus: Mapping[str, Item],

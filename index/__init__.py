@@ -8,17 +8,32 @@ torch) load on first use, so importing ``omniret.index`` is cheap.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omniret.index.protocol import HybridStore, LexicalStore, VectorStore
+from omniret.index.protocol import HybridStore, LexicalBackfill, LexicalStore, TunableStore, VectorStore
+
+if TYPE_CHECKING:
+    from omniret.index.catalog import collection_store, delete_collection, list_collections
+    from omniret.index.collection import Collection, open_collection
+    from omniret.index.faiss import FaissStore
+    from omniret.index.filters import Filter
+    from omniret.index.ingest import IngestReport
+    from omniret.index.lexical import Analyzer
+    from omniret.index.manifest import Manifest
+    from omniret.index.names import check_collection_name
+    from omniret.index.qdrant_store import QdrantStore
+    from omniret.index.searcher import Searcher, first_stage
 
 _LAZY = {
-    "FaissStore": "omniret.index.faiss_store",
+    "FaissStore": "omniret.index.faiss",
     "QdrantStore": "omniret.index.qdrant_store",
     "Collection": "omniret.index.collection",
     "open_collection": "omniret.index.collection",
-    "list_collections": "omniret.index.collection",
-    "delete_collection": "omniret.index.collection",
+    "list_collections": "omniret.index.catalog",
+    "delete_collection": "omniret.index.catalog",
+    "collection_store": "omniret.index.catalog",
+    "Manifest": "omniret.index.manifest",
+    "check_collection_name": "omniret.index.names",
     "Searcher": "omniret.index.searcher",
     "IngestReport": "omniret.index.commit",
     "ExecutorInfo": "omniret.index.commit",
@@ -31,7 +46,9 @@ _LAZY = {
     "first_stage": "omniret.index.searcher",
 }
 
-__all__ = ["VectorStore", "LexicalStore", "HybridStore", *_LAZY]
+__all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "TunableStore", "FaissStore", "QdrantStore",
+           "Collection", "open_collection", "list_collections", "delete_collection", "collection_store", "Manifest",
+           "check_collection_name", "Searcher", "IngestReport", "Filter", "Analyzer", "first_stage"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,10 @@
 """Collections: a store, the model that fills it, and a manifest that keeps the two together.
 
 A collection lives in ``<root>/<name>/`` (root defaults to ``$OMNIRET_HOME/collections``):
-``collection.json`` (model name, dim, instruction, backend, index type, created time), the FAISS
-folder or Qdrant local-mode folder, and the ingestion ledger. Opening it with another model or dim is a
-``CollectionError``; opening it without a model loads the recorded one.
+``collection.json`` (``omniret.index.manifest.Manifest``: model name, dim, instruction, backend, index
+type, created time), the FAISS folder or Qdrant local-mode folder, and the ingestion ledger. Opening it
+with another model or dim is a ``CollectionError``; opening it without a model loads the recorded one.
+Finding, listing and deleting collections, and opening a store without its model: ``omniret.index.catalog``.
 
 Every collection also keeps a lexical (BM25) index of its items' text beside the vectors, with the
 analyser recorded in the manifest (``lexical``), so ``search(mode="lexical" | "hybrid")`` works on it.
@@ -13,20 +14,17 @@ time it is opened (resumable, with a progress bar).
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from omniret.embed.protocol import Embedder
 from omniret.errors import (
-    CollectionError,
     CollectionExists,
     CollectionMismatch,
     CollectionNotFound,
@@ -35,47 +33,39 @@ from omniret.errors import (
     ItemError,
     ItemFailure,
 )
+from omniret.index.catalog import (
+    collection_store,
+    delete_collection,
+    existing_collection,
+    list_collections,
+    open_store,
+    recorded_model,
+)
 from omniret.index.commit import IngestReport
-from omniret.index.faiss_store import FaissStore
 from omniret.index.filters import Filter
 from omniret.index.ingest import ingest
 from omniret.index.ledger import Ledger
-from omniret.index.protocol import VectorStore
+from omniret.index.lexical import AnalyzerConfig
+from omniret.index.manifest import BACKENDS, MANIFEST, Manifest, read_manifest, write_manifest
+from omniret.index.names import COLLECTION_NAME, check_collection_name, collections_root
+from omniret.index.protocol import LexicalBackfill, Payload, StoredItem, TunableStore, VectorStore
 from omniret.index.readers import IngestOptions
 from omniret.index.searcher import Searcher
 from omniret.index.tuning import TuneResult, check_recall
 from omniret.rerank.protocol import Reranker
 from omniret.types import Hit, Item
 
+__all__ = ["COLLECTION_NAME", "MANIFEST", "RESERVED_PAYLOAD_KEYS", "AddReport", "Collection", "collection_store",
+           "delete_collection", "existing_collection", "list_collections", "open_collection", "open_store",
+           "recorded_model"]
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-MANIFEST = "collection.json"
-#: a collection name: letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit (it is a
-#: folder name and a Qdrant collection name); the API validates with the same pattern
-COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 #: payload keys the collection writes itself (an item's content and where it came from); an item's
 #: ``metadata`` may not use them, so user metadata can never pose as the item or point at another file
 RESERVED_PAYLOAD_KEYS = frozenset({"text", "image", "video", "video_start", "video_end", "kind", "path", "source",
                                    "sha256"})
-_NAME = re.compile(COLLECTION_NAME)
-BACKENDS = ("faiss", "qdrant")
-
-
-def _root(root: str | os.PathLike[str] | None) -> Path:
-    """The collections folder: the caller's (the CLI and the service pass their settings'), else the default
-    ``$OMNIRET_HOME/collections``. A library call reads no settings of its own."""
-    if root is not None:
-        return Path(root).expanduser()
-    from omniret.settings import default_home
-
-    return default_home() / "collections"
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 128, "
-                          "starting with a letter or digit)")
 
 
 def _model_name(embedder: Embedder | str | os.PathLike[str]) -> str:
@@ -105,16 +95,22 @@ class AddReport:
 class Collection:
     """A named, persistent set of items with the model that embeds them. Use ``open_collection``."""
 
-    def __init__(self, name: str, path: Path, manifest: dict[str, Any], store: VectorStore, embedder: Embedder,
+    def __init__(self, name: str, path: Path, manifest: Manifest, store: VectorStore, embedder: Embedder,
                  reranker: Reranker | None = None) -> None:
         self.name = name
         self.path = path
-        self.manifest = manifest
+        #: the typed manifest (``collection.json``)
+        self.spec = manifest
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
-        self.dim = int(manifest["dim"])
+        self.dim = manifest.dim
         self._ledger: Ledger | None = None
+
+    @property
+    def manifest(self) -> Mapping[str, Any]:
+        """``collection.json`` as written (a read-only view; ``spec`` is the typed record)."""
+        return MappingProxyType(self.spec.to_json())
 
     # -- info --------------------------------------------------------------------------------------
     def count(self) -> int:
@@ -122,7 +118,7 @@ class Collection:
 
     def info(self) -> dict[str, Any]:
         """The manifest plus live facts (count, store details, indexed sources)."""
-        return {**self.manifest, "name": self.name, "path": str(self.path), "count": self.count(),
+        return {**self.spec.to_json(), "name": self.name, "path": str(self.path), "count": self.count(),
                 "sources": self.ledger.count(), "store": self.store.info()}
 
     @property
@@ -206,7 +202,7 @@ class Collection:
             payloads.append(p)
         self.store.upsert([str(it.id) for it in items], vectors, payloads)
 
-    def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+    def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
                     ) -> None:
         """Store precomputed vectors (they must come from this collection's model and dim)."""
         self.store.upsert(ids, vectors, payloads)
@@ -262,15 +258,13 @@ class Collection:
         (see ``omniret.index.tuning``), and record it in the manifest and the store: every later open
         searches with it. Run it again after the collection has grown a lot."""
         check_recall(recall)
-        if not isinstance(self.store, FaissStore):
-            raise ConfigError(f"collection {self.name!r} is a {self.manifest.get('backend')} collection: recall "
+        if not isinstance(self.store, TunableStore):
+            raise ConfigError(f"collection {self.name!r} is a {self.spec.backend} collection: recall "
                               "tuning measures FAISS indexes (Qdrant: pass hnsw_ef / ef_construct store options)")
         res = self.store.tune(recall, k=k, sample=sample)
-        self.manifest["store_options"] = {**self.manifest.get("store_options", {}), **res.settings}
-        self.manifest["recall_tuning"] = {**res.to_dict(), "count": self.count()}
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path / MANIFEST)
+        self.spec = self.spec.with_changes(store_options={**self.spec.store_options, **res.settings},
+                                           recall_tuning={**res.to_dict(), "count": self.count()})
+        write_manifest(self.path, self.spec)
         return res
 
     def delete(self, ids: Sequence[str]) -> list[str]:
@@ -281,7 +275,7 @@ class Collection:
             self.store.delete(present)
         return present
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         return self.store.get(ids)
 
     def build_lexical(self, *, progress: bool = True, console: Any = None) -> int:
@@ -289,12 +283,10 @@ class Collection:
 
         Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
         """
-        from omniret.index.faiss_store import FaissStore
-
         store = self.store
-        # only a FAISS store can be behind: an older Qdrant collection cannot gain a sparse vector (its
-        # lexical searches say so), and a new one indexes text as it goes
-        if not isinstance(store, FaissStore) or store.lexical_ready:
+        # only a store that can backfill can be behind: an older Qdrant collection cannot gain a sparse
+        # vector (its lexical searches say so), and a new one indexes text as it goes
+        if not isinstance(store, LexicalBackfill) or store.lexical_ready:
             return 0
         if not progress:
             return int(store.build_lexical())
@@ -311,7 +303,7 @@ class Collection:
     # -- reading -----------------------------------------------------------------------------------
     def searcher(self, reranker: Reranker | None = None) -> Searcher:
         return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
-                        instruction=self.manifest.get("instruction"), dim=self.dim)
+                        instruction=self.spec.instruction, dim=self.dim)
 
     def search(self, query: Any, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None,
@@ -341,24 +333,7 @@ class Collection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Collection({self.name!r}, model={self.manifest.get('model')!r}, dim={self.dim})"
-
-
-def _read_manifest(path: Path) -> dict[str, Any] | None:
-    f = path / MANIFEST
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise CollectionError(f"collection {path.name!r}: unreadable {MANIFEST} ({e})") from e
-
-
-def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str | None:
-    """The model an existing collection was built with (from its manifest; nothing is loaded), or None."""
-    _check_name(name)
-    manifest = _read_manifest(_root(root) / name)
-    return None if manifest is None else str(manifest["model"])
+        return f"Collection({self.name!r}, model={self.spec.model!r}, dim={self.dim})"
 
 
 def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, backend: str | None = None,
@@ -385,9 +360,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     Errors are typed: ``CollectionNotFound`` (``create=False`` and none there), ``CollectionExists``
     (``exist_ok=False`` and one is there), ``CollectionMismatch`` (another model, dim, backend or index).
     """
-    from omniret.index.lexical import AnalyzerConfig
-
-    _check_name(name)
+    check_collection_name(name)
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: choose 'faiss' or 'qdrant'")
     if url is not None and backend == "faiss":
@@ -395,12 +368,12 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                           "backend='qdrant')")
     if index is not None and (backend == "qdrant" or url is not None) and index != "flat":
         raise ConfigError(f"index={index!r} is a FAISS index type; Qdrant manages its own HNSW index")
-    path = _root(root) / name
-    manifest = _read_manifest(path)
-    if manifest is None:
+    path = collections_root(root) / name
+    recorded = read_manifest(path)
+    wanted: Embedder | str | os.PathLike[str]
+    if recorded is None:
         if not create:
             raise CollectionNotFound(f"no collection {name!r}")
-        backend = backend or ("qdrant" if url is not None else "faiss")
         if embedder is None:
             raise ConfigError(f"collection {name!r} does not exist yet: pass embedder= (an Embedder or a model "
                               "name) to create it")
@@ -408,70 +381,32 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     else:
         if not exist_ok:
             raise CollectionExists(f"collection {name!r} exists already")
-        rec_backend = manifest.get("backend", "faiss")
-        if backend is not None and backend != rec_backend:
-            raise CollectionMismatch(f"collection {name!r} uses backend {rec_backend!r}, not {backend!r}")
-        backend = rec_backend
-        if index is not None and index != manifest.get("index", "flat"):
-            raise CollectionMismatch(f"collection {name!r} uses index {manifest.get('index')!r}, not {index!r}")
-        if url is None:
-            url = manifest.get("url")
-        if embedder is not None and _model_name(embedder) != manifest["model"]:
-            raise CollectionMismatch(f"collection {name!r} was built with model {manifest['model']!r}; opening it "
-                                  f"with {_model_name(embedder)!r} would mix vector spaces (use that model, "
-                                  "or a new collection)")
-        if dim is not None and dim != manifest["dim"]:
-            raise CollectionMismatch(f"collection {name!r} stores dim {manifest['dim']}, not {dim}")
-        if lexical is not None and "lexical" in manifest and \
-                AnalyzerConfig.from_dict(lexical) != AnalyzerConfig.from_dict(manifest["lexical"]):
-            raise CollectionMismatch(f"collection {name!r} was created with lexical analyser {manifest['lexical']}, "
-                                  f"not {lexical} (the analyser is fixed at creation; use a new collection)")
-        if funnel_dim is not None and funnel_dim != manifest.get("funnel_dim"):
-            raise CollectionMismatch(f"collection {name!r} was created with funnel_dim "
-                                  f"{manifest.get('funnel_dim')}, not {funnel_dim} (the short index is fixed "
-                                  "at creation; use a new collection)")
-        wanted = embedder if embedder is not None else str(manifest["model"])
+        _check_same(name, recorded, backend=backend, index=index, embedder=embedder, dim=dim, lexical=lexical,
+                    funnel_dim=funnel_dim)
+        wanted = embedder if embedder is not None else recorded.model
     if isinstance(wanted, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
         model = load_embedder(os.fspath(wanted), device=device, dtype=dtype)
     else:
         model = wanted
-    embedder = model
-    if manifest is None:
-        dim = int(dim or embedder.dim)
-        dims = tuple(embedder.dims or (embedder.dim,))
-        if dim not in dims:
-            raise DimensionError(f"dim={dim} is not one of model {embedder.name}'s dims {list(dims)}")
-        if funnel_dim is not None and (funnel_dim not in dims or funnel_dim >= dim):
-            raise DimensionError(f"funnel_dim={funnel_dim} must be one of model {embedder.name}'s Matryoshka "
-                                 f"dims below dim={dim}: {[d for d in dims if d < dim]}")
-        manifest = {"name": name, "model": str(embedder.name), "dim": dim, "instruction": instruction,
-                    "funnel_dim": funnel_dim,
-                    "lexical": AnalyzerConfig.from_dict(lexical).to_dict(),
-                    "backend": backend, "index": index or ("flat" if backend == "faiss" else "qdrant"),
-                    "modalities": sorted(embedder.modalities),
-                    "url": url, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "store_options": {k: v for k, v in store_options.items() if k != "api_key"}}
-        new = True
+    if recorded is None:
+        backend = backend or ("qdrant" if url is not None else "faiss")
+        manifest = _new_manifest(name, model, backend=backend, dim=dim, instruction=instruction,
+                                 funnel_dim=funnel_dim, lexical=lexical, index=index, url=url,
+                                 store_options=store_options)
+    elif recorded.lexical is None:
+        # made before the lexical index: record the analyser it gets now (the store builds with it)
+        manifest = recorded.with_changes(lexical=AnalyzerConfig.from_dict(lexical))
     else:
-        new = False
+        manifest = recorded
     if isinstance(reranker, (str, os.PathLike)):
         from omniret.rerank import load_reranker
 
         reranker = load_reranker(reranker, device=device, dtype=dtype)
-    if "lexical" not in manifest:
-        # made before the lexical index: record the analyser it gets now (the store builds with it)
-        manifest = {**manifest, "lexical": AnalyzerConfig.from_dict(lexical).to_dict()}
-        new_lexical = True
-    else:
-        new_lexical = False
-    store = open_store(path, name, manifest, url, store_options, create=new)
-    if new or new_lexical:
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        os.replace(tmp, path / MANIFEST)
+    store = open_store(path, manifest, url=url, options=store_options, create=recorded is None)
+    if manifest is not recorded:
+        write_manifest(path, manifest)
     coll = Collection(name, path, manifest, store, model, reranker)
     try:
         coll.build_lexical(progress=progress)
@@ -481,64 +416,42 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     return coll
 
 
-def open_store(path: Path, name: str, manifest: dict[str, Any], url: str | None, options: dict[str, Any],
-               *, create: bool) -> VectorStore:
-    """The store a manifest describes (FAISS in the folder, or Qdrant local/server); no model is loaded."""
-    opts = {**manifest.get("store_options", {}), **options}
-    if manifest["backend"] == "qdrant":
-        from omniret.index.qdrant_store import QdrantStore
-
-        if url is not None:
-            return QdrantStore(name, dim=manifest["dim"], url=url, options=opts, create=create,  # type: ignore[arg-type]
-                               funnel_dim=manifest.get("funnel_dim"), lexical=manifest.get("lexical"))
-        return QdrantStore(name, dim=manifest["dim"], path=path / "qdrant", options=opts, create=create,  # type: ignore[arg-type]
-                           funnel_dim=manifest.get("funnel_dim"), lexical=manifest.get("lexical"))
-    from omniret.index.faiss_store import FaissStore
-
-    return FaissStore(path / "faiss", dim=manifest["dim"], index=manifest.get("index", "flat"),
-                      options=opts, create=True, funnel_dim=manifest.get("funnel_dim"),  # type: ignore[arg-type]
-                      lexical=manifest.get("lexical"))
-
-
-def _existing(name: str, root: str | os.PathLike[str] | None, *, say_where: bool) -> tuple[Path, dict[str, Any]]:
-    """An existing collection's folder and manifest, else ``CollectionNotFound`` (naming the folder it looked
-    in when ``say_where``: the admin commands do, the service must not show its paths)."""
-    _check_name(name)
-    path = _root(root) / name
-    manifest = _read_manifest(path)
-    if manifest is None:
-        raise CollectionNotFound(f"no collection {name!r}" + (f" in {path.parent}" if say_where else ""))
-    return path, manifest
+def _check_same(name: str, recorded: Manifest, *, backend: str | None, index: str | None,
+                embedder: Embedder | str | os.PathLike[str] | None, dim: int | None,
+                lexical: Mapping[str, Any] | None, funnel_dim: int | None) -> None:
+    """``CollectionMismatch`` when an open asks for another backend, index, model, dim, analyser or funnel."""
+    if backend is not None and backend != recorded.backend:
+        raise CollectionMismatch(f"collection {name!r} uses backend {recorded.backend!r}, not {backend!r}")
+    if index is not None and index != recorded.index:
+        raise CollectionMismatch(f"collection {name!r} uses index {recorded.index!r}, not {index!r}")
+    if embedder is not None and _model_name(embedder) != recorded.model:
+        raise CollectionMismatch(f"collection {name!r} was built with model {recorded.model!r}; opening it "
+                                 f"with {_model_name(embedder)!r} would mix vector spaces (use that model, "
+                                 "or a new collection)")
+    if dim is not None and dim != recorded.dim:
+        raise CollectionMismatch(f"collection {name!r} stores dim {recorded.dim}, not {dim}")
+    if lexical is not None and recorded.lexical is not None and AnalyzerConfig.from_dict(lexical) != recorded.lexical:
+        raise CollectionMismatch(f"collection {name!r} was created with lexical analyser "
+                                 f"{recorded.lexical.to_dict()}, not {lexical} (the analyser is fixed at "
+                                 "creation; use a new collection)")
+    if funnel_dim is not None and funnel_dim != recorded.funnel_dim:
+        raise CollectionMismatch(f"collection {name!r} was created with funnel_dim {recorded.funnel_dim}, not "
+                                 f"{funnel_dim} (the short index is fixed at creation; use a new collection)")
 
 
-def collection_store(name: str, root: str | os.PathLike[str] | None = None) -> Any:
-    """The store of an existing collection, opened without loading its model (admin commands)."""
-    path, manifest = _existing(name, root, say_where=True)
-    return open_store(path, name, manifest, manifest.get("url"), {}, create=False)
-
-
-def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """The manifests of every collection under ``root`` (sorted by name)."""
-    base = _root(root)
-    if not base.is_dir():
-        return []
-    out = []
-    for d in sorted(base.iterdir()):
-        m = _read_manifest(d) if d.is_dir() else None
-        if m is not None:
-            out.append({**m, "name": d.name, "path": str(d)})
-    return out
-
-
-def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> None:
-    """Delete a collection: its folder, and its Qdrant collection when it lives on a server."""
-    path, manifest = _existing(name, root, say_where=False)
-    if manifest.get("backend") == "qdrant" and manifest.get("url"):
-        from omniret.index.qdrant_store import QdrantStore
-
-        store = QdrantStore(name, url=manifest["url"], options=manifest.get("store_options", {}), create=False)
-        try:
-            store.drop()
-        finally:
-            store.close()
-    shutil.rmtree(path)
+def _new_manifest(name: str, model: Embedder, *, backend: str, dim: int | None, instruction: str | None,
+                  funnel_dim: int | None, lexical: Mapping[str, Any] | None, index: str | None, url: str | None,
+                  store_options: Mapping[str, Any]) -> Manifest:
+    """The manifest of a new collection, after checking ``dim`` and ``funnel_dim`` against the model's dims."""
+    dim = int(dim or model.dim)
+    dims = tuple(model.dims or (model.dim,))
+    if dim not in dims:
+        raise DimensionError(f"dim={dim} is not one of model {model.name}'s dims {list(dims)}")
+    if funnel_dim is not None and (funnel_dim not in dims or funnel_dim >= dim):
+        raise DimensionError(f"funnel_dim={funnel_dim} must be one of model {model.name}'s Matryoshka "
+                             f"dims below dim={dim}: {[d for d in dims if d < dim]}")
+    return Manifest(name=name, model=str(model.name), dim=dim, instruction=instruction, funnel_dim=funnel_dim,
+                    lexical=AnalyzerConfig.from_dict(lexical), backend="qdrant" if backend == "qdrant" else "faiss",
+                    index=index or ("flat" if backend == "faiss" else "qdrant"), modalities=tuple(sorted(model.modalities)),
+                    url=url, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    store_options={k: v for k, v in store_options.items() if k != "api_key"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -43,21 +44,23 @@ def parse_filter(flt: Filter | None) -> list[Condition]:
     """Validate a filter dict into conditions; raises ``ConfigError`` naming the bad key."""
     if flt is None:
         return []
-    if not isinstance(flt, dict):
-        raise FilterError(f"a filter is a dict of conditions, got {type(flt).__name__}")
+    given = cast(object, flt)  # a request's JSON: checked, not trusted
+    if not isinstance(given, dict):
+        raise FilterError(f"a filter is a dict of conditions, got {type(given).__name__}")
     out: list[Condition] = []
-    for key, spec in flt.items():
+    for key, spec in cast("dict[object, object]", given).items():
         if not isinstance(key, str) or not key:
             raise FilterError(f"filter keys are non-empty strings, got {key!r}")
         if isinstance(spec, dict):
+            spec = cast("dict[object, object]", spec)
             ops = set(spec)
             if ops == {"any"}:
                 vals = spec["any"]
                 if not isinstance(vals, (list, tuple)) or not vals:
                     raise FilterError(f"filter {key!r}: 'any' takes a non-empty list, got {vals!r}")
-                out.append(Condition(key, "any", tuple(_scalar(key, v) for v in vals)))
+                out.append(Condition(key, "any", tuple(_scalar(key, v) for v in cast("Sequence[object]", vals))))
             elif ops and ops <= set(RANGE_OPS):
-                bounds = {}
+                bounds: dict[str, float] = {}
                 for op in RANGE_OPS:
                     if op in spec:
                         b = spec[op]
@@ -68,10 +71,10 @@ def parse_filter(flt: Filter | None) -> list[Condition]:
             elif ops == {"eq"}:
                 out.append(Condition(key, "eq", _scalar(key, spec["eq"])))
             else:
-                raise FilterError(f"filter {key!r}: unknown operator(s) {sorted(ops)}; use eq, any, "
+                raise FilterError(f"filter {key!r}: unknown operator(s) {sorted(map(str, ops))}; use eq, any, "
                                   f"or a range of {', '.join(RANGE_OPS)}")
         elif isinstance(spec, (list, tuple)):
-            raise FilterError(f"filter {key!r}: for any-of write {{'any': {list(spec)!r}}}")
+            raise FilterError(f"filter {key!r}: for any-of write {{'any': {list(cast('Sequence[object]', spec))!r}}}")
         else:
             out.append(Condition(key, "eq", _scalar(key, spec)))
     return out
@@ -81,7 +84,7 @@ def matches(payload: dict[str, Any], conds: list[Condition]) -> bool:
     """Whether a payload satisfies every condition (the reference semantics both stores follow)."""
     for c in conds:
         v = payload.get(c.key)
-        values = v if isinstance(v, list) else [v]
+        values = cast("list[object]", v) if isinstance(v, list) else [v]
         if not any(_match_one(x, c) for x in values if x is not None):
             return False
     return True
@@ -124,7 +127,7 @@ def to_sql(conds: list[Condition], column: str = "payload") -> tuple[str, list[A
             params.extend(c.value.values())
         else:
             values = [c.value] if c.op == "eq" else list(c.value)
-            ors = []
+            ors: list[str] = []
             for v in values:
                 if isinstance(v, bool):
                     ors.append(f"je.type = '{'true' if v else 'false'}'")

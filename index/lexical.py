@@ -21,10 +21,10 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from omniret.errors import ConfigError
 
@@ -44,6 +44,10 @@ _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
 _ALNUM = re.compile(r"[^\W_]+")
 #: distinct words/identifiers whose terms an analyser keeps before starting its cache afresh
 _RUN_CACHE = 200_000
+
+
+def _is_mapping(x: object) -> bool:
+    return isinstance(x, Mapping)
 
 
 @dataclass(frozen=True)
@@ -77,23 +81,24 @@ class AnalyzerConfig:
             return cls()
         if isinstance(d, AnalyzerConfig):
             return d
-        if not isinstance(d, Mapping):
+        if not _is_mapping(d):  # JSON or a caller's value: checked, not trusted
             raise ConfigError(f"{where}: expected a dict of analyser settings, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown analyser setting(s) {unknown}; known: {', '.join(sorted(known))}")
         kw = dict(d)
-        sw = kw.get("stopwords", True)
+        sw: object = kw.get("stopwords", True)
         if isinstance(sw, (list, tuple)):
-            if not all(isinstance(w, str) for w in sw):
+            words = tuple(cast("Sequence[object]", sw))
+            if not all(isinstance(w, str) for w in words):
                 raise ConfigError(f"{where}.stopwords: a list of words, got {sw!r}")
-            kw["stopwords"] = tuple(sw)
+            kw["stopwords"] = words
         elif not isinstance(sw, bool):
             raise ConfigError(f"{where}.stopwords: true, false or a list of words, got {sw!r}")
         lang = kw.get("language", "english")
         if lang is not None:
-            import snowballstemmer
+            import snowballstemmer  # pyright: ignore[reportMissingTypeStubs]
 
             if lang not in snowballstemmer.algorithms():
                 raise ConfigError(f"{where}.language={lang!r}: not a Snowball language; choose one of "
@@ -127,15 +132,16 @@ class Analyzer:
     def _stem(self) -> Callable[[str], str]:
         if self.config.language is None:
             return lambda w: w
-        import snowballstemmer
+        import snowballstemmer  # pyright: ignore[reportMissingTypeStubs]
 
-        stemmer = snowballstemmer.stemmer(self.config.language)
+        # snowballstemmer ships no type information: its stemmers take and return str
+        stem_word = cast("Callable[[str], str]", snowballstemmer.stemmer(self.config.language).stemWord)  # pyright: ignore[reportUnknownMemberType]
         cache: dict[str, str] = {}
 
         def stem(w: str) -> str:
             s = cache.get(w)
             if s is None:
-                s = cache[w] = stemmer.stemWord(w)
+                s = cache[w] = stem_word(w)
             return s
 
         return stem
@@ -192,13 +198,13 @@ def analyzer(config: Mapping[str, Any] | AnalyzerConfig | None = None) -> Analyz
 
 def payload_text(payload: Mapping[str, Any]) -> str:
     """The text a stored item offers the lexical index (title, caption, text), or ``""`` when none."""
-    parts = []
+    parts: list[str] = []
     for key in TEXT_FIELDS:
         v = payload.get(key)
         if isinstance(v, str) and v.strip() and not v.startswith("data:"):
             parts.append(v)
         elif isinstance(v, list):
-            parts.extend(s for s in v if isinstance(s, str) and s.strip())
+            parts.extend(s for s in cast("list[object]", v) if isinstance(s, str) and s.strip())
     return "\n".join(parts)
 
 

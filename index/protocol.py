@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeAlias, TypedDict, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
+from omniret.index.filters import Filter
 from omniret.index.fusion import DEFAULT_ALPHA
+from omniret.index.tuning import TuneResult
 from omniret.types import Hit
+
+#: an item's payload: a JSON object (its text, media path, page or span, and the caller's metadata)
+Payload: TypeAlias = dict[str, Any]
+
+
+class StoredItem(TypedDict):
+    """What ``VectorStore.get`` returns per id found."""
+
+    id: str
+    payload: Payload
+    vector: np.ndarray
+
 
 #: the payload key under which a store may keep reserved data; user payloads must not use it
 RESERVED_PREFIX = "_omniret"
@@ -29,15 +44,15 @@ class VectorStore(Protocol):
 
     dim: int
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
                ) -> None: ...
 
     def delete(self, ids: Sequence[str]) -> None: ...
 
-    def search(self, vectors: np.ndarray, k: int, filter: dict[str, Any] | None = None  # noqa: A002
+    def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None  # noqa: A002
                ) -> list[list[Hit]]: ...
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]: ...
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]: ...
 
     def count(self) -> int: ...
 
@@ -57,10 +72,41 @@ class LexicalStore(Protocol):
     have a lexical entry (items without text have none).
     """
 
-    def lexical_search(self, texts: Sequence[str], k: int, filter: dict[str, Any] | None = None  # noqa: A002
+    def lexical_search(self, texts: Sequence[str], k: int, filter: Filter | None = None  # noqa: A002
                        ) -> list[list[Hit]]: ...
 
     def lexical_count(self) -> int: ...
+
+
+@runtime_checkable
+class LexicalBackfill(LexicalStore, Protocol):
+    """A store whose lexical index can lag its items and be built from the stored payload text (FAISS: a
+    store made before the lexical index existed). Qdrant cannot: an older collection cannot gain a sparse
+    vector, so it is not one.
+
+    ``lexical_ready``: whether every item is in the lexical index. ``build_lexical(progress)`` fills it,
+    resumably, calling ``progress(done, total)`` after each committed batch; returns the items indexed.
+    """
+
+    @property
+    def lexical_ready(self) -> bool: ...
+
+    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int: ...
+
+
+@runtime_checkable
+class TunableStore(Protocol):
+    """A store whose index search setting can be chosen from a recall target (FAISS; Qdrant takes
+    ``hnsw_ef`` / ``ef_construct`` as store options instead).
+
+    ``tune`` measures recall@k on held-out stored vectors, keeps the cheapest setting that meets
+    ``recall`` (applied on every later open) and returns it (``TuneResult.settings``); ``recall_tuning``
+    is the last result as recorded, or None.
+    """
+
+    def tune(self, recall: float, *, k: int = 10, sample: int = 1000) -> TuneResult: ...
+
+    def recall_tuning(self) -> dict[str, Any] | None: ...
 
 
 @runtime_checkable
@@ -68,11 +114,11 @@ class HybridStore(Protocol):
     """A store that fuses its dense and lexical lists itself (Qdrant's Query API)."""
 
     def hybrid_search(self, vectors: np.ndarray, texts: Sequence[str], k: int,
-                      filter: dict[str, Any] | None = None, *, depth: int | None = None,  # noqa: A002
+                      filter: Filter | None = None, *, depth: int | None = None,  # noqa: A002
                       fusion: str = "rrf", alpha: float = DEFAULT_ALPHA, funnel: bool | None = None) -> list[list[Hit]]: ...
 
 
-def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
+def as_matrix(vectors: npt.ArrayLike, dim: int, *, what: str = "vectors") -> np.ndarray:
     """Vectors as a C-contiguous float32 ``(n, dim)`` matrix; ``DimensionError`` names expected and got."""
     from omniret.errors import DimensionError, StoreError
 
@@ -91,8 +137,8 @@ def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(m)
 
 
-def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]] | None, dim: int
-                 ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+def check_upsert(ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Payload] | None, dim: int
+                 ) -> tuple[list[str], np.ndarray, list[Payload]]:
     """Validate one upsert batch (ids unique strings, one vector and payload per id, JSON payloads)."""
     import json
 
@@ -107,7 +153,7 @@ def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, 
         raise StoreError(f"upsert: id {dup!r} appears twice in one batch")
     if any(not i for i in ids):
         raise StoreError("upsert: ids must be non-empty strings")
-    pls: list[dict[str, Any]] = ([dict(p) if p else {} for p in payloads] if payloads is not None
+    pls: list[Payload] = ([dict(p) if p else {} for p in payloads] if payloads is not None
                                  else [{} for _ in ids])
     if len(pls) != len(ids):
         raise StoreError(f"upsert: {len(ids)} ids but {len(pls)} payloads")
@@ -122,7 +168,7 @@ def check_upsert(ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, 
     return ids, m, pls
 
 
-def check_search(vectors: Any, k: int, dim: int, *, funnel: bool | None, funnel_dim: int | None,
+def check_search(vectors: npt.ArrayLike, k: int, dim: int, *, funnel: bool | None, funnel_dim: int | None,
                  where: str, create_hint: str) -> np.ndarray:
     """The query matrix of a ``search`` call, after the checks both stores make: the width, ``k > 0``, and
     ``funnel=True`` only on a store that has a funnel index."""

@@ -31,9 +31,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -50,6 +50,8 @@ from omniret.index.lexical import (
 )
 from omniret.index.protocol import (
     RESERVED_PREFIX,
+    Payload,
+    StoredItem,
     check_funnel_dim,
     check_search,
     check_upsert,
@@ -80,6 +82,21 @@ class QdrantOptions(TypedDict, total=False):
     server_fusion: bool     # hybrid RRF through Qdrant's Query API (default: on a server yes, local mode no)
 
 
+def check_options(options: Mapping[str, Any] | None) -> QdrantOptions:
+    """The Qdrant options a caller or a manifest gives; ``ConfigError`` naming unknown ones."""
+    given = dict(options or {})
+    unknown = set(given) - set(QdrantOptions.__annotations__)
+    if unknown:
+        raise ConfigError(f"unknown Qdrant option(s) {sorted(unknown)}; known: "
+                          f"{', '.join(QdrantOptions.__annotations__)}")
+    return cast(QdrantOptions, given)
+
+
+def _payload(point: Any) -> Payload:
+    """A Qdrant point's payload as a new dict (``{}`` when it has none)."""
+    return dict(point.payload or {})
+
+
 def point_id(item_id: str) -> str:
     """The Qdrant point id (a UUID string) of an omniret id."""
     return str(uuid.uuid5(_NAMESPACE, item_id))
@@ -93,15 +110,12 @@ class QdrantStore:
                  lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
         if (path is None) == (url is None):
             raise ConfigError("QdrantStore takes exactly one of path= (embedded local mode) or url= (server)")
-        unknown = set(options or {}) - set(QdrantOptions.__annotations__)
-        if unknown:
-            raise ConfigError(f"unknown Qdrant option(s) {sorted(unknown)}; known: "
-                              f"{', '.join(QdrantOptions.__annotations__)}")
+        checked = check_options(options)
         from qdrant_client import QdrantClient, models
 
         self._models = models
         self.name = name
-        self.options: QdrantOptions = dict(options or {})  # type: ignore[assignment]
+        self.options: QdrantOptions = checked
         self.location = str(path) if path is not None else str(url)
         self._server_fusion = bool(self.options.get("server_fusion", url is not None))
         self._batch = int(self.options.get("batch_size", 256))
@@ -128,7 +142,8 @@ class QdrantStore:
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"Qdrant collection {name!r}: cannot read its config: {e}") from e
             self.lexical_ready = SPARSE in (config.params.sparse_vectors or {})
-            stored = (getattr(config, "metadata", None) or {}).get(META_KEY)
+            metadata: dict[str, Any] = getattr(config, "metadata", None) or {}
+            stored = metadata.get(META_KEY)
             where = f"Qdrant collection {name!r}: lexical"
             lex_config = AnalyzerConfig.from_dict(stored if stored is not None else lexical, where=where)
             if stored is not None and lexical is not None and AnalyzerConfig.from_dict(lexical, where=where) != lex_config:
@@ -195,7 +210,7 @@ class QdrantStore:
                 raise StoreError(f"Qdrant {what} on {self.name!r} failed: {type(e).__name__}: {e}") from e
 
     # -- VectorStore -----------------------------------------------------------------------------
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]] | None = None
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
                ) -> None:
         """Insert or replace by id, in batches; each batch is acknowledged (``wait=True``) before returning."""
         ids, m, pls = check_upsert(ids, vectors, payloads, self.dim)
@@ -325,7 +340,7 @@ class QdrantStore:
                 continue
             dense_s = {h.id: h.score for h in dense_hits}
             lex_s = {h.id: h.score for h in lex_hits}
-            fused = []
+            fused: list[Hit] = []
             for p in results[f_at].points:
                 h = self._hit(p)
                 h.fused_score = h.score
@@ -351,32 +366,28 @@ class QdrantStore:
         while True:
             pts, offset = self._call("scroll", "scroll", collection_name=self.name, scroll_filter=flt, limit=1024,
                                      offset=offset, with_payload=[ID_KEY], with_vectors=False)
-            out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
+            out.extend(str(_payload(p).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
                 return out
 
-    def build_lexical(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Nothing to build: new collections index text on upsert, and an older one cannot gain a sparse
-        vector (its lexical and hybrid searches say how to re-index); returns 0."""
-        return 0
-
     @staticmethod
     def _hit(p: Any) -> Hit:
-        payload = dict(p.payload or {})
+        payload = _payload(p)
         item_id = payload.pop(ID_KEY, str(p.id))
         return Hit(id=item_id, score=float(p.score), payload=payload)
 
-    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         ids = [str(i) for i in ids]
         if not ids:
             return []
         pts = self._call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
                          with_payload=True, with_vectors=[self._dense] if self.lexical_ready or self._named else True)
-        found = {}
+        found: dict[str, StoredItem] = {}
         for p in pts:
-            payload = dict(p.payload or {})
-            item_id = payload.pop(ID_KEY, str(p.id))
-            vec = p.vector[self._dense] if isinstance(p.vector, dict) else p.vector
+            payload = _payload(p)
+            item_id = str(payload.pop(ID_KEY, p.id))
+            vectors: object = p.vector  # one unnamed vector, or {name: vector}
+            vec = cast("dict[str, object]", vectors)[self._dense] if isinstance(vectors, dict) else vectors
             found[item_id] = {"id": item_id, "payload": payload, "vector": np.asarray(vec, dtype=np.float32)}
         return [found.get(i) for i in ids]
 
@@ -387,7 +398,7 @@ class QdrantStore:
         while True:
             pts, offset = self._call("scroll", "scroll", collection_name=self.name, limit=1024,
                                      offset=offset, with_payload=[ID_KEY], with_vectors=False)
-            out.extend(str((p.payload or {}).get(ID_KEY, p.id)) for p in pts)
+            out.extend(str(_payload(p).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
                 return out
 

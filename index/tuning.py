@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from omniret.errors import ConfigError
 
@@ -25,11 +26,11 @@ EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 204
 RESCORE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
 
-def check_recall(recall: float | None) -> float | None:
+def check_recall(recall: object) -> float | None:
     """A recall target in (0, 1], or None; anything else is a ``ConfigError`` (checked before any work)."""
     if recall is None:
         return None
-    if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0 < float(recall) <= 1:
+    if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0 < recall <= 1:
         raise ConfigError(f"recall={recall!r}: a recall target is a fraction in (0, 1], e.g. 0.95")
     return float(recall)
 
@@ -55,7 +56,7 @@ def exact_neighbours(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: n
     for ids, vecs in chunks:
         if not len(ids):
             continue
-        sims = queries @ vecs.T
+        sims: npt.NDArray[np.float32] = np.matmul(queries, np.transpose(vecs))
         sims[query_ids[:, None] == ids[None, :]] = -np.inf
         s = np.concatenate([best_s, sims], axis=1)
         i = np.concatenate([best_i, np.broadcast_to(ids, sims.shape)], axis=1)
@@ -68,7 +69,7 @@ def exact_neighbours(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: n
 def per_query_recall(found: np.ndarray, truth: np.ndarray, query_ids: np.ndarray | None = None) -> np.ndarray:
     """Each query's share of its true neighbours (``truth``, -1 padded) that ``found`` holds; a query's own
     id in ``found`` is ignored (leave-one-out). Queries without neighbours are left out."""
-    out = []
+    out: list[float] = []
     for r in range(len(truth)):
         t = {int(x) for x in truth[r] if x >= 0}
         if not t:
@@ -101,10 +102,10 @@ class TuneResult:
     value: int | None
     recall: float
     met: bool
-    tried: list[tuple[int, float]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    tried: list[tuple[int, float]] = field(default_factory=lambda: [])
+    extra: dict[str, Any] = field(default_factory=lambda: {})
     #: the store options this result sets (e.g. ``{"ef_search": 96}``)
-    settings: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, int] = field(default_factory=lambda: {})
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "k": self.k, "sample": self.sample, "param": self.param,

@@ -105,6 +105,9 @@ def test_collection_lifecycle(client: httpx.Client) -> None:
      "allow_remote_urls"),
     ("GET", "/v1/collections/nothing", None, 404, "name", "no collection named 'nothing'"),
     ("POST", "/v1/collections/nothing/search", {"text": "q"}, 404, "name", "no collection"),
+    # the library's one name rule and message, at the service's 400
+    ("POST", "/v1/collections/-x/search", {"text": "q"}, 400, "name",
+     "collection name '-x': use letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)"),
     ("POST", "/v1/collections/samples/search", {}, 400, "text", "give text and/or image"),
     ("POST", "/v1/collections/samples/search", {"text": "q", "rerank": True}, 400, "rerank", "without a reranker"),
     ("POST", "/v1/collections/samples/search", {"text": "q", "k": 0}, 422, "k", "greater than"),

@@ -39,7 +39,7 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-from omniret.errors import CollectionError, CollectionNotFound, FilterError, ItemError, ItemFailure
+from omniret.errors import CollectionError, CollectionNotFound, ConfigError, FilterError, ItemError, ItemFailure
 from omniret.index.collection import (
     COLLECTION_NAME,
     RESERVED_PAYLOAD_KEYS,
@@ -51,6 +51,7 @@ from omniret.index.collection import (
 )
 from omniret.index.fusion import check_fusion, check_mode, check_query_text
 from omniret.index.ingest import IngestReport
+from omniret.index.names import check_collection_name
 from omniret.types import IMAGE_SUFFIXES, Hit, Item
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=
                    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
                               409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 
-_NAME = re.compile(COLLECTION_NAME)
 _THUMB_PX = 320
 #: longest stored upload name (bytes of the name part, before the content-hash prefix): file systems
 #: refuse names over 255 bytes
@@ -73,10 +73,10 @@ T = TypeVar("T")
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ApiError(400, "invalid_request", f"collection name {name!r}: use letters, digits, '_', '-', '.' "
-                       "(at most 128, not starting with a symbol)", field="name")
-    return name
+    try:
+        return check_collection_name(name)
+    except ConfigError as e:
+        raise ApiError(400, "invalid_request", str(e), field="name") from e
 
 
 def _names(state: ServiceState) -> list[str]:
