@@ -39,9 +39,15 @@ from omniret.api.schemas import (
 )
 from omniret.api.state import ServiceState
 from omniret.embed.protocol import Embedder
-from omniret.errors import CollectionError, CollectionNotFound, ConfigError, FilterError, ItemError, ItemFailure
+from omniret.errors import (
+    CollectionError,
+    CollectionNotFound,
+    ConfigError,
+    FilterError,
+    ItemError,
+    ItemFailure,
+)
 from omniret.index.collection import (
-    COLLECTION_NAME,
     RESERVED_PAYLOAD_KEYS,
     AddReport,
     Collection,
