@@ -141,6 +141,8 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
         raise ConfigError("--fsdp with a Qwen3-VL tower trains on text-only data for now; this data has image/"
                           "video items (train data-parallel without --fsdp, with LoRA and "
                           "--gradient-checkpointing to save memory)")
+    if cfg.stage == "rerank" and cfg.max_length is not None and arch in ("qwen3_vl", "qwen3_text"):
+        check_max_length(cfg.max_length, source, arch, examples, cfg.instruction)
     anchored = cfg.stage == "rerank" and cfg.rerank_init != "fresh" and not is_cross_encoder(source, spec, arch)
     if cfg.stage == "rerank" and cfg.rerank_init == "anchored" and not anchored:
         raise ConfigError(f"{cfg.model}: --init anchored builds a reranker from a sentence-transformers embedding "
@@ -160,6 +162,61 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
         examples = sampled_negatives(examples, k, cfg.seed)
     cfg = cfg.model_copy(update={"hard_negatives": k})
     return _summarise(_dispatch(cfg, examples, arch, val, say, ctx), say)
+
+
+def judgement_lengths(source: str, arch: str, examples: Sequence[TrainExample],
+                      instruction: str | None = None) -> tuple[int, int]:
+    """A Qwen reranker's judgement prompt in tokens (system turn, instruction, ``<Query>:``, ``<Document>:``
+    and the closing turn, with an empty query and document; the instruction of the line that needs the
+    most), and the smallest ``max_length`` that keeps at least one document token of every pair in
+    ``examples`` (their query texts counted; media not).
+
+    Only the tokenizer is read, so a bad ``--max-length`` is refused before the weights load."""
+    if arch == "qwen3_text":
+        from transformers import AutoTokenizer
+
+        from omniret.rerank.qwen3_text import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, format_pair
+
+        tok = AutoTokenizer.from_pretrained(source)
+        frame = len(tok.encode(PREFIX, add_special_tokens=False)) + len(tok.encode(SUFFIX, add_special_tokens=False))
+
+        def text_length(instr: str, query: str) -> int:
+            # the middle is cut from its end; the space after "<Document>:" joins the document's first token
+            return frame + len(tok.encode(format_pair(instr, query, "").rstrip(), add_special_tokens=False))
+
+        length, default = text_length, DEFAULT_INSTRUCTION
+        closing = 0
+    else:
+        from omniret.base.vl_inputs import Qwen3VLInputBuilder, TextPart, VLOptions
+        from omniret.rerank.qwen3_vl import DEFAULT_INSTRUCTION as VL_INSTRUCTION
+        from omniret.rerank.qwen3_vl import KEEP_LAST, SYSTEM_PROMPT
+
+        builder = Qwen3VLInputBuilder(source, VLOptions(max_length=1 << 30))
+
+        def vl_length(instr: str, query: str) -> int:
+            user = [TextPart("<Instruct>: " + instr), TextPart("<Query>:"), *([TextPart(query)] if query else []),
+                    TextPart("\n<Document>:")]
+            return len(builder.encode([("system", [TextPart(SYSTEM_PROMPT)]), ("user", user)]).input_ids)
+
+        length, default = vl_length, VL_INSTRUCTION
+        closing = KEEP_LAST  # the closing turn is never cut: a pair keeps max_length tokens before it
+    instructions = {ex.instruction or instruction or default for ex in examples}
+    prompts = {instr: length(instr, "") for instr in instructions}
+    need, instr = max((length(ex.instruction or instruction or default, "".join(ex.query.texts)) - closing + 1,
+                       ex.instruction or instruction or default) for ex in examples)
+    return prompts[instr], need
+
+
+def check_max_length(max_length: int, source: str, arch: str, examples: Sequence[TrainExample],
+                     instruction: str | None = None) -> None:
+    """Refuse a ``max_length`` that cuts some pair before its document: its positive and negatives would be
+    the same tokens (a loss stuck at ln 2 for a pointwise pair) and training would learn nothing from it."""
+    prompt, smallest = judgement_lengths(source, arch, examples, instruction)
+    if max_length < smallest:
+        raise ConfigError(f"--max-length {max_length}: the reranker's judgement prompt alone is {prompt} tokens, so "
+                          f"pairs would be cut before their document and train on identical positives and "
+                          f"negatives; use --max-length {smallest} or more (the prompt plus this data's longest "
+                          "query plus one document token)")
 
 
 def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
