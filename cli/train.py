@@ -106,6 +106,19 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
             if not v.get("beats_first_stage"):
                 line += " [bold red](the reranker does not beat it)[/bold red]"
         console.print(line)
+        check: dict[str, Any] = v.get("check") or {}
+        if check:  # queries that chose no checkpoint: the honest comparison
+            line = f"check split ({check['queries']} queries): {m} {check['reranker'][m]:.4f}"
+            if check.get("first_stage"):
+                line += f"; first stage {check['first_stage'][m]:.4f}"
+                if not check.get("beats_first_stage"):
+                    line += " [bold red](the reranker does not beat it)[/bold red]"
+            console.print(line)
+        teacher: dict[str, Any] = v.get("teacher") or {}
+        for name, t in (("validation", teacher), ("check split", teacher.get("check") or {})):
+            if t.get("teacher"):
+                console.print(f"teacher on {name}: {m} {t['teacher'][m]:.4f} vs the student's {t['student'][m]:.4f}"
+                              + ("" if t.get("beats_student") else " [bold red](it does not beat it)[/bold red]"))
 
 
 def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt, epochs: EpochsOpt,

@@ -154,7 +154,12 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     from omniret.registry import resolve
     from omniret.rerank.anchored import CORRECTION_DIR, RETRIEVER_DIR, head_module, write_anchor
     from omniret.training._meta import write_meta
-    from omniret.training.st_trainer import pair_chunk, progress_callback, resume_checkpoint, training_arguments
+    from omniret.training.st_trainer import (
+        pair_chunk,
+        progress_callback,
+        resume_checkpoint,
+        training_arguments,
+    )
     from omniret.training.validation import (
         FirstStage,
         KeepBest,

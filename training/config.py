@@ -81,9 +81,11 @@ class TrainConfig(BaseModel):
     eval_depth: int = 20
     #: the validation metric the best checkpoint is chosen by
     eval_metric: Literal["ndcg@10", "mrr@10"] = "ndcg@10"
-    #: an evaluation improves on the best only by more than this (e.g. 0.002 nDCG@10 on a small validation
-    #: set, so noise does not replace the untouched weights with ones that are no better)
-    eval_min_delta: float = 0.0
+    #: an evaluation improves on the best only by more than this, so noise on a small validation set does not
+    #: replace the untouched weights with ones that are no better. None (the default): the change one query
+    #: makes when its relevant document moves between ranks 1 and 2, ``(1 - 1/log2 3) / n`` nDCG@10 or
+    #: ``0.5 / n`` MRR@10 for ``n`` validation queries (0.0037 nDCG@10 on 100 queries); 0 takes any gain
+    eval_min_delta: float | None = None
     #: stop after this many evaluations without improvement (None: never stop early)
     patience: int | None = None
     #: distillation stage: the teacher reranker and the temperatures
@@ -138,8 +140,8 @@ class TrainConfig(BaseModel):
 
     @field_validator("distill_label_weight", "eval_min_delta")
     @classmethod
-    def _non_negative_weight(cls, v: float) -> float:
-        if v < 0:
+    def _non_negative_weight(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
             raise ValueError("must be >= 0")
         return v
 

@@ -108,15 +108,20 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
     from omniret.rerank.anchored import is_anchored
     from omniret.training import distributed as dist
     from omniret.training.st_trainer import is_cross_encoder
-    from omniret.training.validation import held_out
+    from omniret.training.validation import held_out, min_delta_for
 
     if examples is None:
         examples = dist.agree(ctx, "loading the training data", lambda: load_examples(cfg.data),
                               key=lambda exs: _fingerprint(exs) if ctx.enabled else None)
     # every rank holds out the same queries (the split is seeded) and evaluates the same way
-    examples, val = held_out(cfg.eval_data, cfg.val_split, examples, cfg.seed)
+    held = held_out(cfg.eval_data, cfg.val_split, examples, cfg.seed)
+    examples, val, check = held.train, held.validation, held.check
     if val is not None:
-        say(f"validation: {len(val)} held-out queries against a pool of {len(val.pool)} documents")
+        if cfg.eval_min_delta is None:
+            cfg = cfg.model_copy(update={"eval_min_delta": min_delta_for(len(val), cfg.eval_metric)})
+        say(f"validation: {len(val)} held-out queries against a pool of {len(val.pool)} documents; an evaluation "
+            f"replaces the best only by more than {cfg.eval_min_delta:.4f} {cfg.eval_metric}"
+            + (f"; {len(check)} more held-out queries check the result" if check is not None else ""))
     dist.agree(ctx, "checking the output directory", lambda: _check_out(cfg))
     if ctx.enabled:
         dist.agree(ctx, "planning the batches",
@@ -155,13 +160,51 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
 
         say("reranker recipe: anchored (retriever similarity + a zero-initialised cross-encoder correction, "
             "listwise over the retriever's own top candidates)")
-        return _summarise(train_anchored_reranker(cfg, examples, val, log=say), say)
+        return _summarise(_checked(cfg, train_anchored_reranker(cfg, examples, val, log=say), check, ctx, True),
+                          say)
     k, why = choose_negatives(cfg, examples)
     say(f"negatives: {why}")
     if cfg.stage == "rerank" and min(len(ex.negatives) for ex in examples) == 0:
         examples = sampled_negatives(examples, k, cfg.seed)
     cfg = cfg.model_copy(update={"hard_negatives": k})
-    return _summarise(_dispatch(cfg, examples, arch, val, say, ctx), say)
+    embedder_source = not is_cross_encoder(source, spec, arch)
+    return _summarise(_checked(cfg, _dispatch(cfg, examples, arch, val, say, ctx, check), check, ctx,
+                               embedder_source), say)
+
+
+def _checked(cfg: TrainConfig, summary: dict[str, Any], check: Any, ctx: DistContext,
+             source_is_embedder: bool) -> dict[str, Any]:
+    """``summary`` with the trained reranker's figures on the check split beside the first stage's (rank 0;
+    also written to ``omniret.json``): queries that chose no checkpoint, so the comparison is not flattered."""
+    if check is None or cfg.stage != "rerank" or not ctx.is_main:
+        return summary
+    from omniret.rerank import load_reranker
+    from omniret.training.st_trainer import first_stage_for
+    from omniret.training.validation import reranker_metrics
+
+    first = first_stage_for(cfg, check, source_is_embedder=source_is_embedder)
+    rr = load_reranker(str(cfg.out), device=cfg.device)
+    m = reranker_metrics(check, first, lambda q, docs, instr: rr.score(q, list(docs), instruction=instr),
+                         instruction=cfg.instruction)
+    figures: dict[str, Any] = {"queries": len(check), "reranker": m}
+    if first.metrics:
+        figures["first_stage"] = first.metrics
+        figures["beats_first_stage"] = m[cfg.eval_metric] > first.metrics[cfg.eval_metric]
+    summary.setdefault("validation", {})["check"] = figures
+    _record_check(cfg, figures)
+    return summary
+
+
+def _record_check(cfg: TrainConfig, figures: dict[str, Any], key: str = "check") -> None:
+    """Add the check split's figures to the trained model's ``omniret.json`` (``trained.validation``)."""
+    import json
+
+    path = cfg.out / "omniret.json"
+    if not path.is_file():
+        return
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta.setdefault("trained", {}).setdefault("validation", {})[key] = figures
+    path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def judgement_lengths(source: str, arch: str, examples: Sequence[TrainExample],
@@ -226,21 +269,30 @@ def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str,
         say(f"validation {metric}: before {v['before'][metric]:.4f} -> best {v['best'][metric]:.4f} "
             f"(step {v['best_step']}; last {v['last'][metric]:.4f}); the best weights were saved")
         first = v.get("first_stage")
+        check = v.get("check") or {}
         if first:
             beats = v["best"][metric] > first[metric]
             v["beats_first_stage"] = beats
+            if check.get("first_stage"):
+                # the validation queries chose the checkpoint; the check queries judge it
+                beats = bool(check["beats_first_stage"])
+                say(f"check split ({check['queries']} queries no choice saw): {metric} "
+                    f"{check['reranker'][metric]:.4f} vs the first stage's {check['first_stage'][metric]:.4f} "
+                    f"(validation: {v['best'][metric]:.4f} vs {first[metric]:.4f})")
+            where = "on the check split" if check.get("first_stage") else "on validation"
+            ours, theirs = (check["reranker"], check["first_stage"]) if check.get("first_stage") \
+                else (v["best"], first)
             if beats:
-                say(f"the reranker beats the first stage on validation: {metric} {v['best'][metric]:.4f} "
-                    f"vs {first[metric]:.4f}")
+                say(f"the reranker beats the first stage {where}: {metric} {ours[metric]:.4f} vs {theirs[metric]:.4f}")
             else:
-                say(f"[bold red]WARNING: the trained reranker does NOT beat the first stage on validation "
-                    f"({metric} {v['best'][metric]:.4f} vs {first[metric]:.4f}); reranking with it will not "
+                say(f"[bold red]WARNING: the trained reranker does NOT beat the first stage {where} "
+                    f"({metric} {ours[metric]:.4f} vs {theirs[metric]:.4f}); reranking with it will not "
                     "improve search[/bold red]")
     return summary
 
 
 def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val: Any,
-              say: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
+              say: Callable[[str], None], ctx: DistContext, check: Any = None) -> dict[str, Any]:
     if cfg.stage == "rerank":
         if arch == "qwen3_vl":
             from omniret.training.vl_trainer import train_vl_reranker
@@ -273,6 +325,8 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
             cfg = cfg.model_copy(update={"teacher_temperature": teacher_temperature(cfg, teacher, say)})
             if val is not None and ctx.is_main:
                 teacher_check = check_teacher(cfg, teacher, val, say)
+                if check is not None:
+                    teacher_check["check"] = check_teacher(cfg, teacher, check, say, where="the check split")
             scores = _sharded_teacher_logits(teacher, examples, k, ctx)
     if cfg.stage == "distill" and cfg.teacher_temperature is None:
         cfg = cfg.model_copy(update={"teacher_temperature": 1.0})
@@ -293,6 +347,8 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
                           "sentence-transformers checkpoint")
     if teacher_check and out.get("validation"):
         out["validation"]["teacher"] = teacher_check
+        if ctx.is_main:
+            _record_check(cfg, teacher_check, key="teacher")
     return out
 
 
@@ -317,9 +373,11 @@ def teacher_temperature(cfg: TrainConfig, teacher: Any, say: Callable[[str], Non
     return 1.0
 
 
-def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str], None]) -> dict[str, Any]:
-    """The teacher reranking the student's top candidates on the validation queries, against the student
-    alone: distillation can only lift the student toward a teacher that beats it. Warns when it does not."""
+def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str], None],
+                  where: str = "validation") -> dict[str, Any]:
+    """The teacher reranking the student's top candidates on held-out queries (``val``: the validation set,
+    or the check split, which chose no checkpoint), against the student alone: distillation can only lift
+    the student toward a teacher that beats it. Warns when it does not."""
     from omniret.training.st_trainer import first_stage_for
     from omniret.training.validation import reranker_metrics
 
@@ -330,8 +388,8 @@ def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str],
     beats = m[metric] > first.metrics[metric]
     if beats:
         say(f"teacher check: the teacher reranking the student's top {cfg.eval_depth} scores {metric} "
-            f"{m[metric]:.4f} vs the student's {first.metrics[metric]:.4f} on validation")
+            f"{m[metric]:.4f} vs the student's {first.metrics[metric]:.4f} on {where} ({len(val)} queries)")
     else:
-        say(f"[bold red]WARNING: the teacher does NOT beat the student on validation ({metric} {m[metric]:.4f} vs "
+        say(f"[bold red]WARNING: the teacher does NOT beat the student on {where} ({metric} {m[metric]:.4f} vs "
             f"{first.metrics[metric]:.4f}); distilling it will not lift the student[/bold red]")
     return {"teacher": m, "student": first.metrics, "beats_student": beats}
