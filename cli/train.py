@@ -183,7 +183,13 @@ def train_rerank(config: ConfigOpt = None,
                                        "(default 3e-3).")] = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
-                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None) -> None:
+                 dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
+                 gradcache_chunk: Annotated[int | None, typer.Option(
+                     "--gradcache-chunk", help="Pairs scored per forward under gradient caching (default: 32 for "
+                                               "a sentence-transformers cross-encoder; 0 scores a step at once).")] = None,
+                 gradient_checkpointing: Annotated[bool | None, typer.Option(
+                     "--gradient-checkpointing", help="Recompute activations in backward instead of keeping "
+                                                      "them.")] = None) -> None:
     """Reranker stage. From an embedding model (--reranker minilm): the anchored reranker (retriever
     similarity + a zero-started cross-encoder correction, listwise over the retriever's own top candidates),
     which starts at the first stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder)
@@ -191,9 +197,9 @@ def train_rerank(config: ConfigOpt = None,
     # -m is the embedding model in every command; this one used to take the reranker under --model/-m
     model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
-                 resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
+                 resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split, eval_steps, patience)
     _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
-         rerank_candidates=candidates, rerank_head_lr=head_lr, **kw,
+         rerank_candidates=candidates, rerank_head_lr=head_lr, gradient_checkpointing=gradient_checkpointing, **kw,
          **_dist_flags(global_batch_size, None, dist_timeout, fsdp, deepspeed))
 
 

@@ -172,4 +172,7 @@ def test_chunked_listwise_scoring_equals_one_forward(minilm_path: Path) -> None:
     plain = step(lambda: loss_of(candidate_scores(model, inputs, chunk=5)))  # the same forwards, graphs kept
     cached = step(lambda: listwise_loss(model, inputs, loss_of, chunk=5))
     assert close(cached, plain) and not close(cached, whole)
+    model.gradient_checkpointing_enable()  # composes: checkpointing restores the replayed random state too
+    assert model.model.is_activation_checkpointing
+    assert close(step(lambda: listwise_loss(model, inputs, loss_of, chunk=5)), cached)
     assert PAIR_CHUNK < 8 * 16  # the default step (16 queries x 8 candidates) is chunked
