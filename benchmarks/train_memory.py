@@ -18,7 +18,7 @@ before training, and the training steps with the final validation. A side whose 
     omniret mine -m minilm --data .cache/debian/train.jsonl --corpus .cache/debian/mine_corpus.jsonl \\
         --out .cache/debian/mined.jsonl -n 3
     OMP_NUM_THREADS=1 python benchmarks/train_memory.py --data .cache/debian/mined.jsonl \\
-        --eval-data .cache/debian/eval.jsonl --eval-queries 100 --max-steps 6
+        --eval-data .cache/debian/eval.jsonl --eval-queries 100 --max-steps 6 [--queries 300]
 """
 
 from __future__ import annotations
@@ -89,13 +89,17 @@ def child(args: argparse.Namespace) -> None:
     from omniret.training.data import load_examples, write_examples
     from omniret.training.runner import train
 
+    data = Path(args.data)
+    if args.queries:
+        data = Path(args.workdir) / "train.jsonl"
+        write_examples(data, load_examples(args.data)[:args.queries])
     eval_data = None
     if args.eval_data:
         held = load_examples(args.eval_data)
         random.Random(0).shuffle(held)
         eval_data = Path(args.workdir) / "eval.jsonl"
         write_examples(eval_data, held[:args.eval_queries])
-    cfg = load_config(None, stage="rerank", model=args.model, data=args.data, out=Path(args.workdir) / "ce",
+    cfg = load_config(None, stage="rerank", model=args.model, data=data, out=Path(args.workdir) / "ce",
                       device=args.device, max_steps=args.max_steps, eval_data=eval_data,
                       eval_steps=args.max_steps if eval_data else None)
     t0 = time.perf_counter()
@@ -118,6 +122,7 @@ def run_side(side: str, args: argparse.Namespace, baseline_code: Path | None, wo
     result.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", "--data", str(args.data), "--model", args.model,
            "--max-steps", str(args.max_steps), "--eval-queries", str(args.eval_queries), "--result", str(result),
+           "--queries", str(args.queries),
            "--workdir", str(work / side), "--device", args.device]
     if args.eval_data:
         cmd += ["--eval-data", str(args.eval_data)]
@@ -160,6 +165,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=False)
     ap.add_argument("--eval-data", type=Path, default=None)
     ap.add_argument("--eval-queries", type=int, default=100)
+    ap.add_argument("--queries", type=int, default=0, help="train on the first N lines of --data (0: all)")
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=1, help="new, baseline pairs to run (alternating)")
@@ -194,7 +200,8 @@ def main() -> None:
                 fig["load_before"] = load
                 runs.append(fig)
                 print(json.dumps(fig), flush=True)
-    print(f"\nomniret train rerank --reranker {args.model} (defaults), {args.max_steps} steps, "
+    print(f"\nomniret train rerank --reranker {args.model} (defaults), {args.max_steps} steps on "
+          f"{args.queries or 'all'} training queries, {args.eval_queries} validation queries, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average now "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for r in runs:
