@@ -101,7 +101,8 @@ def child(args: argparse.Namespace) -> None:
         write_examples(eval_data, held[:args.eval_queries])
     cfg = load_config(None, stage="rerank", model=args.model, data=data, out=Path(args.workdir) / "ce",
                       device=args.device, max_steps=args.max_steps, eval_data=eval_data,
-                      eval_steps=args.max_steps if eval_data else None)
+                      eval_steps=args.max_steps if eval_data else None,
+                      gradcache_chunk=args.gradcache_chunk if args.code is None else None)
     t0 = time.perf_counter()
     summary = train(cfg, log=log)
     seconds = time.perf_counter() - t0
@@ -122,7 +123,8 @@ def run_side(side: str, args: argparse.Namespace, baseline_code: Path | None, wo
     result.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", "--data", str(args.data), "--model", args.model,
            "--max-steps", str(args.max_steps), "--eval-queries", str(args.eval_queries), "--result", str(result),
-           "--queries", str(args.queries),
+           "--queries", str(args.queries), *(["--gradcache-chunk", str(args.gradcache_chunk)]
+                                             if args.gradcache_chunk is not None else []),
            "--workdir", str(work / side), "--device", args.device]
     if args.eval_data:
         cmd += ["--eval-data", str(args.eval_data)]
@@ -166,6 +168,8 @@ def main() -> None:
     ap.add_argument("--eval-data", type=Path, default=None)
     ap.add_argument("--eval-queries", type=int, default=100)
     ap.add_argument("--queries", type=int, default=0, help="train on the first N lines of --data (0: all)")
+    ap.add_argument("--gradcache-chunk", type=int, default=None, help="the new side's pairs per forward "
+                                                                       "(default: the training default)")
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=1, help="new, baseline pairs to run (alternating)")

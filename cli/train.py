@@ -185,7 +185,7 @@ def train_rerank(config: ConfigOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
                  dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
                  gradcache_chunk: Annotated[int | None, typer.Option(
-                     "--gradcache-chunk", help="Pairs scored per forward under gradient caching (default: 32 for "
+                     "--gradcache-chunk", help="Pairs scored per forward under gradient caching (default: 16 for "
                                                "a sentence-transformers cross-encoder; 0 scores a step at once).")] = None,
                  gradient_checkpointing: Annotated[bool | None, typer.Option(
                      "--gradient-checkpointing", help="Recompute activations in backward instead of keeping "

@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     gradient_checkpointing: bool = False
     #: GradCache: embed in chunks of this many items so big contrastive batches fit (None: off); a
-    #: sentence-transformers cross-encoder's listwise step scores this many pairs per forward (None: 32, 0: all)
+    #: sentence-transformers cross-encoder's listwise step scores this many pairs per forward (None: 16, 0: all)
     gradcache_chunk: int | None = None
     #: bf16 autocast/weights: None = on when CUDA is available
     bf16: bool | None = None
