@@ -21,7 +21,6 @@ import random
 import subprocess
 from pathlib import Path
 
-
 LISTS = Path("/var/lib/apt/lists")
 
 
