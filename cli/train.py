@@ -45,7 +45,7 @@ ResumeOpt = Annotated[bool | None, typer.Option(
                      "global batch, sharded or not).")]
 SaveStepsOpt = Annotated[int | None, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps.")]
 CheckpointingOpt = Annotated[bool | None, typer.Option(
-    "--gradient-checkpointing", help="Recompute activations in backward to save memory (Qwen3 towers).")]
+    "--gradient-checkpointing", help="Recompute activations in backward to save memory.")]
 SaveLimitOpt = Annotated[int | None, typer.Option(
     "--save-total-limit", help="Keep only the newest N resumable checkpoints (default 2).")]
 GradCacheOpt = Annotated[int | None, typer.Option("--gradcache-chunk", help="GradCache chunk size (items).")]
@@ -114,6 +114,19 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
             if not v.get("beats_first_stage"):
                 line += " [bold red](the reranker does not beat it)[/bold red]"
         console.print(line)
+        check: dict[str, Any] = v.get("check") or {}
+        if check:  # queries that chose no checkpoint: the honest comparison
+            line = f"check split ({check['queries']} queries): {m} {check['reranker'][m]:.4f}"
+            if check.get("first_stage"):
+                line += f"; first stage {check['first_stage'][m]:.4f}"
+                if not check.get("beats_first_stage"):
+                    line += " [bold red](the reranker does not beat it)[/bold red]"
+            console.print(line)
+        teacher: dict[str, Any] = v.get("teacher") or {}
+        for name, t in (("validation", teacher), ("check split", teacher.get("check") or {})):
+            if t.get("teacher"):
+                console.print(f"teacher on {name}: {m} {t['teacher'][m]:.4f} vs the student's {t['student'][m]:.4f}"
+                              + ("" if t.get("beats_student") else " [bold red](it does not beat it)[/bold red]"))
 
 
 def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt, epochs: EpochsOpt,
@@ -181,7 +194,11 @@ def train_rerank(config: ConfigOpt = None,
                  eval_data: EvalDataOpt = None, val_split: ValSplitOpt = None, eval_steps: EvalStepsOpt = None,
                  patience: PatienceOpt = None, global_batch_size: GlobalBatchOpt = None,
                  dist_timeout: DistTimeoutOpt = None, fsdp: FsdpOpt = None, deepspeed: DeepSpeedOpt = None,
-                 save_total_limit: SaveLimitOpt = None, gradient_checkpointing: CheckpointingOpt = None) -> None:
+                 save_total_limit: SaveLimitOpt = None, gradient_checkpointing: CheckpointingOpt = None,
+                 gradcache_chunk: Annotated[int | None, typer.Option(
+                     "--gradcache-chunk", help="Pairs scored per forward under gradient caching (default: 16 for "
+                                               "a sentence-transformers cross-encoder; 0 scores a step at once).")] = None,
+                 ) -> None:
     """Reranker stage. From an embedding model (--reranker minilm): the anchored reranker (retriever
     similarity + a zero-started cross-encoder correction, listwise over the retriever's own top candidates),
     which starts at the first stage's order. A pretrained reranker (Qwen3-VL, Qwen3-Reranker, CrossEncoder)
@@ -189,7 +206,7 @@ def train_rerank(config: ConfigOpt = None,
     # -m is the embedding model in every command; this one used to take the reranker under --model/-m
     model = renamed(model, old_model, new="--reranker", old="--model/-m", default=None)
     kw = _common(config, model, data, out, epochs, max_steps, batch_size, lr, hard_negatives, None, lora, None,
-                 resume, save_steps, None, device, max_length, eval_data, val_split, eval_steps, patience)
+                 resume, save_steps, gradcache_chunk, device, max_length, eval_data, val_split, eval_steps, patience)
     _run("rerank", kw.pop("config"), rerank_loss=loss, rerank_init=init, retriever=retriever,
          rerank_candidates=candidates, rerank_head_lr=head_lr, save_total_limit=save_total_limit,
          gradient_checkpointing=gradient_checkpointing, **kw,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,48 @@ def test_distillation_from_a_teacher_reranker(minilm_path: Path, tiny_text_reran
     v = emb.embed(["a dog"])
     assert v.shape == (1, 384) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
     assert json.loads((out / "omniret.json").read_text())["trained"]["stage"] == "distill"
+
+
+def _listwise_batch() -> list[list[str]]:
+    queries = list(TOPICS)
+    columns = [list(TOPICS.values())] + [[DISTRACTORS[(i + j) % len(DISTRACTORS)] for i in range(len(queries))]
+                                         for j in range(3)]
+    return [queries, *columns]
+
+
+def test_chunked_listwise_scoring_equals_one_forward(minilm_path: Path) -> None:
+    """GradCache over pair chunks gives the unchunked step's loss and gradients (dropout replayed too)."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from omniret.training.losses import RerankerLoss
+    from omniret.training.st_trainer import PAIR_CHUNK, candidate_scores, listwise_loss, read_length
+
+    model = CrossEncoder(str(minilm_path), num_labels=1, device="cpu", max_length=read_length(str(minilm_path)))
+    assert read_length(str(minilm_path)) == model.max_seq_length == 256  # what MiniLM reads, not 512
+    inputs = _listwise_batch()                                             # 4 queries x 4 candidates = 16 pairs
+    loss_of = RerankerLoss("listwise")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(run: Callable[[], torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        torch.manual_seed(0)
+        loss = run()
+        (loss * 0.5).backward()  # an outer scale (gradient accumulation) reaches every chunk
+        return float(loss.detach()), [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    def close(a: tuple[float, list[torch.Tensor]], b: tuple[float, list[torch.Tensor]]) -> bool:
+        return abs(a[0] - b[0]) < 1e-5 and max(float((x - y).abs().max()) for x, y in zip(a[1], b[1], strict=True)) < 1e-5
+
+    model.eval()  # no dropout: one forward and chunked forwards see the same network
+    whole = step(lambda: listwise_loss(model, inputs, loss_of, chunk=None))
+    assert close(step(lambda: listwise_loss(model, inputs, loss_of, chunk=3)), whole)
+    assert close(step(lambda: listwise_loss(model, inputs, loss_of, chunk=5)), whole)
+    model.train()  # dropout on: the backward replay must draw the masks of the forward the loss came from
+    plain = step(lambda: loss_of(candidate_scores(model, inputs, chunk=5)))  # the same forwards, graphs kept
+    cached = step(lambda: listwise_loss(model, inputs, loss_of, chunk=5))
+    assert close(cached, plain) and not close(cached, whole)
+    model.gradient_checkpointing_enable()  # composes: checkpointing restores the replayed random state too
+    assert model.model.is_activation_checkpointing
+    assert close(step(lambda: listwise_loss(model, inputs, loss_of, chunk=5)), cached)
+    assert PAIR_CHUNK < 8 * 16  # the default step (16 queries x 8 candidates) is chunked

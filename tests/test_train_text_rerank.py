@@ -108,3 +108,32 @@ def test_vl_reranker_resume_and_listwise(tiny_vl_reranker: Path, rerank_data: Pa
     resumed = train(load_config(**common, resume=True))
     assert resumed["steps"] == 3 and len(resumed["history"]) == 1
     np.testing.assert_allclose(resumed["history"], full[2:], rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen3_text"])
+def test_a_max_length_that_cuts_pairs_before_their_document_is_refused(arch: str, tiny_vl_reranker: Path,
+                                                                         tiny_text_reranker: Path, text_data: Path,
+                                                                         tmp_path: Path) -> None:
+    """Below the smallest workable --max-length a pair's positive and negative are the same tokens; from it on
+    they differ. The refusal comes before training and names the prompt's length and that value."""
+    from omniret.errors import ConfigError
+    from omniret.training.runner import judgement_lengths
+
+    src = str(tiny_vl_reranker if arch == "qwen3_vl" else tiny_text_reranker)
+    examples = load_examples(text_data)
+    prompt, smallest = judgement_lengths(src, arch, examples)
+    longest = max(examples, key=lambda ex: len(ex.query.texts[0]))
+
+    def ids(max_length: int, doc: object) -> list[int]:
+        rr = load_reranker(src, device="cpu", max_length=max_length)
+        enc = rr.encode_pair(longest.query, doc, instruction=longest.instruction)  # type: ignore[attr-defined]
+        return list(enc.input_ids if hasattr(enc, "input_ids") else enc)
+
+    assert ids(smallest - 1, longest.positive) == ids(smallest - 1, longest.negatives[0])
+    assert ids(smallest, longest.positive) != ids(smallest, longest.negatives[0])
+    cfg = load_config(stage="rerank", model=src, data=text_data, out=tmp_path / "out", max_steps=1,
+                      max_length=smallest - 1, device="cpu")
+    with pytest.raises(ConfigError, match=rf"--max-length {smallest - 1}: the reranker's judgement prompt alone is "
+                                          rf"{prompt} tokens.*use --max-length {smallest} or more"):
+        train(cfg)
+    assert not (tmp_path / "out" / "omniret.json").exists()

@@ -102,28 +102,32 @@ def fit_scale(sims: np.ndarray) -> float:
 class AnchoredListwiseLoss(nn.Module):
     """Listwise cross-entropy over ``scale · cos + C(q, d)`` per query (positive in column 0).
 
-    Columns: query, candidate_0 (positive) .. candidate_k; label: the retriever's cosines ``(1 + k,)``.
+    Columns: query, candidate_0 (positive) .. candidate_k; label: the retriever's cosines ``(1 + k,)``. A step
+    scores at most ``chunk`` pairs per forward under gradient caching (``st_trainer.listwise_loss``).
     """
 
-    def __init__(self, model: Any, scale: float) -> None:
+    def __init__(self, model: Any, scale: float, chunk: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.scale = float(scale)
+        self.chunk = chunk
 
     def forward(self, inputs: list[list[str]], labels: list[Tensor] | Tensor, prompt: str | None = None,
                 task: str | None = None) -> Tensor:
         import torch
         import torch.nn.functional as F
 
-        from omniret.training.st_trainer import candidate_scores
+        from omniret.training.st_trainer import listwise_loss
 
-        correction = candidate_scores(self.model, inputs, prompt=prompt, task=task)
-        sims = (torch.stack(list(labels)) if isinstance(labels, list) else labels).to(correction)
-        logits = anchored_logit(sims, correction, scale=self.scale)
-        return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+        def loss_of(correction: Tensor) -> Tensor:
+            sims = (torch.stack(list(labels)) if isinstance(labels, list) else labels).to(correction)
+            logits = anchored_logit(sims, correction, scale=self.scale)
+            return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
+        return listwise_loss(self.model, inputs, loss_of, chunk=self.chunk, prompt=prompt, task=task)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"loss": "AnchoredListwiseLoss", "scale": self.scale}
+        return {"loss": "AnchoredListwiseLoss", "scale": self.scale, "chunk": self.chunk}
 
 
 def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], val: Any = None,
@@ -142,7 +146,12 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     from omniret.registry import resolve
     from omniret.rerank.anchored import CORRECTION_DIR, RETRIEVER_DIR, head_module, write_anchor
     from omniret.training._meta import write_meta
-    from omniret.training.st_trainer import progress_callback, resume_checkpoint, training_arguments
+    from omniret.training.st_trainer import (
+        pair_chunk,
+        progress_callback,
+        resume_checkpoint,
+        training_arguments,
+    )
     from omniret.training.validation import (
         FirstStage,
         KeepBest,
@@ -174,7 +183,9 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
         f"{lists.filtered} candidates above the positive by > {cfg.rerank_fn_margin} skipped as probable "
         f"false negatives; retriever scale {scale:.2f}")
 
-    model = CrossEncoder(source, num_labels=1, device=cfg.device, max_length=cfg.max_length)
+    # pairs no longer than the body reads: the tokenizer's own limit (512 for MiniLM) doubles the activations
+    model = CrossEncoder(source, num_labels=1, device=cfg.device,
+                         max_length=cfg.max_length or retriever.max_seq_length)
     head = head_module(model.model)
     with torch.no_grad():
         head.weight.zero_()
@@ -185,7 +196,7 @@ def train_anchored_reranker(cfg: TrainConfig, examples: Sequence[TrainExample], 
     for j in range(k + 1):
         cols[f"candidate_{j}"] = [c[j] for c in lists.candidates]
     cols["label"] = [row.tolist() for row in lists.sims]
-    loss = AnchoredListwiseLoss(model, scale)
+    loss = AnchoredListwiseLoss(model, scale, pair_chunk(cfg))
     ckpt_dir = cfg.out / "checkpoints"
     total = cfg.max_steps or max(1, math.ceil(len(examples) / max(cfg.batch_size, 1) * cfg.epochs))
     callbacks: list[Any] = [progress_callback(total)]

@@ -108,15 +108,20 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
     from omniret.rerank.anchored import is_anchored
     from omniret.training import distributed as dist
     from omniret.training.st_trainer import is_cross_encoder
-    from omniret.training.validation import held_out
+    from omniret.training.validation import held_out, min_delta_for
 
     if examples is None:
         examples = dist.agree(ctx, "loading the training data", lambda: load_examples(cfg.data),
                               key=lambda exs: _fingerprint(exs) if ctx.enabled else None)
     # every rank holds out the same queries (the split is seeded) and evaluates the same way
-    examples, val = held_out(cfg.eval_data, cfg.val_split, examples, cfg.seed)
+    held = held_out(cfg.eval_data, cfg.val_split, examples, cfg.seed)
+    examples, val, check = held.train, held.validation, held.check
     if val is not None:
-        say(f"validation: {len(val)} held-out queries against a pool of {len(val.pool)} documents")
+        if cfg.eval_min_delta is None:
+            cfg = cfg.model_copy(update={"eval_min_delta": min_delta_for(len(val), cfg.eval_metric)})
+        say(f"validation: {len(val)} held-out queries against a pool of {len(val.pool)} documents; an evaluation "
+            f"replaces the best only by more than {cfg.eval_min_delta:.4f} {cfg.eval_metric}"
+            + (f"; {len(check)} more held-out queries check the result" if check is not None else ""))
     dist.agree(ctx, "checking the output directory", lambda: _check_out(cfg))
     if ctx.enabled:
         dist.agree(ctx, "planning the batches",
@@ -134,6 +139,8 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
     if arch in ("qwen3_vl", "qwen3_text") and cfg.deepspeed is not None:
         raise ConfigError(f"--deepspeed {cfg.deepspeed}: DeepSpeed runs through the Hugging Face trainer "
                           "(sentence-transformers models); shard a Qwen3 tower with --fsdp")
+    if cfg.stage == "rerank" and cfg.max_length is not None and arch in ("qwen3_vl", "qwen3_text"):
+        check_max_length(cfg.max_length, source, arch, examples, cfg.instruction)
     anchored = cfg.stage == "rerank" and cfg.rerank_init != "fresh" and not is_cross_encoder(source, spec, arch)
     if cfg.stage == "rerank" and cfg.rerank_init == "anchored" and not anchored:
         raise ConfigError(f"{cfg.model}: --init anchored builds a reranker from a sentence-transformers embedding "
@@ -146,13 +153,106 @@ def _train(cfg: TrainConfig, examples: Sequence[TrainExample] | None, ctx: DistC
 
         say("reranker recipe: anchored (retriever similarity + a zero-initialised cross-encoder correction, "
             "listwise over the retriever's own top candidates)")
-        return _summarise(train_anchored_reranker(cfg, examples, val, log=say), say)
+        return _summarise(_checked(cfg, train_anchored_reranker(cfg, examples, val, log=say), check, ctx, True),
+                          say)
     k, why = choose_negatives(cfg, examples)
     say(f"negatives: {why}")
     if cfg.stage == "rerank" and min(len(ex.negatives) for ex in examples) == 0:
         examples = sampled_negatives(examples, k, cfg.seed)
     cfg = cfg.model_copy(update={"hard_negatives": k})
-    return _summarise(_dispatch(cfg, examples, arch, val, say, ctx), say)
+    embedder_source = not is_cross_encoder(source, spec, arch)
+    return _summarise(_checked(cfg, _dispatch(cfg, examples, arch, val, say, ctx, check), check, ctx,
+                               embedder_source), say)
+
+
+def _checked(cfg: TrainConfig, summary: dict[str, Any], check: Any, ctx: DistContext,
+             source_is_embedder: bool) -> dict[str, Any]:
+    """``summary`` with the trained reranker's figures on the check split beside the first stage's (rank 0;
+    also written to ``omniret.json``): queries that chose no checkpoint, so the comparison is not flattered."""
+    if check is None or cfg.stage != "rerank" or not ctx.is_main:
+        return summary
+    from omniret.rerank import load_reranker
+    from omniret.training.st_trainer import first_stage_for
+    from omniret.training.validation import reranker_metrics
+
+    first = first_stage_for(cfg, check, source_is_embedder=source_is_embedder)
+    rr = load_reranker(str(cfg.out), device=cfg.device)
+    m = reranker_metrics(check, first, lambda q, docs, instr: rr.score(q, list(docs), instruction=instr),
+                         instruction=cfg.instruction)
+    figures: dict[str, Any] = {"queries": len(check), "reranker": m}
+    if first.metrics:
+        figures["first_stage"] = first.metrics
+        figures["beats_first_stage"] = m[cfg.eval_metric] > first.metrics[cfg.eval_metric]
+    summary.setdefault("validation", {})["check"] = figures
+    _record_check(cfg, figures)
+    return summary
+
+
+def _record_check(cfg: TrainConfig, figures: dict[str, Any], key: str = "check") -> None:
+    """Add the check split's figures to the trained model's ``omniret.json`` (``trained.validation``)."""
+    import json
+
+    path = cfg.out / "omniret.json"
+    if not path.is_file():
+        return
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta.setdefault("trained", {}).setdefault("validation", {})[key] = figures
+    path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def judgement_lengths(source: str, arch: str, examples: Sequence[TrainExample],
+                      instruction: str | None = None) -> tuple[int, int]:
+    """A Qwen reranker's judgement prompt in tokens (system turn, instruction, ``<Query>:``, ``<Document>:``
+    and the closing turn, with an empty query and document; the instruction of the line that needs the
+    most), and the smallest ``max_length`` that keeps at least one document token of every pair in
+    ``examples`` (their query texts counted; media not).
+
+    Only the tokenizer is read, so a bad ``--max-length`` is refused before the weights load."""
+    if arch == "qwen3_text":
+        from transformers import AutoTokenizer
+
+        from omniret.rerank.qwen3_text import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, format_pair
+
+        tok = AutoTokenizer.from_pretrained(source)
+        frame = len(tok.encode(PREFIX, add_special_tokens=False)) + len(tok.encode(SUFFIX, add_special_tokens=False))
+
+        def text_length(instr: str, query: str) -> int:
+            # the middle is cut from its end; the space after "<Document>:" joins the document's first token
+            return frame + len(tok.encode(format_pair(instr, query, "").rstrip(), add_special_tokens=False))
+
+        length, default = text_length, DEFAULT_INSTRUCTION
+        closing = 0
+    else:
+        from omniret.base.vl_inputs import Qwen3VLInputBuilder, TextPart, VLOptions
+        from omniret.rerank.qwen3_vl import DEFAULT_INSTRUCTION as VL_INSTRUCTION
+        from omniret.rerank.qwen3_vl import KEEP_LAST, SYSTEM_PROMPT
+
+        builder = Qwen3VLInputBuilder(source, VLOptions(max_length=1 << 30))
+
+        def vl_length(instr: str, query: str) -> int:
+            user = [TextPart("<Instruct>: " + instr), TextPart("<Query>:"), *([TextPart(query)] if query else []),
+                    TextPart("\n<Document>:")]
+            return len(builder.encode([("system", [TextPart(SYSTEM_PROMPT)]), ("user", user)]).input_ids)
+
+        length, default = vl_length, VL_INSTRUCTION
+        closing = KEEP_LAST  # the closing turn is never cut: a pair keeps max_length tokens before it
+    instructions = {ex.instruction or instruction or default for ex in examples}
+    prompts = {instr: length(instr, "") for instr in instructions}
+    need, instr = max((length(ex.instruction or instruction or default, "".join(ex.query.texts)) - closing + 1,
+                       ex.instruction or instruction or default) for ex in examples)
+    return prompts[instr], need
+
+
+def check_max_length(max_length: int, source: str, arch: str, examples: Sequence[TrainExample],
+                     instruction: str | None = None) -> None:
+    """Refuse a ``max_length`` that cuts some pair before its document: its positive and negatives would be
+    the same tokens (a loss stuck at ln 2 for a pointwise pair) and training would learn nothing from it."""
+    prompt, smallest = judgement_lengths(source, arch, examples, instruction)
+    if max_length < smallest:
+        raise ConfigError(f"--max-length {max_length}: the reranker's judgement prompt alone is {prompt} tokens, so "
+                          f"pairs would be cut before their document and train on identical positives and "
+                          f"negatives; use --max-length {smallest} or more (the prompt plus this data's longest "
+                          "query plus one document token)")
 
 
 def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
@@ -162,21 +262,30 @@ def _summarise(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str,
         say(f"validation {metric}: before {v['before'][metric]:.4f} -> best {v['best'][metric]:.4f} "
             f"(step {v['best_step']}; last {v['last'][metric]:.4f}); the best weights were saved")
         first = v.get("first_stage")
+        check = v.get("check") or {}
         if first:
             beats = v["best"][metric] > first[metric]
             v["beats_first_stage"] = beats
+            if check.get("first_stage"):
+                # the validation queries chose the checkpoint; the check queries judge it
+                beats = bool(check["beats_first_stage"])
+                say(f"check split ({check['queries']} queries no choice saw): {metric} "
+                    f"{check['reranker'][metric]:.4f} vs the first stage's {check['first_stage'][metric]:.4f} "
+                    f"(validation: {v['best'][metric]:.4f} vs {first[metric]:.4f})")
+            where = "on the check split" if check.get("first_stage") else "on validation"
+            ours, theirs = (check["reranker"], check["first_stage"]) if check.get("first_stage") \
+                else (v["best"], first)
             if beats:
-                say(f"the reranker beats the first stage on validation: {metric} {v['best'][metric]:.4f} "
-                    f"vs {first[metric]:.4f}")
+                say(f"the reranker beats the first stage {where}: {metric} {ours[metric]:.4f} vs {theirs[metric]:.4f}")
             else:
-                say(f"[bold red]WARNING: the trained reranker does NOT beat the first stage on validation "
-                    f"({metric} {v['best'][metric]:.4f} vs {first[metric]:.4f}); reranking with it will not "
+                say(f"[bold red]WARNING: the trained reranker does NOT beat the first stage {where} "
+                    f"({metric} {ours[metric]:.4f} vs {theirs[metric]:.4f}); reranking with it will not "
                     "improve search[/bold red]")
     return summary
 
 
 def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val: Any,
-              say: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
+              say: Callable[[str], None], ctx: DistContext, check: Any = None) -> dict[str, Any]:
     if cfg.stage == "rerank":
         if arch == "qwen3_vl":
             from omniret.training.vl_trainer import train_vl_reranker
@@ -209,6 +318,8 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
             cfg = cfg.model_copy(update={"teacher_temperature": teacher_temperature(cfg, teacher, say)})
             if val is not None and ctx.is_main:
                 teacher_check = check_teacher(cfg, teacher, val, say)
+                if check is not None:
+                    teacher_check["check"] = check_teacher(cfg, teacher, check, say, where="the check split")
             scores = _sharded_teacher_logits(teacher, examples, k, ctx)
     if cfg.stage == "distill" and cfg.teacher_temperature is None:
         cfg = cfg.model_copy(update={"teacher_temperature": 1.0})
@@ -229,6 +340,8 @@ def _dispatch(cfg: TrainConfig, examples: Sequence[TrainExample], arch: str, val
                           "sentence-transformers checkpoint")
     if teacher_check and out.get("validation"):
         out["validation"]["teacher"] = teacher_check
+        if ctx.is_main:
+            _record_check(cfg, teacher_check, key="teacher")
     return out
 
 
@@ -253,9 +366,11 @@ def teacher_temperature(cfg: TrainConfig, teacher: Any, say: Callable[[str], Non
     return 1.0
 
 
-def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str], None]) -> dict[str, Any]:
-    """The teacher reranking the student's top candidates on the validation queries, against the student
-    alone: distillation can only lift the student toward a teacher that beats it. Warns when it does not."""
+def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str], None],
+                  where: str = "validation") -> dict[str, Any]:
+    """The teacher reranking the student's top candidates on held-out queries (``val``: the validation set,
+    or the check split, which chose no checkpoint), against the student alone: distillation can only lift
+    the student toward a teacher that beats it. Warns when it does not."""
     from omniret.training.st_trainer import first_stage_for
     from omniret.training.validation import reranker_metrics
 
@@ -266,8 +381,8 @@ def check_teacher(cfg: TrainConfig, teacher: Any, val: Any, say: Callable[[str],
     beats = m[metric] > first.metrics[metric]
     if beats:
         say(f"teacher check: the teacher reranking the student's top {cfg.eval_depth} scores {metric} "
-            f"{m[metric]:.4f} vs the student's {first.metrics[metric]:.4f} on validation")
+            f"{m[metric]:.4f} vs the student's {first.metrics[metric]:.4f} on {where} ({len(val)} queries)")
     else:
-        say(f"[bold red]WARNING: the teacher does NOT beat the student on validation ({metric} {m[metric]:.4f} vs "
+        say(f"[bold red]WARNING: the teacher does NOT beat the student on {where} ({metric} {m[metric]:.4f} vs "
             f"{first.metrics[metric]:.4f}); distilling it will not lift the student[/bold red]")
     return {"teacher": m, "student": first.metrics, "beats_student": beats}

@@ -72,19 +72,110 @@ class EmbeddingLossAdapter(nn.Module):
 
 
 
-def candidate_scores(model: Any, inputs: list[list[str]], *, prompt: str | None = None,
-                     task: str | None = None) -> Tensor:
-    """A CrossEncoder's ``(queries, candidates)`` scores for a listwise batch: ``inputs[0]`` holds the
-    queries, each later column one candidate per query."""
-    import torch
+#: pairs one forward scores at most in a listwise training step; a step with more pairs is scored in chunks
+#: of this many under gradient caching, so only one chunk's activations are alive at a time (16 queries x 8
+#: candidates of MiniLM at 256 tokens held every attention and feed-forward activation of 128 pairs at once).
+#: On CPU, training-mode attention (dropout) runs PyTorch's math kernel, which keeps each layer's attention
+#: maps: 32 pairs peaked at 5.3 GB resident on the Debian benchmark, so 16
+PAIR_CHUNK = 16
+
+
+def read_length(source: str) -> int | None:
+    """The longest input a sentence-transformers checkpoint was trained to read (its ``max_seq_length``), or
+    None when it declares none. A CrossEncoder built from an embedding model otherwise takes the tokenizer's
+    ``model_max_length`` (512 for MiniLM, trained at 256), doubling every pair's activations for nothing."""
+    import json
+
+    cfg = Path(source) / "sentence_bert_config.json"
+    if not cfg.is_file():
+        return None
+    value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _pairs(inputs: list[list[str]]) -> list[tuple[str, str]]:
+    """A listwise batch's (query, candidate) pairs, candidate column by column."""
+    return [(q, d) for docs in inputs[1:] for q, d in zip(inputs[0], docs, strict=True)]
+
+
+def _tokens(model: Any, pairs: Sequence[tuple[str, str]], prompt: str | None, task: str | None) -> dict[str, Any]:
     from sentence_transformers.util import batch_to_device
 
-    columns = []
-    for docs in inputs[1:]:
-        tokens = batch_to_device(model.preprocess(list(zip(inputs[0], docs, strict=True)), prompt=prompt,
-                                                  task=task), model.device)
-        columns.append(model(tokens)["scores"].reshape(-1))
-    return torch.stack(columns, dim=1)
+    return batch_to_device(model.preprocess(list(pairs), prompt=prompt, task=task), model.device)
+
+
+def candidate_scores(model: Any, inputs: list[list[str]], *, prompt: str | None = None,
+                     task: str | None = None, chunk: int | None = None) -> Tensor:
+    """A CrossEncoder's ``(queries, candidates)`` scores for a listwise batch: ``inputs[0]`` holds the
+    queries, each later column one candidate per query. Forwards score ``chunk`` pairs at a time (default:
+    one candidate column); under autograd every forward's graph stays alive until backward, so a bounded
+    step uses ``listwise_loss`` instead."""
+    import torch
+
+    pairs = _pairs(inputs)
+    step = chunk or len(inputs[0])
+    flat = torch.cat([model(_tokens(model, pairs[b:b + step], prompt, task))["scores"].reshape(-1)
+                      for b in range(0, len(pairs), step)])
+    return flat.reshape(len(inputs) - 1, len(inputs[0])).T
+
+
+def pair_chunk(cfg: TrainConfig) -> int | None:
+    """The pairs per forward of a cross-encoder's listwise step: ``cfg.gradcache_chunk``, ``PAIR_CHUNK`` when
+    unset, None (every pair of the step at once) for 0."""
+    return PAIR_CHUNK if cfg.gradcache_chunk is None else (cfg.gradcache_chunk or None)
+
+
+def listwise_loss(model: Any, inputs: list[list[str]], loss_of: Callable[[Tensor], Tensor], *,
+                  chunk: int | None = PAIR_CHUNK, prompt: str | None = None, task: str | None = None) -> Tensor:
+    """``loss_of(candidate_scores(...))`` with at most ``chunk`` pairs' activations alive at a time.
+
+    GradCache (Gao et al., 2021, https://arxiv.org/abs/2101.06983) for a cross-encoder: the pairs are scored
+    in chunks without a graph, the loss's gradient with respect to the scores is cached, and backward
+    re-scores each chunk with its graph and pushes the cached gradient through it, one chunk at a time. The
+    re-forward replays the first one's random state (sentence-transformers' ``RandContext``), so dropout
+    draws the same masks and the loss and gradients equal the unchunked step's; it costs one more forward.
+    A step of at most ``chunk`` pairs (or ``chunk=None``, or no autograd) runs the plain path.
+    """
+    import torch
+
+    pairs = _pairs(inputs)
+    if chunk is None or len(pairs) <= chunk or not torch.is_grad_enabled():
+        return loss_of(candidate_scores(model, inputs, prompt=prompt, task=task, chunk=chunk))
+    from sentence_transformers.base.losses.gradcache import RandContext
+
+    device_type = torch.device(model.device).type
+    autocast = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+    starts = range(0, len(pairs), chunk)
+    states, parts = [], []
+    with torch.no_grad():
+        for b in starts:
+            tokens = _tokens(model, pairs[b:b + chunk], prompt, task)
+            states.append(RandContext(*tokens.values()))  # after tokenising: it snapshots the tensors' devices
+            parts.append(model(tokens)["scores"].reshape(-1))
+    flat = torch.cat(parts).detach().requires_grad_()
+    with torch.enable_grad():
+        loss = loss_of(flat.reshape(len(inputs) - 1, len(inputs[0])).T)
+        (cache,) = torch.autograd.grad(loss, flat)
+
+    def replay(grad_output: Tensor) -> None:
+        from contextlib import nullcontext
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = isinstance(model, DistributedDataParallel)
+        with torch.enable_grad(), torch.autocast(device_type, dtype=autocast[1], enabled=autocast[0]):
+            for i, b in enumerate(starts):
+                tokens = _tokens(model, pairs[b:b + chunk], prompt, task)
+                # DDP reduces the gradients once, after the last chunk's backward
+                with (model.no_sync() if ddp and i < len(starts) - 1 else nullcontext()):
+                    with states[i]:
+                        scores = model(tokens)["scores"].reshape(-1)
+                    scores.backward(cache[b:b + chunk].to(scores.dtype) * grad_output.to(scores.dtype))
+
+    out = loss.detach().requires_grad_()
+    out.register_hook(replay)
+    return out
+
 
 class CrossEncoderRerankerLoss(nn.Module):
     """A sentence-transformers CrossEncoder loss around omniret's ``RerankerLoss`` in listwise or both modes.
@@ -94,17 +185,18 @@ class CrossEncoderRerankerLoss(nn.Module):
     that sentence-transformers' own ``CrossEntropyLoss`` (a class-label loss over pairs) does not compute.
     """
 
-    def __init__(self, model: Any, mode: str) -> None:
+    def __init__(self, model: Any, mode: str, chunk: int | None = PAIR_CHUNK) -> None:
         super().__init__()
         self.model = model
         self.loss = RerankerLoss(mode)  # type: ignore[arg-type]
+        self.chunk = chunk
 
     def forward(self, inputs: list[list[str]], labels: Tensor | None = None, prompt: str | None = None,
                 task: str | None = None) -> Tensor:
-        return self.loss(candidate_scores(self.model, inputs, prompt=prompt, task=task))
+        return listwise_loss(self.model, inputs, self.loss, chunk=self.chunk, prompt=prompt, task=task)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"loss": "RerankerLoss", **self.loss.config}
+        return {"loss": "RerankerLoss", **self.loss.config, "chunk": self.chunk}
 
 
 def _columns(examples: Sequence[TrainExample], k: int, scores: list[list[float]] | None = None) -> dict[str, list]:
@@ -305,7 +397,7 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
 
     source, _ = resolve(cfg.model)
     set_seed(cfg.seed)  # the fresh relevance head's initialisation, so a run repeats
-    model = CrossEncoder(source, num_labels=1, device=cfg.device, max_length=cfg.max_length)
+    model = CrossEncoder(source, num_labels=1, device=cfg.device, max_length=cfg.max_length or read_length(source))
     k = usable_negatives(examples, max(cfg.hard_negatives or 0, 1))
     if cfg.rerank_loss == "pointwise":
         cols: dict[str, list] = {"query": [], "document": [], "label": []}
@@ -318,7 +410,7 @@ def train_cross_encoder(cfg: TrainConfig, examples: Sequence[TrainExample], *, v
         loss: Any = ce_losses.BinaryCrossEntropyLoss(model)
     else:
         cols = _columns(examples, k)
-        loss = CrossEncoderRerankerLoss(model, cfg.rerank_loss)
+        loss = CrossEncoderRerankerLoss(model, cfg.rerank_loss, pair_chunk(cfg))
     ckpt_dir = cfg.out / "checkpoints"
     n_rows = len(cols["query"])
     total = cfg.max_steps or math.ceil(n_rows / max(cfg.batch_size, 1) * cfg.epochs)

@@ -11,6 +11,7 @@ trec_eval semantics (``omniret.evaluation.metrics``).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,17 +128,46 @@ def split_examples(examples: Sequence[TrainExample], fraction: float,
     return train, val
 
 
+@dataclass
+class HeldOut:
+    """What a run holds out of training: the validation set that picks the checkpoint, and the check set
+    that no choice saw, on which "the reranker beats the first stage" / "the teacher beats the student" is
+    judged (judged on the choosing queries, the winner of the choice is flattered: a teacher read 0.979 on
+    them and 0.889 on fresh queries)."""
+
+    train: list[TrainExample]
+    validation: ValidationSet | None = None
+    check: ValidationSet | None = None
+
+
 def held_out(eval_data: Any, val_split: float | None, examples: Sequence[TrainExample],
-             seed: int = 42) -> tuple[list[TrainExample], ValidationSet | None]:
-    """The training examples and the validation set a config asks for (``None`` when it asks for none)."""
+             seed: int = 42) -> HeldOut:
+    """The training examples and the held-out sets a config asks for. ``--val-split`` holds out that
+    fraction of the queries and halves it (by query): one half validates, the other checks; with fewer than
+    two held-out queries there is no check set. ``--eval-data`` validates on that file and checks nothing."""
     if eval_data is not None and val_split is not None:
         raise ConfigError("pass --eval-data or --val-split, not both")
     if eval_data is not None:
-        return list(examples), ValidationSet.from_examples(load_examples(eval_data))
-    if val_split is not None:
-        train, val = split_examples(examples, val_split, seed)
-        return train, ValidationSet.from_examples(val)
-    return list(examples), None
+        return HeldOut(list(examples), ValidationSet.from_examples(load_examples(eval_data)))
+    if val_split is None:
+        return HeldOut(list(examples))
+    train, held = split_examples(examples, val_split, seed)
+    if len({item_key(ex.query) for ex in held}) < 2:
+        return HeldOut(train, ValidationSet.from_examples(held))
+    val, check = split_examples(held, 0.5, seed + 1)
+    return HeldOut(train, ValidationSet.from_examples(val), ValidationSet.from_examples(check))
+
+
+def min_delta_for(queries: int, metric: str = "ndcg@10") -> float:
+    """The default ``eval_min_delta`` for a validation set of ``queries`` queries: the change one query makes
+    when its relevant document moves between ranks 1 and 2 (nDCG@10: ``(1 - 1/log2(3)) / n``; MRR@10:
+    ``0.5 / n``). A smaller gain is at most one query reshuffled at the top — noise on a small set (on
+    WordNet a 0.0006 gain on 40 queries picked a reranker below the first stage on test), while a real
+    improvement moves several queries."""
+    if queries <= 0:
+        return 0.0
+    step = 1.0 - 1.0 / math.log2(3.0) if metric == "ndcg@10" else 0.5
+    return step / queries
 
 
 def embedding_metrics(val: ValidationSet, encode: Encode, *, instruction: str | None = None,
@@ -209,7 +239,7 @@ class KeepBest:
 
     def __init__(self, evaluate: Callable[[], dict[str, float]], get_state: Callable[[], State],
                  set_state: Callable[[State], object], *, metric: str = "ndcg@10", patience: int | None = None,
-                 min_delta: float = 0.0, log: Callable[[str], None] | None = None) -> None:
+                 min_delta: float | None = 0.0, log: Callable[[str], None] | None = None) -> None:
         if metric not in METRICS:
             raise ConfigError(f"validation metric {metric!r}; use one of {list(METRICS)}")
         self._evaluate = evaluate
@@ -217,7 +247,7 @@ class KeepBest:
         self._set_state = set_state
         self.metric = metric
         self.patience = patience
-        self.min_delta = float(min_delta)
+        self.min_delta = float(min_delta or 0.0)
         self._log = log
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] | None = None
