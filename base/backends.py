@@ -222,14 +222,15 @@ EXPORT_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx",
 
 
 def export_model(source: str | Path, choice: BackendChoice, task: Task, build: Callable[[Path], None], *,
-                 export_dir: str | Path | None = None) -> Path:
+                 export_dir: str | Path | None = None, versions: Mapping[str, str] | None = None) -> Path:
     """The exported model file for ``source`` on ``choice``: from the cache, or built by ``build(folder)``.
 
     ``build`` writes the files of ``EXPORT_FILES[choice.label]`` into an empty temporary folder beside the
     cache entry, which is then renamed into place: a killed export leaves no half-written entry, and two
     processes exporting at once both end with a complete one (the loser's rename finds it there).
+    ``versions``: the library versions to key on (default: the installed ones).
     """
-    key, facts = export_key(source, choice, task)
+    key, facts = export_key(source, choice, task, versions)
     root = export_root(source, export_dir)
     entry = root / key
     target = entry / EXPORT_FILES[choice.label]

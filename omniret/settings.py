@@ -144,6 +144,8 @@ class Settings(BaseSettings):
                                                                        "backend (faster, cosine ~0.99 to float32).")
     threads: int | None = Field(default=None, gt=0, description="Intra-op CPU threads of the model (default: the "
                                                                 "CPUs this process may use, cgroup quota included).")
+    export_dir: Path | None = Field(default=None, description="Cache of exported onnx/openvino models (default: "
+                                                              "beside a writable checkpoint, else home/exports).")
     max_batch_tokens: int = Field(default=16384, gt=0, description="Token budget of one model batch.")
     max_batch_items: int = Field(default=64, gt=0, description="Most items in one model batch.")
     allow_remote_urls: bool = Field(default=False, description="Fetch http(s) media URLs (off: SSRF safety).")
@@ -196,6 +198,8 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {"backend": self.backend, "quantize": self.quantize}
         if self.threads is not None:
             out["threads"] = self.threads
+        if self.export_dir is not None:
+            out["export_dir"] = self.export_dir
         return out
 
     def exposure_warning(self) -> str | None:
