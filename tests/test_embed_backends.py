@@ -64,7 +64,8 @@ def cross_encoder_path(minilm_path: Path, tmp_path_factory: pytest.TempPathFacto
 
 def texts_of_every_length(tokenizer, limit: int) -> list[str]:  # noqa: ANN001
     """Texts of 1 token up to past the model's limit (cut there), so every length class is checked."""
-    words = "retrieval systems embed documents and queries into one vector space for search".split()
+    words = ["retrieval", "systems", "embed", "documents", "and", "queries", "into", "one", "vector", "space",
+             "for", "search"]
     out = []
     for n in (1, 2, 3, 7, 16, 31, 64, 100, 127, 200, limit - 3, limit - 2, limit + 50):
         text = " ".join(words[i % len(words)] for i in range(n))
