@@ -57,7 +57,7 @@ def ndcg10(emb: Any, corpus: list[dict[str, Any]], queries: list[dict[str, Any]]
 
 
 def emb_texts(emb: Any, texts: list[str]) -> np.ndarray:
-    if hasattr(emb, "embed") and hasattr(emb, "dims"):
+    if hasattr(emb, "embed_partial"):  # an omniret Embedder
         return emb.embed(texts)
     return np.array(list(emb.embed(texts, batch_size=16)), dtype=np.float32)  # fastembed
 
