@@ -130,7 +130,7 @@ def main() -> None:
         t0 = time.perf_counter()
         sides[label] = load_embedder(spec.path, backend=backend, quantize=q, threads=args.threads, export_dir=exports)
         rerankers[label] = load_reranker(ce_path, backend=backend, quantize=q, threads=args.threads,
-                                         export_dir=exports)
+                                         export_dir=exports / "cross-encoder")
         print(f"loaded {label} (export included) in {time.perf_counter() - t0:.1f} s", flush=True)
     try:  # fastembed on the onnx side's exported file: the same weights, its own runtime loop
         from fastembed import TextEmbedding
