@@ -3,11 +3,11 @@
 One run measures every side on the same texts, sides alternated round by round (A,B,C,D,A,B,C,D), with the
 machine's load average printed beside each figure (the box may be shared):
 
-- embed: items/s of ``Embedder.embed`` over the stdlib docstrings corpus (235 documents);
+- embed: items/s of ``Embedder.embed`` over the stdlib docstrings corpus (the first ``--docs`` of its 235);
 - index: items/s of ``Collection.add_files`` (what ``omniret index`` runs) over the same documents as files;
 - rest: items/s of the service (``/v1/embeddings``, one text per request) under 32 concurrent clients;
 - rerank: pairs/s of a CrossEncoder (MiniLM with a fresh seeded head: no pretrained CrossEncoder ships on PyPI)
-  scoring each query against 32 documents; its quality is agreement with torch's scores;
+  scoring 4 queries against ``--pairs`` documents; its quality is agreement with torch's scores;
 - quality: nDCG@10 of the embedder on the stdlib docstrings queries (held out: nothing here was tuned on it).
 
 fastembed runs the onnx side's exported file through ``TextEmbedding.add_custom_model`` (the same weights);
@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads of every side")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rest-seconds", type=float, default=8.0)
+    ap.add_argument("--docs", type=int, default=235, help="documents per throughput measure (quality: all 235)")
+    ap.add_argument("--pairs", type=int, default=32, help="documents per rerank query (4 queries)")
     ap.add_argument("--skip", default="", help="comma list of measures to skip: embed,index,rest,rerank")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -118,10 +120,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cpu-backends-"))
     exports, docs = work / "exports", work / "docs"
     docs.mkdir()
-    for c in corpus:
+    for c in corpus[:args.docs]:
         (docs / f"{c['_id']}.txt").write_text(c["text"], encoding="utf-8")
     ce_path = cross_encoder(spec.path, work / "ce")
     texts = [c["text"] for c in corpus]
+    sample = texts[:args.docs]
 
     sides: dict[str, Any] = {}
     rerankers: dict[str, Any] = {}
@@ -156,7 +159,7 @@ def main() -> None:
         quality[label] = {"ndcg10": ndcg10(emb, corpus, queries, qrels, vecs),
                           "min_cos": float((vecs * ref_vecs).sum(axis=1).min())}
     ce_queries = [x["text"] for x in queries[:4]]
-    ce_docs = texts[:32]
+    ce_docs = texts[:args.pairs]
     ce_ref = np.concatenate([rerankers["torch"].score(qq, ce_docs) for qq in ce_queries])
     for label, rr in rerankers.items():
         got = np.concatenate([rr.score(qq, ce_docs) for qq in ce_queries])
@@ -169,8 +172,8 @@ def main() -> None:
             own = label != "fastembed"
             if "embed" not in skip:
                 t0 = time.perf_counter()
-                emb_texts(emb, texts)
-                rates[label].setdefault("embed", []).append((len(texts) / (time.perf_counter() - t0), load()))
+                emb_texts(emb, sample)
+                rates[label].setdefault("embed", []).append((len(sample) / (time.perf_counter() - t0), load()))
             if own and "index" not in skip:
                 rates[label].setdefault("index", []).append((index_rate(emb, docs, work / "cols"), load()))
             if own and "rest" not in skip:
