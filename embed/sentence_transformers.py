@@ -14,8 +14,9 @@ from omniret.errors import ItemError, ModelLoadError
 from omniret.registry import ModelSpec
 from omniret.types import Item
 
-#: items per ``encode`` batch on each backend (measured on MiniLM, benchmarks/cpu_backends.py): the
-#: exported runtimes pay per padded token, so smaller length-sorted batches waste less on padding
+#: items per ``encode`` batch on each backend. The exported runtimes pay for every padded token: on MiniLM
+#: at one thread, batches of 8-16 ran 5-25% faster than 32-64 on onnx, int8 and openvino (a sweep recorded
+#: in benchmarks/RESULTS.md, "CPU backends"); torch keeps its long-standing 32
 DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16, "openvino": 16}
 
 

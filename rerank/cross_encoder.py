@@ -15,8 +15,8 @@ from omniret.registry import ModelSpec
 from omniret.rerank.base import BaseReranker, item_text
 from omniret.types import Item
 
-#: pairs per ``predict`` batch on each backend (measured, benchmarks/cpu_backends.py): smaller length-sorted
-#: batches pad less, which the exported runtimes pay for token by token
+#: pairs per ``predict`` batch on each backend: smaller length-sorted batches pad less, which the exported
+#: runtimes pay for token by token (the embedder's sweep, benchmarks/RESULTS.md "CPU backends"); torch keeps 32
 DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16, "openvino": 16}
 
 
