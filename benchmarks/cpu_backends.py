@@ -13,7 +13,7 @@ machine's load average printed beside each figure (the box may be shared):
 fastembed runs the onnx side's exported file through ``TextEmbedding.add_custom_model`` (the same weights);
 it is measured on embed only, where it can be compared like for like.
 
-    OMP_NUM_THREADS=1 python benchmarks/cpu_backends.py --threads 1 --rounds 2
+    OMP_NUM_THREADS=1 python benchmarks/cpu_backends.py --threads 1 --rounds 2 --rest-seconds 5 --docs 64 --pairs 16
 """
 
 from __future__ import annotations
