@@ -104,14 +104,16 @@ def _load_models(state: ServiceState, *, load_embedder: bool, load_reranker: boo
             from omniret.embed.pool import load_embedder_on
 
             log.info("starting one %s replica per device: %s", s.embed_model, s.devices)
-            state.embedder = load_embedder_on(s.embed_model, s.devices, dtype=s.dtype)
+            state.embedder = load_embedder_on(s.embed_model, s.devices, dtype=s.dtype, **s.model_options())
         else:
-            state.embedder = _load_embedder(s.embed_model, device=s.device, dtype=s.dtype)
+            state.embedder = _load_embedder(s.embed_model, device=s.device, dtype=s.dtype, **s.model_options())
+        log.info("embedding model %s runs on %s", s.embed_model, getattr(state.embedder, "backend", "torch"))
     if load_reranker and s.rerank_model:
         from omniret.rerank import load_reranker as _load_reranker
 
         log.info("loading reranker %s", s.rerank_model)
-        state.reranker = _load_reranker(s.rerank_model, device=s.device, dtype=s.dtype)
+        state.reranker = _load_reranker(s.rerank_model, device=s.device, dtype=s.dtype, **s.model_options())
+        log.info("reranker %s runs on %s", s.rerank_model, getattr(state.reranker, "backend", "torch"))
 
 
 def _finish_setup(state: ServiceState) -> None:

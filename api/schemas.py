@@ -161,6 +161,7 @@ class ModelCard(BaseModel):
     dim: int | None = None
     dims: list[int] = []
     modalities: list[str] = []
+    backend: str = Field("torch", description="Where the model runs: torch, onnx, onnx-int8 or openvino.")
 
 
 class ModelList(BaseModel):

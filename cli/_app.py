@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,6 +43,15 @@ DimOpt = Annotated[int | None, typer.Option("--dim", help="Matryoshka dimension 
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Collections folder (default: $OMNIRET_HOME/collections).")]
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+_MODEL_BACKEND_HELP = ("Where sentence-transformers models run: torch, onnx (ONNX Runtime), openvino, or auto (onnx "
+                       "when the model and extras allow, else torch; the choice is printed). Default: "
+                       "OMNIRET_BACKEND, torch.")
+#: --backend where a command has no store backend (embed, rerank, serve); --model-backend everywhere
+InferenceBackendOpt = Annotated[str | None, typer.Option("--backend", "--model-backend", help=_MODEL_BACKEND_HELP)]
+#: index, search and eval: --backend already names the store (faiss, qdrant)
+ModelBackendOpt = Annotated[str | None, typer.Option("--model-backend", help=_MODEL_BACKEND_HELP)]
+QuantizeOpt = Annotated[str | None, typer.Option("--quantize", help="int8: dynamic int8 quantization on the onnx "
+                                                                    "backend (default: OMNIRET_QUANTIZE, none).")]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +64,25 @@ def cli_settings() -> Settings:
     from omniret.settings import get_settings
 
     return get_settings()
+
+
+def model_options(settings: Settings, backend: str | None, quantize: str | None) -> dict[str, Any]:
+    """The backend options for the model loaders: the command's flags over the settings."""
+    options = settings.model_options()
+    if backend is not None:
+        options["backend"] = backend
+        if quantize is None and backend not in ("onnx", "auto"):
+            options["quantize"] = None  # OMNIRET_QUANTIZE=int8 belongs to the onnx backend it was set with
+    if quantize is not None:
+        options["quantize"] = quantize
+    return options
+
+
+def report_backend(model: Any, what: str = "model") -> None:
+    """Print the backend a model runs on when ``auto`` chose it (a choice is said, never hidden)."""
+    if getattr(model, "backend_requested", None) == "auto":
+        err_console.print(f"[dim]{what} {getattr(model, 'name', '')}: backend auto chose "
+                          f"{getattr(model, 'backend', 'torch')}[/]", highlight=False)
 
 
 def debug_enabled() -> bool:

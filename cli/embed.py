@@ -15,15 +15,19 @@ from omniret.cli._app import (
     DevicesOpt,
     DimOpt,
     DtypeOpt,
+    InferenceBackendOpt,
     InstructionOpt,
     ModelOpt,
+    QuantizeOpt,
     app,
     cli_settings,
     console,
     err_console,
     fail,
     handles_errors,
+    model_options,
     renamed,
+    report_backend,
 )
 
 
@@ -92,6 +96,8 @@ def embed(
     device: DeviceOpt = None,
     devices: DevicesOpt = None,
     dtype: DtypeOpt = None,
+    backend: InferenceBackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Embed items (text arguments, --image/--video files, or a JSONL file) to .npy or JSONL."""
     import numpy as np
@@ -120,10 +126,12 @@ def embed(
         fail(f"--out {output}: use a .npy or .jsonl file name")
 
     settings = cli_settings()
-    embedder: Any = (load_embedder_on(model or settings.embed_model, devs, dtype=dtype or settings.dtype)
+    opts = model_options(settings, backend, quantize)
+    embedder: Any = (load_embedder_on(model or settings.embed_model, devs, dtype=dtype or settings.dtype, **opts)
                      if devs is not None
                      else load_embedder(model or settings.embed_model, device=device or settings.device,
-                                        dtype=dtype or settings.dtype))
+                                        dtype=dtype or settings.dtype, **opts))
+    report_backend(embedder, "embedding model")
     try:
         matrix, kept, failures = _embed_all(embedder, items, batch_size=batch_size, instruction=instruction, dim=dim,
                                             skip_errors=skip_errors)

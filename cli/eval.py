@@ -15,7 +15,9 @@ from rich.table import Table
 from omniret.cli._app import (
     DeviceOpt,
     DtypeOpt,
+    ModelBackendOpt,
     ModelOpt,
+    QuantizeOpt,
     RerankerOpt,
     app,
     cli_settings,
@@ -23,6 +25,8 @@ from omniret.cli._app import (
     err_console,
     fail,
     handles_errors,
+    model_options,
+    report_backend,
 )
 
 eval_app = typer.Typer(help="Evaluate: MTEB tasks, local BEIR-format folders, MMEB-style multimodal folders.",
@@ -103,17 +107,21 @@ def _progress() -> tuple[Any, Any]:
     return bars, update
 
 
-def _load(model: str | None, reranker: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any]:
+def _load(model: str | None, reranker: str | None, device: str | None, dtype: str | None,
+          model_backend: str | None = None, quantize: str | None = None) -> tuple[Any, Any]:
     from omniret.embed import load_embedder
 
     settings = cli_settings()
     device, dtype = device or settings.device, dtype or settings.dtype
-    emb = load_embedder(model or settings.embed_model, device=device, dtype=dtype)
+    opts = model_options(settings, model_backend, quantize)
+    emb = load_embedder(model or settings.embed_model, device=device, dtype=dtype, **opts)
+    report_backend(emb, "embedding model")
     rr = None
     if reranker:
         from omniret.rerank import load_reranker
 
-        rr = load_reranker(reranker, device=device, dtype=dtype)
+        rr = load_reranker(reranker, device=device, dtype=dtype, **opts)
+        report_backend(rr, "reranker")
     return emb, rr
 
 
@@ -182,6 +190,8 @@ def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: i
         alpha: AlphaOpt = None,
         device: DeviceOpt = None,
         dtype: DtypeOpt = None,
+        model_backend: ModelBackendOpt = None,
+        quantize: QuantizeOpt = None,
     ) -> None:
         from omniret.evaluation.beir import load_beir, run_beir
         from omniret.evaluation.metrics import DEFAULT_METRICS
@@ -199,7 +209,7 @@ def _sweep_command(kind: Literal["beir", "mm"], path_help: str, default_batch: i
         else:
             task = load_mmeb(path, split)
             run, title, main_metric = run_mmeb, f"{task.name} ({task.category}, {split})", task.main_metric
-        emb, rr = _load(model, reranker, device, dtype)
+        emb, rr = _load(model, reranker, device, dtype, model_backend, quantize)
         bars, update = _progress()
         with bars:
             runs = run(path, emb, rr, split=split, config=config, progress=update)
@@ -242,6 +252,8 @@ def eval_mteb(
     batch_size: BatchOpt = 32,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    model_backend: ModelBackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Run mteb's own evaluation of an omniret embedder; mteb's result files go under OUT/mteb."""
     from omniret.errors import ConfigError
@@ -261,7 +273,7 @@ def eval_mteb(
             mteb.get_tasks(tasks=known)
         except KeyError as e:
             raise ConfigError(f"mteb does not know task(s) {', '.join(known)} ({e})") from e
-    emb, _ = _load(model, None, device, dtype)
+    emb, _ = _load(model, None, device, dtype, model_backend, quantize)
     runs = run_mteb(emb, names, out, dims=_ints(dims, "--dims"), split=split, batch_size=batch_size,
                     instruction=instruction)
     if not runs:

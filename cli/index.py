@@ -15,7 +15,9 @@ from omniret.cli._app import (
     DimOpt,
     InstructionOpt,
     JsonOpt,
+    ModelBackendOpt,
     ModelOpt,
+    QuantizeOpt,
     RerankerOpt,
     RootOpt,
     app,
@@ -24,7 +26,9 @@ from omniret.cli._app import (
     err_console,
     fail,
     handles_errors,
+    model_options,
     renamed,
+    report_backend,
 )
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="faiss (embedded, default) or qdrant.")]
@@ -80,6 +84,8 @@ def index_cmd(
     ray_actors: Annotated[int | None, typer.Option(
         "--ray-actors", min=1, help="Embedding actors (default: one per GPU, else CPUs - 1).")] = None,
     json_out: JsonOpt = False,
+    model_backend: ModelBackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Index folders of text, images, PDFs and video into a collection (re-running resumes/updates)."""
     from omniret.embed.pool import load_embedder_on, parse_devices
@@ -110,13 +116,14 @@ def index_cmd(
             fail("--shards/--replicas are Qdrant collection settings: add --qdrant-url (or --backend qdrant)")
         extra.update({k: v for k, v in (("shard_number", shards), ("replication_factor", replicas)) if v is not None})
     root = root or settings.collections_path
+    mopts = model_options(settings, model_backend, quantize)
     kw: dict[str, Any] = dict(root=root, backend=backend, url=qdrant_url, dim=dim, index=index, funnel_dim=funnel_dim,
-                              device=settings.device, dtype=settings.dtype, **extra)
+                              device=settings.device, dtype=settings.dtype, model_options=mopts, **extra)
     embedder: Any = model
     if devs is not None:
         # the coordinator holds no model: the workers (or the one device) do
         embedder = load_embedder_on(model or recorded_model(collection, root) or settings.embed_model, devs,
-                                    dtype=settings.dtype)
+                                    dtype=settings.dtype, **mopts)
     try:
         if embedder is None:  # an existing collection loads its recorded model; a new one the configured default
             try:
@@ -128,6 +135,7 @@ def index_cmd(
     except BaseException:
         _close(embedder)
         raise
+    report_backend(coll.embedder, "embedding model")
     try:
         report = coll.add_files(paths, options=opts, progress=not json_out, console=err_console,
                                 ray=ray if ray is not None else False, ray_actors=ray_actors)
@@ -188,6 +196,8 @@ def search_cmd(
     alpha: AlphaOpt = None,
     root: RootOpt = None,
     json_out: JsonOpt = False,
+    model_backend: ModelBackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Search a collection: dense, lexical or hybrid first stage, then reranking (unless --no-rerank)."""
     from omniret.index import open_collection
@@ -207,7 +217,8 @@ def search_cmd(
     if not no_rerank:
         rr = reranker or settings.rerank_model or None
     coll = open_collection(collection, root=root or settings.collections_path, create=False, reranker=rr,
-                           device=settings.device, dtype=settings.dtype)
+                           device=settings.device, dtype=settings.dtype,
+                           model_options=model_options(settings, model_backend, quantize))
     try:
         query = Item(text=text or None, image=str(image) if image is not None else None)
         hits = coll.search(query, k=k, filter=flt, rerank=not no_rerank and rr is not None,

@@ -14,15 +14,19 @@ from rich.table import Table
 from omniret.cli._app import (
     DeviceOpt,
     DtypeOpt,
+    InferenceBackendOpt,
     InstructionOpt,
     JsonOpt,
+    QuantizeOpt,
     app,
     cli_settings,
     console,
     err_console,
     fail,
     handles_errors,
+    model_options,
     renamed,
+    report_backend,
 )
 
 RerankModelOpt = Annotated[str | None, typer.Option("--reranker", help="Reranker: registry name, hub id or path "
@@ -80,6 +84,8 @@ def rerank(
     json_out: JsonOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    backend: InferenceBackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Rerank candidates (a JSONL file of items: text, image, video, any mix) against a query."""
     from omniret.cli.embed import read_items_jsonl
@@ -96,7 +102,9 @@ def rerank(
     name = model or settings.rerank_model
     if not name:
         fail("no reranker configured", hint="omniret rerank --reranker Qwen/Qwen3-VL-Reranker-2B ...")
-    reranker = load_reranker(name, device=device or settings.device, dtype=dtype or settings.dtype)
+    reranker = load_reranker(name, device=device or settings.device, dtype=dtype or settings.dtype,
+                             **model_options(settings, backend, quantize))
+    report_backend(reranker, "reranker")
     with err_console.status(f"scoring {len(items)} candidates"):
         result = reranker.rerank(q, items, top_n, instruction=instruction, skip_errors=skip_errors)
 

@@ -12,7 +12,9 @@ from omniret.cli._app import (
     DeviceOpt,
     DevicesOpt,
     DtypeOpt,
+    InferenceBackendOpt,
     ModelOpt,
+    QuantizeOpt,
     RerankerOpt,
     RootOpt,
     app,
@@ -26,11 +28,12 @@ from omniret.cli._app import (
 def settings_env(*, host: str | None, port: int | None, model: str | None, reranker: str | None,
                  no_reranker: bool, root: str | None, api_keys: list[str] | None, device: str | None,
                  dtype: str | None, micro_batching: bool | None, qdrant_url: str | None = None,
-                 cors_origins: list[str] | None = None, devices: str | None = None) -> dict[str, str]:
+                 cors_origins: list[str] | None = None, devices: str | None = None, backend: str | None = None,
+                 quantize: str | None = None) -> dict[str, str]:
     """``OMNIRET_*`` variables for the given options: the app (and every uvicorn worker) reads them."""
     env: dict[str, str] = {}
     pairs = {"HOST": host, "PORT": port, "EMBED_MODEL": model, "COLLECTIONS_ROOT": root, "DEVICE": device,
-             "DTYPE": dtype, "QDRANT_URL": qdrant_url, "DEVICES": devices}
+             "DTYPE": dtype, "QDRANT_URL": qdrant_url, "DEVICES": devices, "BACKEND": backend, "QUANTIZE": quantize}
     for key, value in pairs.items():
         if value is not None:
             env[f"OMNIRET_{key}"] = str(value)
@@ -86,6 +89,8 @@ def serve(
     devices: DevicesOpt = None,
     dtype: DtypeOpt = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    backend: InferenceBackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Serve embeddings, rerank, collections and the search page over HTTP (OpenAI-compatible /v1/embeddings)."""
     import uvicorn
@@ -98,7 +103,7 @@ def serve(
                                    root=str(root) if root is not None else None, api_keys=api_key,
                                    device=device, dtype=dtype, micro_batching=micro_batching,
                                    qdrant_url=qdrant_url, cors_origins=cors_origins_or_none(cors_origin),
-                                   devices=devices))
+                                   devices=devices, backend=backend, quantize=quantize))
     settings = get_settings()  # validates the options before any model loads
     if settings.devices:
         from omniret.embed.pool import parse_devices

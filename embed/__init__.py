@@ -18,26 +18,49 @@ def load_embedder(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
 
     ``options`` are the reference constructor's knobs under the same names (``max_length``,
     ``min_pixels``, ``max_pixels``, ``total_pixels``, ``fps``, ``max_frames``, ``default_instruction``)
-    plus batching knobs (``max_batch_tokens``, ``max_batch_items``).
+    plus batching knobs (``max_batch_tokens``, ``max_batch_items``) and the inference backend
+    (``backend="torch"|"onnx"|"openvino"|"auto"``, ``quantize=None|"int8"``, ``threads``, ``export_dir``);
+    see ``omniret.embed.base.EmbedOptions``. An unknown option is refused by name. onnx and openvino
+    run sentence-transformers models; asking them of another model fails naming the backends it supports,
+    while ``auto`` picks the fastest one it can use (the embedder's ``backend`` says which).
     """
+    from omniret.base.backends import check_backend, check_threads, choose_backend
+    from omniret.embed.base import MEDIA_OPTIONS, QWEN_OPTIONS, ST_OPTIONS, check_options
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
 
+    label = str(name_or_path)
+    check_options(options, model=label)
+    requested, quantize = check_backend(options.pop("backend", None), options.pop("quantize", None), model=label)
+    threads = check_threads(options.pop("threads", None), model=label)
+    export_dir = options.pop("export_dir", None)
     source, spec = resolve(name_or_path)
     if spec is not None and spec.kind != "embedding":
         raise ModelLoadError(f"{name_or_path}: is a {spec.kind} model, not an embedding model")
     arch = detect_arch(source, spec)
-    if arch == "qwen3_vl":
-        from omniret.embed.qwen3_vl import Qwen3VLEmbedder
-
-        return Qwen3VLEmbedder(source, device=device, dtype=dtype, spec=spec, **options)
-    if arch == "qwen3_text":
-        from omniret.embed.qwen3_text import Qwen3TextEmbedder
-
-        return Qwen3TextEmbedder(source, device=device, dtype=dtype, spec=spec, **options)
     if arch == "sentence_transformers":
         from omniret.embed.sentence_transformers import SentenceTransformerEmbedder
 
-        return SentenceTransformerEmbedder(source, device=device, dtype=dtype, spec=spec, **options)
-    raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not an embedding model; expected a "
-                         "Qwen3-VL, Qwen3 or sentence-transformers embedding checkpoint")
+        choice = choose_backend(requested, quantize, model=label, exportable=True,
+                                supported=("torch", "onnx", "openvino"))
+        st_options = {k: v for k, v in options.items() if k not in MEDIA_OPTIONS | QWEN_OPTIONS}
+        return SentenceTransformerEmbedder(source, device=device, dtype=dtype, spec=spec, choice=choice,
+                                           threads=threads, export_dir=export_dir, **st_options)
+    if arch not in ("qwen3_vl", "qwen3_text"):
+        raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not an embedding model; expected a "
+                             "Qwen3-VL, Qwen3 or sentence-transformers embedding checkpoint")
+    # the Qwen models run on torch only (their towers are not exported); auto says so by picking torch
+    choose_backend(requested, quantize, model=label, exportable=False, supported=("torch",))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    qwen_options = {k: v for k, v in options.items() if k not in ST_OPTIONS}
+    if arch == "qwen3_vl":
+        from omniret.embed.qwen3_vl import Qwen3VLEmbedder
+
+        return Qwen3VLEmbedder(source, device=device, dtype=dtype, spec=spec, **qwen_options)
+    from omniret.embed.qwen3_text import Qwen3TextEmbedder
+
+    text_options = {k: v for k, v in qwen_options.items() if k not in MEDIA_OPTIONS | {"max_batch_patches"}}
+    return Qwen3TextEmbedder(source, device=device, dtype=dtype, spec=spec, **text_options)

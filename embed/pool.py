@@ -100,7 +100,7 @@ def _worker_main(wid: int, device: str, model: str, dtype: str | None, options: 
     tok = _tokenizer_of(emb)
     results.send(("ready", {"name": str(emb.name), "dim": int(emb.dim), "dims": tuple(emb.dims),
                             "modalities": tuple(sorted(emb.modalities)), "path": str(getattr(emb, "path", model)),
-                            "tokenizer": tok}))
+                            "tokenizer": tok, "backend": str(getattr(emb, "backend", "torch"))}))
     inbox: queue.Queue[Any] = queue.Queue()
 
     def receive() -> None:  # a separate reader, so the coordinator's sends never block on a busy worker
@@ -197,6 +197,8 @@ class EmbedderPool:
         self.dim: int = info["dim"]
         self.dims: tuple[int, ...] = tuple(info["dims"])
         self.modalities: frozenset[str] = frozenset(info["modalities"])
+        #: where the workers' models run (torch, onnx, onnx-int8, openvino), as they reported it
+        self.backend: str = str(info.get("backend", "torch"))
         self.path: str = info["path"]
         self._tokenizer_source: str | None = info["tokenizer"]
         self._tokenizer: Any = None

@@ -342,7 +342,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                     create: bool = True, index: str | None = None, instruction: str | None = None,
                     funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
                     dtype: str | None = None, lexical: dict[str, Any] | None = None, progress: bool = True,
-                    **store_options: Any) -> Collection:
+                    model_options: dict[str, Any] | None = None, **store_options: Any) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -356,7 +356,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     ``lexical``: analyser settings of the lexical index (``omniret.index.lexical.AnalyzerConfig`` fields:
     ``language``, ``stopwords``, ``split_identifiers``, ...; fixed at creation, recorded in the manifest).
     A FAISS collection made before the lexical index gets it built now (``progress``: draw a bar).
-    ``device`` / ``dtype``: for the models this call loads by name (default: the loaders' own).
+    ``device`` / ``dtype``: for the models this call loads by name (default: the loaders' own);
+    ``model_options`` too (e.g. ``{"backend": "onnx", "quantize": "int8"}``, see ``load_embedder``); the
+    manifest records the backend that served at creation (``model_backend``).
     Errors are typed: ``CollectionNotFound`` (``create=False`` and none there), ``CollectionExists``
     (``exist_ok=False`` and one is there), ``CollectionMismatch`` (another model, dim, backend or index).
     """
@@ -387,7 +389,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     if isinstance(wanted, (str, os.PathLike)):
         from omniret.embed import load_embedder
 
-        model = load_embedder(os.fspath(wanted), device=device, dtype=dtype)
+        model = load_embedder(os.fspath(wanted), device=device, dtype=dtype, **(model_options or {}))
     else:
         model = wanted
     if recorded is None:
@@ -403,7 +405,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
     if isinstance(reranker, (str, os.PathLike)):
         from omniret.rerank import load_reranker
 
-        reranker = load_reranker(reranker, device=device, dtype=dtype)
+        reranker = load_reranker(reranker, device=device, dtype=dtype, **(model_options or {}))
     store = open_store(path, manifest, url=url, options=store_options, create=recorded is None)
     if manifest is not recorded:
         write_manifest(path, manifest)
@@ -454,4 +456,5 @@ def _new_manifest(name: str, model: Embedder, *, backend: str, dim: int | None, 
                     lexical=AnalyzerConfig.from_dict(lexical), backend="qdrant" if backend == "qdrant" else "faiss",
                     index=index or ("flat" if backend == "faiss" else "qdrant"), modalities=tuple(sorted(model.modalities)),
                     url=url, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    store_options={k: v for k, v in store_options.items() if k != "api_key"})
+                    store_options={k: v for k, v in store_options.items() if k != "api_key"},
+                    model_backend=str(getattr(model, "backend", "torch")))

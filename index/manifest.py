@@ -23,7 +23,7 @@ MANIFEST = "collection.json"
 Backend = Literal["faiss", "qdrant"]
 BACKENDS: tuple[Backend, ...] = ("faiss", "qdrant")
 _KNOWN = ("name", "model", "dim", "instruction", "funnel_dim", "lexical", "backend", "index", "modalities", "url",
-          "created", "store_options", "recall_tuning")
+          "created", "store_options", "recall_tuning", "model_backend")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class Manifest:
     #: the store options given at creation (and the ones recall tuning chose); never an API key
     store_options: Mapping[str, Any] = field(default_factory=lambda: {})
     recall_tuning: Mapping[str, Any] | None = None
+    #: the runtime that embedded the collection's items at creation (torch, onnx, onnx-int8, openvino);
+    #: None for collections made before backends were recorded
+    model_backend: str | None = None
     #: keys this version does not know, kept as they were
     extra: Mapping[str, Any] = field(default_factory=lambda: {})
 
@@ -97,6 +100,7 @@ class Manifest:
             backend=backend, index=opt_str("index") or ("flat" if backend == "faiss" else "qdrant"),
             modalities=tuple(cast("list[str]", modalities)), url=opt_str("url"), created=opt_str("created"),
             store_options=opt_map("store_options") or {}, recall_tuning=opt_map("recall_tuning"),
+            model_backend=opt_str("model_backend"),
             extra={k: v for k, v in data.items() if k not in _KNOWN})
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +113,8 @@ class Manifest:
                     "url": self.url, "created": self.created, "store_options": dict(self.store_options)})
         if self.recall_tuning is not None:
             out["recall_tuning"] = dict(self.recall_tuning)
+        if self.model_backend is not None:
+            out["model_backend"] = self.model_backend
         return out
 
     def with_changes(self, **changes: object) -> Manifest:

@@ -20,42 +20,63 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     ``options`` are the reference constructor's knobs under the same names (``max_length``,
     ``min_pixels``, ``max_pixels``, ``total_pixels``, ``fps``, ``max_frames``, ``default_instruction``)
     plus batching knobs (``max_batch_tokens``, ``max_batch_items``, ``max_batch_patches``, ``prepare_workers``; ``batch_size`` for
-    a CrossEncoder); see ``omniret.rerank.base.RerankOptions``. Text-only models ignore the media knobs.
+    a CrossEncoder) and the inference backend (``backend="torch"|"onnx"|"openvino"|"auto"``,
+    ``quantize=None|"int8"``, ``threads``, ``export_dir``); see ``omniret.rerank.base.RerankOptions``.
+    Text-only models ignore the media knobs; an unknown option is refused by name. onnx and openvino run
+    sentence-transformers CrossEncoders; asking them of another model fails naming the backends it supports,
+    while ``auto`` picks the fastest one it can use (the reranker's ``backend`` says which).
     """
+    from omniret.base.backends import check_backend, check_threads, choose_backend
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
     from omniret.rerank.anchored import is_anchored
     from omniret.rerank.base import MEDIA_OPTIONS, check_options
 
+    label = str(name_or_path)
+    check_options(options, model=label)
+    requested, quantize = check_backend(options.pop("backend", None), options.pop("quantize", None), model=label)
+    threads = check_threads(options.pop("threads", None), model=label)
+    export_dir = options.pop("export_dir", None)
     source, spec = resolve(name_or_path)
-    if is_anchored(source):
+    anchored = is_anchored(source)
+    if not anchored and spec is not None and spec.kind != "reranker":
+        raise ModelLoadError(f"{name_or_path}: {spec.name} is an {spec.kind} model, not a reranker")
+    arch = "anchored" if anchored else detect_arch(source, spec)
+    if arch in ("sentence_transformers", "cross_encoder"):
+        from omniret.rerank.cross_encoder import CrossEncoderReranker
+
+        choice = choose_backend(requested, quantize, model=label, exportable=True,
+                                supported=("torch", "onnx", "openvino"))
+        text_options = {k: v for k, v in options.items() if k not in MEDIA_OPTIONS}
+        for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers",
+                    "attn_implementation"):
+            text_options.pop(key, None)
+        return CrossEncoderReranker(source, device=device, dtype=dtype, spec=spec, choice=choice, threads=threads,
+                                    export_dir=export_dir, **text_options)
+    if arch not in ("anchored", "qwen3_vl", "qwen3_text"):
+        raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not a reranker; expected a Qwen3-VL, Qwen3 or "
+                             "sentence-transformers CrossEncoder checkpoint")
+    # these run on torch only (the Qwen towers and the anchored pair are not exported); auto picks torch
+    choose_backend(requested, quantize, model=label, exportable=False, supported=("torch",))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if arch == "anchored":
         from omniret.rerank.anchored import AnchoredReranker
 
-        check_options(options, model=str(name_or_path))
-        for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers", *MEDIA_OPTIONS):
+        for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers",
+                    "attn_implementation", *MEDIA_OPTIONS):
             options.pop(key, None)
         return AnchoredReranker(source, device=device, dtype=dtype, spec=spec, **options)
-    if spec is not None and spec.kind != "reranker":
-        raise ModelLoadError(f"{name_or_path}: {spec.name} is an {spec.kind} model, not a reranker")
-    check_options(options, model=str(name_or_path))
-    arch = detect_arch(source, spec)
     if arch == "qwen3_vl":
         from omniret.rerank.qwen3_vl import Qwen3VLReranker
 
         options.pop("batch_size", None)
         return Qwen3VLReranker(source, device=device, dtype=dtype, spec=spec, **options)
+    from omniret.rerank.qwen3_text import Qwen3TextReranker
+
     text_options = {k: v for k, v in options.items() if k not in MEDIA_OPTIONS}
-    if arch == "qwen3_text":
-        from omniret.rerank.qwen3_text import Qwen3TextReranker
-
-        text_options.pop("batch_size", None)
-        text_options.pop("max_batch_patches", None)
-        return Qwen3TextReranker(source, device=device, dtype=dtype, spec=spec, **text_options)
-    if arch in ("sentence_transformers", "cross_encoder"):
-        from omniret.rerank.cross_encoder import CrossEncoderReranker
-
-        for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers"):
-            text_options.pop(key, None)
-        return CrossEncoderReranker(source, device=device, dtype=dtype, spec=spec, **text_options)
-    raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not a reranker; expected a Qwen3-VL, Qwen3 or "
-                         "sentence-transformers CrossEncoder checkpoint")
+    text_options.pop("batch_size", None)
+    text_options.pop("max_batch_patches", None)
+    return Qwen3TextReranker(source, device=device, dtype=dtype, spec=spec, **text_options)

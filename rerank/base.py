@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
@@ -41,6 +42,16 @@ class RerankOptions(TypedDict, total=False):
     prepare_workers: int
     #: sentence-transformers CrossEncoder only: pairs per ``predict`` batch
     batch_size: int
+    #: attention kernel of the Qwen models (default: FlashAttention 2 on CUDA when installed, else SDPA)
+    attn_implementation: str
+    #: ``torch``, ``onnx``, ``openvino`` or ``auto`` (see ``omniret.base.backends``; onnx/openvino: CrossEncoders)
+    backend: str
+    #: ``int8`` (onnx backend) or None for float32
+    quantize: str | None
+    #: intra-op CPU threads (default: the CPUs this process may use, cgroup quota included)
+    threads: int
+    #: where exported models are cached (default: beside the checkpoint, else $OMNIRET_HOME/exports)
+    export_dir: str | Path
 
 
 #: options that only mean something to a model that reads images and video
@@ -75,6 +86,8 @@ class BaseReranker(ABC):
 
     name: str = "reranker"
     modalities: frozenset[str] = frozenset({"text"})
+    #: where the model runs: torch, onnx, onnx-int8 or openvino (what /v1/models records)
+    backend: str = "torch"
     prepare_workers: int = 0
 
     # -- backend hooks -------------------------------------------------------------------------

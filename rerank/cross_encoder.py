@@ -1,4 +1,5 @@
-"""Adapter for any sentence-transformers ``CrossEncoder`` checkpoint (text pairs)."""
+"""Adapter for any sentence-transformers ``CrossEncoder`` checkpoint (text pairs), on PyTorch, ONNX Runtime
+(float32 or int8) or OpenVINO (see ``omniret.base.backends``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from omniret.base.backends import BackendChoice, check_threads, use_runtime
 from omniret.errors import ModelLoadError
 from omniret.registry import ModelSpec
 from omniret.rerank.base import BaseReranker, item_text
 from omniret.types import Item
+
+#: pairs per ``predict`` batch on each backend: smaller length-sorted batches pad less, which the exported
+#: runtimes pay for token by token (the embedder's sweep, benchmarks/RESULTS.md "CPU backends"); torch keeps 32
+DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16, "openvino": 16}
 
 
 def check_cross_encoder_dir(path: str | Path) -> None:
@@ -42,17 +48,29 @@ class CrossEncoderReranker(BaseReranker):
     (``activation_fn=Identity``), then a one-label head goes through a sigmoid and a two-label head
     through a softmax (the second label is "relevant"). Instructions are passed as ST prompts when the
     model defines prompts, and ignored otherwise (classic cross-encoders were trained without them).
+    ``backend`` says where the transformer runs (``torch``, ``onnx``, ``onnx-int8``, ``openvino``).
     """
 
     def __init__(self, name_or_path: str, *, device: Any = None, dtype: Any = None, spec: ModelSpec | None = None,
-                 max_length: int | None = None, batch_size: int = 32, default_instruction: str | None = None) -> None:
+                 choice: BackendChoice | None = None, max_length: int | None = None, batch_size: int | None = None,
+                 default_instruction: str | None = None, threads: int | None = None,
+                 export_dir: str | Path | None = None) -> None:
         from sentence_transformers import CrossEncoder
 
         from omniret.base.device import resolve_device, resolve_dtype
         from omniret.rerank.yes_no import quiet_transformers
 
         check_cross_encoder_dir(name_or_path)
-        dev = resolve_device(device)
+        choice = choice or BackendChoice("torch", None, "torch")
+        threads = check_threads(threads, model=str(name_or_path))
+        if choice.backend != "torch" and device is not None and resolve_device(device).type != "cpu":
+            raise ModelLoadError(f"{name_or_path}: backend {choice.backend!r} runs on the CPU; drop device={device!r} "
+                                 "or use backend='torch'")
+        if threads is not None and choice.backend == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+        dev = resolve_device(device if choice.backend == "torch" else "cpu")
         try:
             with quiet_transformers():
                 self.model = CrossEncoder(str(name_or_path), device=str(dev), max_length=max_length,
@@ -60,6 +78,13 @@ class CrossEncoderReranker(BaseReranker):
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"{name_or_path}: cannot load as a sentence-transformers CrossEncoder "
                                  f"({type(e).__name__}: {e})") from e
+        self.backend = choice.label
+        self.backend_requested = choice.requested
+        #: every export this load built (empty when the cache had it)
+        self.exports: list[Path] = []
+        if choice.backend != "torch":
+            use_runtime(self.model, choice, "sequence-classification", source=name_or_path, threads=threads,
+                        export_dir=export_dir, on_export=self.exports.append)
         self.num_labels = int(self.model.num_labels)
         if self.num_labels not in (1, 2):
             raise ModelLoadError(f"{name_or_path}: a CrossEncoder with {self.num_labels} labels is a classifier, "
@@ -67,7 +92,7 @@ class CrossEncoderReranker(BaseReranker):
         self.name = spec.name if spec is not None else str(name_or_path)
         self.path = str(name_or_path)
         self.modalities = frozenset({"text"})
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size) if batch_size is not None else DEFAULT_BATCH_SIZE[choice.backend]
         self.default_instruction = default_instruction
 
     def _prepare_query(self, query: Item, instruction: str | None) -> tuple[str, str | None]:

@@ -102,8 +102,9 @@ def _cards(state: ServiceState) -> list[ModelCard]:
     if state.embedder is not None:
         e = state.embedder
         cards.append(ModelCard(id=state.embed_id or "embedding", kind="embedding", dim=e.dim, dims=sorted(set(e.dims) | {e.dim}),
-                               modalities=sorted(e.modalities)))
+                               modalities=sorted(e.modalities), backend=str(getattr(e, "backend", "torch"))))
     if state.reranker is not None:
         r = state.reranker
-        cards.append(ModelCard(id=state.rerank_id or "reranker", kind="reranker", modalities=sorted(r.modalities)))
+        cards.append(ModelCard(id=state.rerank_id or "reranker", kind="reranker", modalities=sorted(r.modalities),
+                               backend=str(getattr(r, "backend", "torch"))))
     return cards
