@@ -213,7 +213,8 @@ def read_points(path: str | Path, batch_size: int = 1000, after: str | None = No
             if not rows:
                 return
             last = rows[-1][0]
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            flat: Vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            vecs: Vectors = np.reshape(flat, (len(rows), dim))
             yield [r[0] for r in rows], vecs, [json.loads(r[2]) for r in rows]
     except sqlite3.Error as e:
         raise StoreError(f"reading the items of {path} failed: {e}") from e

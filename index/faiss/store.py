@@ -45,6 +45,7 @@ from omniret.index.filters import Filter, parse_filter, to_sql
 from omniret.index.lexical import Analyzer, AnalyzerConfig
 from omniret.index.protocol import (
     Payload,
+    PointBatch,
     StoredItem,
     check_funnel_dim,
     check_search,
@@ -350,9 +351,8 @@ class FaissStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- point export (snapshots and copies, ``omniret.index.transfer``) -------------------------------------
-    def export_points(self, batch_size: int = 1000, after: str | None = None
-                      ) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+    # -- point export (``PointExport``: snapshots and copies) ------------------------------------------
+    def export_points(self, batch_size: int = 1000, after: str | None = None) -> Iterator[PointBatch]:
         """Every item as ``(ids, vectors, payloads)`` batches in id order, from one point in time (see
         ``items.read_points``)."""
         with self._lock:
