@@ -10,7 +10,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from omniret.index.protocol import HybridStore, LexicalBackfill, LexicalStore, TunableStore, VectorStore
+from omniret.index.protocol import (
+    HybridStore,
+    LexicalBackfill,
+    LexicalStore,
+    PointExport,
+    TunableStore,
+    VectorStore,
+)
 
 if TYPE_CHECKING:
     from omniret.index.catalog import collection_store, delete_collection, list_collections
@@ -46,7 +53,7 @@ _LAZY = {
     "first_stage": "omniret.index.searcher",
 }
 
-__all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "TunableStore", "FaissStore", "QdrantStore",
+__all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "TunableStore", "PointExport", "FaissStore", "QdrantStore",
            "Collection", "open_collection", "list_collections", "delete_collection", "collection_store", "Manifest",
            "check_collection_name", "Searcher", "IngestReport", "Filter", "Analyzer", "first_stage"]
 

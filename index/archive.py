@@ -27,13 +27,14 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 
 from omniret.errors import CollectionError
+from omniret.index.protocol import Payload, PointBatch
 
 FORMAT = "omniret-collection-snapshot"
 #: the archive format this code writes; it reads this version and older ones
@@ -115,7 +116,7 @@ class ArchiveWriter:
         self._toc[name] = {"size": size, "sha256": h.hexdigest()}
         self.bytes += size
 
-    def add_points(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+    def add_points(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
         """One batch of points (two members)."""
         stem = f"{POINTS}{self._batches:08d}"
         buf = io.BytesIO()
@@ -171,12 +172,13 @@ def read_header(path: Path) -> dict[str, Any]:
         try:
             first = tar.next()
             f = tar.extractfile(first) if first is not None and first.name == HEADER else None
-            header = json.loads(f.read()) if f is not None else None
+            data: object = json.loads(f.read()) if f is not None else None
         except (tarfile.TarError, ValueError, OSError) as e:
             raise ArchiveError(f"{path}: unreadable snapshot header ({e})") from e
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    header = cast("dict[str, Any]", data) if isinstance(data, dict) else None
+    if header is None or header.get("format") != FORMAT:
         raise ArchiveError(f"{path}: not an omniret collection snapshot (no {HEADER} first)")
-    version = header.get("version")
+    version: object = header.get("version")
     if not isinstance(version, int) or version > VERSION:
         raise ArchiveError(f"{path}: snapshot format version {version} is newer than this omniret reads "
                            f"({VERSION}); upgrade omniret to restore it")
@@ -226,7 +228,7 @@ def check_archive(path: Path) -> dict[str, Any]:
     return {**header, "points": int(toc.get("points", 0))}
 
 
-def read_points(path: Path) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+def read_points(path: Path) -> Iterator[PointBatch]:
     """The archive's point batches, in the order they were written (check it first: ``check_archive``)."""
     with _open(path) as tar:
         pending: dict[str, bytes] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeAlias, TypedDict, runtime_checkable
 
 import numpy as np
@@ -24,6 +24,9 @@ class StoredItem(TypedDict):
     payload: Payload
     vector: np.ndarray
 
+
+#: one batch of exported points: ids, their float32 vectors ``(n, dim)`` and payloads, row for row
+PointBatch: TypeAlias = tuple[list[str], np.ndarray, list[Payload]]
 
 #: the payload key under which a store may keep reserved data; user payloads must not use it
 RESERVED_PREFIX = "_omniret"
@@ -107,6 +110,20 @@ class TunableStore(Protocol):
     def tune(self, recall: float, *, k: int = 10, sample: int = 1000) -> TuneResult: ...
 
     def recall_tuning(self) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class PointExport(Protocol):
+    """A store that streams out every point it holds (both built-in stores), for snapshots and copies.
+
+    ``export_points`` yields ``(ids, vectors, payloads)`` batches of at most ``batch_size`` from one point in
+    time where the backend allows it, each id once, past the id ``after`` when given (a resumed copy);
+    ``ids`` lists every stored id (what a verification samples from).
+    """
+
+    def export_points(self, batch_size: int = 1000, after: str | None = None) -> Iterator[PointBatch]: ...
+
+    def ids(self) -> list[str]: ...
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from omniret.index.lexical import (
 from omniret.index.protocol import (
     RESERVED_PREFIX,
     Payload,
+    PointBatch,
     StoredItem,
     check_funnel_dim,
     check_search,
@@ -58,6 +59,9 @@ from omniret.index.protocol import (
     funnel_pool,
 )
 from omniret.types import Hit
+
+if TYPE_CHECKING:
+    from qdrant_client.http.models import Record
 
 ID_KEY = f"{RESERVED_PREFIX}_id"
 _NAMESPACE = uuid.UUID("5b0f8d2e-6a53-4c1f-9d7e-6f6d6e697265")
@@ -429,22 +433,19 @@ class QdrantStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transfer capability (snapshots and copies, ``omniret.index.transfer``) ------------------------
-    # Kept together at the end of the class so it moves as one block when the store is split up.
+    # -- transfer capability (``PointExport``; snapshots and copies), kept together at the end of the class
     @property
     def is_server(self) -> bool:
         """Whether this store talks to a Qdrant server (else it is embedded local mode)."""
         return "://" in self.location  # a URL; local mode's location is a folder (or ":memory:")
 
-    def export_points(self, batch_size: int = 1000, after: str | None = None
-                      ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+    def export_points(self, batch_size: int = 1000, after: str | None = None) -> Iterator[PointBatch]:
         """Every point as ``(ids, vectors, payloads)`` batches, in Qdrant's point-id order (a scroll).
 
-        In local mode the store's lock is held from the first batch to the last, so writes through this
-        store wait and the export is one point in time (local mode admits one process per folder). On a
-        server a scroll is not isolated from concurrent writes: for a consistent copy of a live server
-        collection use its snapshot API (``create_server_snapshot``). ``after``: resume past the point of this
-        omniret id (the last id of a batch already taken).
+        In local mode the store's lock is held from the first batch to the last, so writes through this store
+        wait and the export is one point in time (local mode admits one process per folder). A server scroll is
+        not isolated from concurrent writes: a live server collection has ``create_server_snapshot``.
+        ``after``: resume past the point of this omniret id (the last id of a batch already taken).
         """
         with self._lock:
             skip = point_id(after) if after is not None else None
@@ -462,13 +463,11 @@ class QdrantStore:
                     if offset is None:
                         return
                     continue
-                ids, vecs, payloads = [], [], []
-                for p in pts:
-                    payload = dict(p.payload or {})
-                    ids.append(str(payload.pop(ID_KEY, p.id)))
-                    vecs.append(p.vector[self._dense] if isinstance(p.vector, dict) else p.vector)
-                    payloads.append(payload)
-                yield ids, np.asarray(vecs, dtype=np.float32).reshape(len(ids), self.dim), payloads
+                records: list[Record] = pts
+                payloads = [_payload(p) for p in records]
+                ids = [str(pl.pop(ID_KEY, p.id)) for p, pl in zip(records, payloads, strict=True)]
+                vecs = [p.vector[self._dense] if isinstance(p.vector, dict) else p.vector for p in records]
+                yield ids, np.reshape(np.asarray(vecs, dtype=np.float32), (len(ids), self.dim)), payloads
 
     def create_server_snapshot(self, out: Path) -> Path:
         """A Qdrant server's own snapshot of this collection, downloaded to ``out`` (server only).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -116,3 +118,44 @@ def test_sigkill_during_ingestion_resumes(tmp_path: Path, minilm_path: Path) -> 
     ids = coll.store.ids()
     assert len(ids) == len(set(ids)) == 120 == coll.count()
     coll.close()
+
+
+def _finds_itself(store: FaissStore, vecs: np.ndarray, ids: list[str]) -> bool:
+    return [hits[0].id for hits in store.search(vecs, 1)] == ids
+
+
+def test_a_second_store_on_a_live_folder_never_leaves_a_stale_cache_trusted(tmp_path: Path) -> None:
+    """A second store on the folder (``collections info``/``verify`` beside a writer) must not stamp the
+    FAISS file with a generation newer than what its index holds: a later open would trust it and miss
+    items. A store opened only to read writes no file at all."""
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((30, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    a, b, c = ([f"{p}{i}" for i in range(10)] for p in "abc")
+    opts = {"save_every": 10**9}
+    writer = FaissStore(tmp_path, dim=DIM, options=opts)
+    writer.upsert(a, vecs[:10])
+    writer.save()
+    side = tmp_path / "index.json"
+    written = (side.read_text(), (tmp_path / "index.faiss").stat().st_mtime_ns)
+
+    reader = FaissStore(tmp_path, options=opts)  # only reads
+    assert _finds_itself(reader, vecs[:10], a)
+    reader.close()
+    assert (side.read_text(), (tmp_path / "index.faiss").stat().st_mtime_ns) == written
+
+    other = FaissStore(tmp_path, options=opts)
+    writer.upsert(b, vecs[10:20])  # `other` never sees these in its FAISS index
+    other.upsert(c, vecs[20:])
+    writer.close()
+    other.close()  # last to write the file: it holds a and c, not b
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        now = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+    assert json.loads(side.read_text())["generation"] < now  # stamped as behind, so the next open catches up
+
+    again = FaissStore(tmp_path, options=opts)
+    try:
+        assert again._index.ntotal == 30
+        assert _finds_itself(again, vecs, a + b + c)
+    finally:
+        again.close()

@@ -14,7 +14,7 @@ from omniret.index.catalog import collection_store, open_store
 from omniret.index.lexical import AnalyzerConfig
 from omniret.index.manifest import MANIFEST, Manifest, read_manifest
 from omniret.index.names import check_collection_name
-from omniret.index.protocol import LexicalBackfill, LexicalStore, TunableStore, VectorStore
+from omniret.index.protocol import LexicalBackfill, LexicalStore, PointExport, TunableStore, VectorStore
 from omniret.types import Item
 
 #: manifests as each earlier version wrote them: before funnel search, before the lexical index, with a
@@ -112,6 +112,8 @@ def test_stores_declare_what_they_can_do(tmp_path: Path) -> None:
         # Qdrant keeps a lexical index but cannot backfill one, and tunes through its own options
         assert isinstance(qdrant_store, VectorStore) and isinstance(qdrant_store, LexicalStore)
         assert not isinstance(qdrant_store, LexicalBackfill) and not isinstance(qdrant_store, TunableStore)
+        # both stream their points out (snapshots, copies)
+        assert isinstance(faiss_store, PointExport) and isinstance(qdrant_store, PointExport)
         vecs = np.eye(8, dtype=np.float32)
         for store in (faiss_store, qdrant_store):
             store.upsert([f"v{i}" for i in range(8)], vecs, [{"text": f"word{i}"} for i in range(8)])

@@ -130,6 +130,8 @@ class AnnIndex:
         self.dead: set[int] = set()
         #: changes since the file was last written
         self.changes = 0
+        #: the generation the file on disk is stamped with, as this store last read or wrote it
+        self.stamped: object = None
         self.index: FaissIndex = None
 
     # -- building ----------------------------------------------------------------------------------
@@ -191,6 +193,7 @@ class AnnIndex:
                                   flags=self.faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         if index is not None and saved.get("kind") != self.kind:
             index = None
+        self.stamped = saved.get("generation")
         if index is None:
             self.mapped = False
             self.index = self.build()
@@ -202,8 +205,15 @@ class AnnIndex:
         self._catch_up(same_generation=saved.get("generation") == self.items.generation())
 
     def save(self) -> None:
-        write_cache(self.faiss, self.folder, CACHE, self.index, self.items.generation(), {"kind": self.kind})
+        write_cache(self.faiss, self.folder, CACHE, self.index, self.items.reflected, {"kind": self.kind})
         self.changes = 0
+        self.stamped = self.items.reflected
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the file is behind this index: changes not yet written, or a stamp that is not the
+        generation the index reflects (a write through this store that changed no entry)."""
+        return self.changes > 0 or self.stamped != self.items.reflected
 
     def _catch_up(self, *, same_generation: bool) -> None:
         """Make the index hold exactly SQLite's rows (the file may be behind after a crash)."""

@@ -55,7 +55,7 @@ class FunnelIndex:
             self.index.add_with_ids(truncate(vecs, self.funnel_dim), np.asarray(fids, np.int64))
 
     def save(self) -> None:
-        write_cache(self.faiss, self.folder, CACHE, self.index, self.items.generation(),
+        write_cache(self.faiss, self.folder, CACHE, self.index, self.items.reflected,
                     {"funnel_dim": self.funnel_dim})
 
     def search(self, q: np.ndarray, pool: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

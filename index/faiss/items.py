@@ -39,6 +39,11 @@ class ItemTable:
         self.path = db_path
         #: vector width; set by the store once it is known (from ``meta`` or the creating call)
         self.dim = dim or 0
+        #: the generation this process's FAISS caches are known to reflect, which is what their files are
+        #: stamped with: read before they load, then advanced by this connection's own writes only while no
+        #: other connection (a second store on the folder, another process) wrote in between. A file stamped
+        #: older than SQLite is caught up on the next open; one stamped newer than its contents would be trusted
+        self.reflected = 0
         try:
             self.db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -68,12 +73,15 @@ class ItemTable:
         SQLite failure rolls back and becomes a ``StoreError`` naming the operation."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            before = self.generation()
             yield
             self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
             self.rollback()
             raise StoreError(f"{what} failed: {e}") from e
+        if before == self.reflected:
+            self.reflected = before + 1
 
     def rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -213,7 +221,8 @@ def read_points(path: str | Path, batch_size: int = 1000, after: str | None = No
             if not rows:
                 return
             last = rows[-1][0]
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            flat: Vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            vecs: Vectors = np.reshape(flat, (len(rows), dim))
             yield [r[0] for r in rows], vecs, [json.loads(r[2]) for r in rows]
     except sqlite3.Error as e:
         raise StoreError(f"reading the items of {path} failed: {e}") from e

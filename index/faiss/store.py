@@ -45,6 +45,7 @@ from omniret.index.filters import Filter, parse_filter, to_sql
 from omniret.index.lexical import Analyzer, AnalyzerConfig
 from omniret.index.protocol import (
     Payload,
+    PointBatch,
     StoredItem,
     check_funnel_dim,
     check_search,
@@ -109,6 +110,8 @@ class FaissStore:
             meta = self._items.meta()
         self._items.dim = self.dim
         self._lexical.load(meta, lexical)
+        # the caches load from here on: they reflect at least this generation
+        self._items.reflected = self._items.generation()
         self._ann = AnnIndex(faiss, self.path, self.kind, self.dim, self.options, self._items)
         self._ann.load()
         self._short = FunnelIndex(faiss, self.path, self.funnel_dim, self._items) if self.funnel_dim else None
@@ -304,12 +307,15 @@ class FaissStore:
             self._save()
 
     def close(self) -> None:
-        """Write the FAISS files and close SQLite (idempotent)."""
+        """Write the FAISS files when this store changed them since they were last written, and close SQLite
+        (idempotent). A store opened only to read writes nothing: beside a live writer, its files would
+        replace the writer's newer ones."""
         with self._lock:
             if self._closed:
                 return
             try:
-                self._save()
+                if self._ann.dirty:
+                    self._save()
             finally:
                 self._items.close()
                 self._closed = True
@@ -350,9 +356,8 @@ class FaissStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- point export (snapshots and copies, ``omniret.index.transfer``) -------------------------------------
-    def export_points(self, batch_size: int = 1000, after: str | None = None
-                      ) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+    # -- point export (``PointExport``: snapshots and copies) ------------------------------------------
+    def export_points(self, batch_size: int = 1000, after: str | None = None) -> Iterator[PointBatch]:
         """Every item as ``(ids, vectors, payloads)`` batches in id order, from one point in time (see
         ``items.read_points``)."""
         with self._lock:
