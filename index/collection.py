@@ -138,7 +138,7 @@ class Collection:
         return self.dim if self.dim != self.embedder.dim else None
 
     # -- writing -----------------------------------------------------------------------------------
-    def add(self, items: Sequence[Any], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
+    def add(self, items: Sequence[ItemLike], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
         """Embed and store items (``Item``, reference dict, or str); each needs an ``id``.
 
         ``on_error="raise"`` stores nothing when any item is bad (``ItemError`` lists them);
