@@ -7,14 +7,12 @@ errors than pydantic's union messages would; see ``omniret.api.inputs``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from omniret.index.collection import COLLECTION_NAME
-
-#: a JSON value as the service builds it by hand (error bodies, collection reports); not for pydantic fields
-JSON: TypeAlias = "str | int | float | bool | None | list[JSON] | dict[str, JSON]"
+from omniret.types import JSON as JSON  # re-exported: the service builds error bodies and reports by hand
 
 # --------------------------------------------------------------------------------------- shared
 

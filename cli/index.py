@@ -262,11 +262,11 @@ def collections_list(root: RootOpt = None, json_out: JsonOpt = False) -> None:
         console.print("no collections")
         return
     table = Table(title="collections")
-    for col in ("name", "model", "dim", "backend", "index", "created"):
+    cols = ("name", "model", "dim", "backend", "index", "created")
+    for col in cols:
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r.get("model", "?"), str(r.get("dim", "?")), r.get("backend", "?"),
-                      r.get("index", "?"), r.get("created", "?"))
+        table.add_row(*(None if v is None else str(v) for v in (r.get(c, "?") for c in cols)))
     console.print(table)
 
 

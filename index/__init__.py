@@ -8,7 +8,7 @@ torch) load on first use, so importing ``omniret.index`` is cheap.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from omniret.index.protocol import (
     HybridStore,
@@ -58,7 +58,7 @@ __all__ = ["VectorStore", "LexicalStore", "HybridStore", "LexicalBackfill", "Tun
            "check_collection_name", "Searcher", "IngestReport", "Filter", "Analyzer", "first_stage"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'omniret.index' has no attribute {name!r}")

@@ -11,16 +11,16 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from omniret.errors import CollectionNotFound
 from omniret.index.manifest import Manifest, read_manifest
 from omniret.index.names import check_collection_name, collections_root
 from omniret.index.protocol import VectorStore
+from omniret.types import JSON
 
 
 def open_store(path: Path, manifest: Manifest, *, url: str | None = None,
-               options: Mapping[str, Any] | None = None, create: bool) -> VectorStore:
+               options: Mapping[str, object] | None = None, create: bool) -> VectorStore:
     """The store a manifest describes (FAISS in the folder, or Qdrant local/server); no model is loaded.
 
     ``url`` overrides the recorded server; ``options`` are laid over the recorded store options.
@@ -68,13 +68,13 @@ def recorded_model(name: str, root: str | os.PathLike[str] | None = None) -> str
     return None if manifest is None else manifest.model
 
 
-def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+def list_collections(root: str | os.PathLike[str] | None = None) -> list[dict[str, JSON]]:
     """The manifests of every collection under ``root`` (sorted by name), as JSON objects with ``name`` and
     ``path`` set from the folder."""
     base = collections_root(root)
     if not base.is_dir():
         return []
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, JSON]] = []
     for d in sorted(base.iterdir()):
         m = read_manifest(d) if d.is_dir() else None
         if m is not None:

@@ -8,8 +8,9 @@ the original text, never a detokenisation.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from html.parser import HTMLParser
-from typing import Any
+from typing import Protocol
 
 from omniret.errors import ConfigError
 
@@ -22,7 +23,7 @@ class _TextOfHtml(HTMLParser):
         self.parts: list[str] = []
         self._skip = 0
 
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
             self._skip += 1
         elif tag in {"p", "br", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "title"}:
@@ -46,10 +47,17 @@ def html_to_text(html: str) -> str:
     return re.sub(r"[ \t]*\n\s*", "\n", re.sub(r"[ \t\r\f\v]+", " ", text)).strip()
 
 
+class OffsetTokenizer(Protocol):
+    """A fast tokenizer that gives each token's character span (Hugging Face's ``return_offsets_mapping``)."""
+
+    def __call__(self, text: str, *, add_special_tokens: bool, return_offsets_mapping: bool, verbose: bool
+                 ) -> Mapping[str, Sequence[tuple[int, int]]]: ...
+
+
 class Chunker:
     """Splits text into windows of ``size`` tokens that overlap by ``overlap`` tokens."""
 
-    def __init__(self, size: int = 200, overlap: int = 40, tokenizer: Any = None) -> None:
+    def __init__(self, size: int = 200, overlap: int = 40, tokenizer: OffsetTokenizer | None = None) -> None:
         if size <= 0:
             raise ConfigError(f"chunk size must be > 0 tokens, got {size}")
         if not 0 <= overlap < size:

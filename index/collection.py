@@ -53,7 +53,7 @@ from omniret.index.readers import IngestOptions
 from omniret.index.searcher import Searcher
 from omniret.index.tuning import TuneResult, check_recall
 from omniret.rerank.protocol import Reranker
-from omniret.types import Hit, Item
+from omniret.types import JSON, Hit, Item, ItemLike
 
 __all__ = ["COLLECTION_NAME", "MANIFEST", "RESERVED_PAYLOAD_KEYS", "AddReport", "Collection", "collection_store",
            "delete_collection", "existing_collection", "list_collections", "open_collection", "open_store",
@@ -88,8 +88,8 @@ class AddReport:
     def added(self) -> int:
         return len(self.ids)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "ids": self.ids, "failures": [f.to_dict() for f in self.failures]}
+    def to_dict(self) -> dict[str, JSON]:
+        return {"added": self.added, "ids": [*self.ids], "failures": [f.to_dict() for f in self.failures]}
 
 
 class Collection:
@@ -108,7 +108,7 @@ class Collection:
         self._ledger: Ledger | None = None
 
     @property
-    def manifest(self) -> Mapping[str, Any]:
+    def manifest(self) -> Mapping[str, JSON]:
         """``collection.json`` as written (a read-only view; ``spec`` is the typed record)."""
         return MappingProxyType(self.spec.to_json())
 
@@ -116,7 +116,7 @@ class Collection:
     def count(self) -> int:
         return self.store.count()
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, JSON]:
         """The manifest plus live facts (count, store details, indexed sources)."""
         return {**self.spec.to_json(), "name": self.name, "path": str(self.path), "count": self.count(),
                 "sources": self.ledger.count(), "store": self.store.info()}
@@ -138,7 +138,7 @@ class Collection:
         return self.dim if self.dim != self.embedder.dim else None
 
     # -- writing -----------------------------------------------------------------------------------
-    def add(self, items: Sequence[Any], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
+    def add(self, items: Sequence[ItemLike], *, on_error: str = "raise", batch_size: int = 64) -> AddReport:
         """Embed and store items (``Item``, reference dict, or str); each needs an ``id``.
 
         ``on_error="raise"`` stores nothing when any item is bad (``ItemError`` lists them);
@@ -193,7 +193,7 @@ class Collection:
         payloads = []
         for it in items:
             # the item's own fields are written after its metadata: metadata never overrides them
-            p: dict[str, Any] = dict(it.metadata)
+            p: Payload = dict(it.metadata)
             for key in ("text", "image", "video", "video_start", "video_end"):
                 v = getattr(it, key)
                 if isinstance(v, (str, int, float)) and not (isinstance(v, str) and v.startswith("data:")):
@@ -244,7 +244,7 @@ class Collection:
         pool: EmbedderPool | None = None
         embedder = self.embedder
         if devs is not None and not isinstance(embedder, EmbedderPool):
-            pool = EmbedderPool(getattr(self.embedder, "path", None) or self.manifest["model"], devs)
+            pool = EmbedderPool(getattr(self.embedder, "path", None) or self.spec.model, devs)
             embedder = pool
         try:
             return ingest(paths, embedder=embedder, store=self.store, ledger=self.ledger, dim=self.dim,
@@ -278,7 +278,7 @@ class Collection:
     def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         return self.store.get(ids)
 
-    def build_lexical(self, *, progress: bool = True, console: Any = None) -> int:
+    def build_lexical(self, *, progress: bool = True, console: Console | None = None) -> int:
         """Build the lexical index of a collection made before it existed, from the stored payload text.
 
         Resumable (each batch commits); a no-op when the index is complete. Returns the items indexed.
@@ -305,7 +305,7 @@ class Collection:
         return Searcher(self.embedder, self.store, reranker if reranker is not None else self.reranker,
                         instruction=self.spec.instruction, dim=self.dim)
 
-    def search(self, query: Any, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
+    def search(self, query: ItemLike, k: int = 10, *, filter: Filter | None = None, rerank: bool | None = None,  # noqa: A002
                candidates: int = 100, rerank_top: int | None = None, instruction: str | None = None,
                funnel: bool | None = None, mode: str = "dense", fusion: str = "rrf",
                alpha: float | None = None) -> list[Hit]:
@@ -341,8 +341,9 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
                     dim: int | None = None, reranker: Reranker | str | os.PathLike[str] | None = None,
                     create: bool = True, index: str | None = None, instruction: str | None = None,
                     funnel_dim: int | None = None, exist_ok: bool = True, device: str | None = None,
-                    dtype: str | None = None, lexical: dict[str, Any] | None = None, progress: bool = True,
-                    model_options: dict[str, Any] | None = None, **store_options: Any) -> Collection:
+                    dtype: str | None = None, lexical: Mapping[str, object] | None = None,
+                    progress: bool = True, model_options: dict[str, Any] | None = None, **store_options: JSON
+                    ) -> Collection:
     """Open (or create) a collection; see the module docstring.
 
     ``embedder``: an ``Embedder`` or a model name/path (loaded); omitted on an existing collection, the
@@ -420,7 +421,7 @@ def open_collection(name: str, *, root: str | os.PathLike[str] | None = None, ba
 
 def _check_same(name: str, recorded: Manifest, *, backend: str | None, index: str | None,
                 embedder: Embedder | str | os.PathLike[str] | None, dim: int | None,
-                lexical: Mapping[str, Any] | None, funnel_dim: int | None) -> None:
+                lexical: Mapping[str, object] | None, funnel_dim: int | None) -> None:
     """``CollectionMismatch`` when an open asks for another backend, index, model, dim, analyser or funnel."""
     if backend is not None and backend != recorded.backend:
         raise CollectionMismatch(f"collection {name!r} uses backend {recorded.backend!r}, not {backend!r}")
@@ -442,8 +443,8 @@ def _check_same(name: str, recorded: Manifest, *, backend: str | None, index: st
 
 
 def _new_manifest(name: str, model: Embedder, *, backend: str, dim: int | None, instruction: str | None,
-                  funnel_dim: int | None, lexical: Mapping[str, Any] | None, index: str | None, url: str | None,
-                  store_options: Mapping[str, Any]) -> Manifest:
+                  funnel_dim: int | None, lexical: Mapping[str, object] | None, index: str | None, url: str | None,
+                  store_options: Mapping[str, JSON]) -> Manifest:
     """The manifest of a new collection, after checking ``dim`` and ``funnel_dim`` against the model's dims."""
     dim = int(dim or model.dim)
     dims = tuple(model.dims or (model.dim,))

@@ -20,13 +20,14 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from omniret.errors import ItemFailure
 from omniret.index.ledger import Ledger, LedgerRow, Source
-from omniret.index.protocol import VectorStore
+from omniret.index.protocol import Payload, VectorStore
+from omniret.types import JSON
 
 if TYPE_CHECKING:
     from omniret.index.progress import FileProgress
@@ -43,8 +44,8 @@ class ExecutorInfo:
     devices: tuple[str, ...] = ()
     actors: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind}
+    def to_dict(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {"kind": self.kind}
         if self.kind == "pool":
             out["devices"] = list(self.devices)
         if self.kind == "ray":
@@ -78,7 +79,7 @@ class IngestReport:
     def items_per_second(self) -> float:
         return self.indexed_items / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         return {"indexed_files": self.indexed_files, "indexed_items": self.indexed_items,
                 "unchanged": self.unchanged, "pruned": self.pruned, "deleted_items": self.deleted_items,
                 "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
@@ -99,7 +100,7 @@ class EmbeddedFile:
     old_ids: Sequence[str]
     ids: list[str]
     vectors: np.ndarray
-    payloads: list[dict[str, Any]]
+    payloads: list[Payload]
 
 
 def file_failure(ids: Sequence[str], failures: Sequence[ItemFailure]) -> str:

@@ -13,28 +13,46 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Literal, TypeAlias, cast
 
 from omniret.errors import FilterError
+from omniret.types import JSON
 
-Filter = dict[str, Any]
+if TYPE_CHECKING:
+    from qdrant_client import models
 
-RANGE_OPS = ("gt", "gte", "lt", "lte")
+#: a filter as callers write it: a JSON object of conditions (see the module docstring)
+Filter: TypeAlias = Mapping[str, JSON]
+#: a value a condition compares against
+Scalar: TypeAlias = str | int | float | bool
+RangeOp: TypeAlias = Literal["gt", "gte", "lt", "lte"]
+
+RANGE_OPS: tuple[RangeOp, ...] = ("gt", "gte", "lt", "lte")
 _SQL_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One validated condition: ``op`` is ``eq``, ``any`` or ``range`` (then ``value`` maps op -> bound)."""
+    """One validated condition on payload field ``key``; exactly one of its comparisons is set.
+
+    ``op`` is ``eq`` (then ``value``), ``any`` (then ``values``, non-empty) or ``range`` (then ``bounds``,
+    op -> bound).
+    """
 
     key: str
-    op: str
-    value: Any
+    op: Literal["eq", "any", "range"]
+    value: Scalar = ""
+    values: tuple[Scalar, ...] = ()
+    bounds: Mapping[RangeOp, float] | None = None
+
+    def options(self) -> tuple[Scalar, ...]:
+        """The values an ``eq`` or ``any`` condition accepts."""
+        return (self.value,) if self.op == "eq" else self.values
 
 
-def _scalar(key: str, v: Any) -> Any:
+def _scalar(key: str, v: object) -> Scalar:
     if isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v)):
         return v
     raise FilterError(f"filter {key!r}: values must be str, int, float or bool, got {v!r}")
@@ -58,29 +76,29 @@ def parse_filter(flt: Filter | None) -> list[Condition]:
                 vals = spec["any"]
                 if not isinstance(vals, (list, tuple)) or not vals:
                     raise FilterError(f"filter {key!r}: 'any' takes a non-empty list, got {vals!r}")
-                out.append(Condition(key, "any", tuple(_scalar(key, v) for v in cast("Sequence[object]", vals))))
+                out.append(Condition(key, "any", values=tuple(_scalar(key, v) for v in cast("Sequence[object]", vals))))
             elif ops and ops <= set(RANGE_OPS):
-                bounds: dict[str, float] = {}
+                bounds: dict[RangeOp, float] = {}
                 for op in RANGE_OPS:
                     if op in spec:
                         b = spec[op]
                         if isinstance(b, bool) or not isinstance(b, (int, float)):
                             raise FilterError(f"filter {key!r}: {op} takes a number, got {b!r}")
                         bounds[op] = b
-                out.append(Condition(key, "range", bounds))
+                out.append(Condition(key, "range", bounds=bounds))
             elif ops == {"eq"}:
-                out.append(Condition(key, "eq", _scalar(key, spec["eq"])))
+                out.append(Condition(key, "eq", value=_scalar(key, spec["eq"])))
             else:
                 raise FilterError(f"filter {key!r}: unknown operator(s) {sorted(map(str, ops))}; use eq, any, "
                                   f"or a range of {', '.join(RANGE_OPS)}")
         elif isinstance(spec, (list, tuple)):
             raise FilterError(f"filter {key!r}: for any-of write {{'any': {list(cast('Sequence[object]', spec))!r}}}")
         else:
-            out.append(Condition(key, "eq", _scalar(key, spec)))
+            out.append(Condition(key, "eq", value=_scalar(key, spec)))
     return out
 
 
-def matches(payload: dict[str, Any], conds: list[Condition]) -> bool:
+def matches(payload: Mapping[str, object], conds: list[Condition]) -> bool:
     """Whether a payload satisfies every condition (the reference semantics both stores follow)."""
     for c in conds:
         v = payload.get(c.key)
@@ -90,7 +108,7 @@ def matches(payload: dict[str, Any], conds: list[Condition]) -> bool:
     return True
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: object, b: object) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -98,37 +116,34 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _match_one(x: Any, c: Condition) -> bool:
-    if c.op == "eq":
-        return _same(x, c.value)
-    if c.op == "any":
-        return any(_same(x, v) for v in c.value)
+def _match_one(x: object, c: Condition) -> bool:
+    if c.bounds is None:
+        return any(_same(x, v) for v in c.options())
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return False
-    return all({"gt": x > b, "gte": x >= b, "lt": x < b, "lte": x <= b}[op] for op, b in c.value.items())
+    return all({"gt": x > b, "gte": x >= b, "lt": x < b, "lte": x <= b}[op] for op, b in c.bounds.items())
 
 
 def _json_path(key: str) -> str:
     return "$." + json.dumps(key)
 
 
-def to_sql(conds: list[Condition], column: str = "payload") -> tuple[str, list[Any]]:
+def to_sql(conds: list[Condition], column: str = "payload") -> tuple[str, list[Scalar]]:
     """A SQLite ``WHERE`` clause (and its parameters) over a JSON payload column."""
     if not conds:
         return "1", []
     parts: list[str] = []
-    params: list[Any] = []
+    params: list[Scalar] = []
     for c in conds:
         each = f"SELECT 1 FROM json_each({column}, ?) AS je WHERE "
         params.append(_json_path(c.key))
-        if c.op == "range":
-            cmp = " AND ".join(f"je.value {_SQL_OPS[op]} ?" for op in c.value)
+        if c.bounds is not None:
+            cmp = " AND ".join(f"je.value {_SQL_OPS[op]} ?" for op in c.bounds)
             parts.append(f"EXISTS({each}je.type IN ('integer', 'real') AND {cmp})")
-            params.extend(c.value.values())
+            params.extend(c.bounds.values())
         else:
-            values = [c.value] if c.op == "eq" else list(c.value)
             ors: list[str] = []
-            for v in values:
+            for v in c.options():
                 if isinstance(v, bool):
                     ors.append(f"je.type = '{'true' if v else 'false'}'")
                 elif isinstance(v, str):
@@ -141,22 +156,22 @@ def to_sql(conds: list[Condition], column: str = "payload") -> tuple[str, list[A
     return " AND ".join(parts), params
 
 
-def to_qdrant(conds: list[Condition]) -> Any:
+def to_qdrant(conds: list[Condition]) -> models.Filter | None:
     """The equivalent ``qdrant_client.models.Filter`` (None for no conditions)."""
     if not conds:
         return None
     from qdrant_client import models
 
-    must: list[Any] = []
+    must: list[models.Condition] = []
     for c in conds:
-        if c.op == "range":
-            must.append(models.FieldCondition(key=c.key, range=models.Range(**c.value)))
+        if c.bounds is not None:
+            must.append(models.FieldCondition(key=c.key, range=models.Range(**c.bounds)))
             continue
-        values = [c.value] if c.op == "eq" else list(c.value)
+        values = c.options()
         # Qdrant's match takes str/int/bool; a float is matched as a one-point range.
         exact = [v for v in values if not isinstance(v, float)]
         floats = [v for v in values if isinstance(v, float)]
-        should: list[Any] = []
+        should: list[models.Condition] = []
         if len(exact) == 1:
             should.append(models.FieldCondition(key=c.key, match=models.MatchValue(value=exact[0])))
         elif exact:
@@ -172,12 +187,12 @@ def to_qdrant(conds: list[Condition]) -> Any:
     return models.Filter(must=must)
 
 
-def parse_filter_args(args: list[str] | None) -> Filter:
+def parse_filter_args(args: list[str] | None) -> dict[str, JSON]:
     """CLI ``--filter`` strings to a filter: ``key=v``, ``key=v1,v2`` (any-of), ``key>=n``, ``key<n`` ...
 
     Values are read as JSON when they parse (numbers, true/false), else as strings.
     """
-    flt: Filter = {}
+    flt: dict[str, JSON] = {}
     for raw in args or []:
         for sym, op in ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None)):
             if sym in raw:
@@ -186,14 +201,14 @@ def parse_filter_args(args: list[str] | None) -> Filter:
                 if not key or not val:
                     raise FilterError(f"--filter {raw!r}: write key=value, key=v1,v2, key>=n or key<n")
                 if op is None:
-                    vals = [_cli_value(v) for v in val.split(",")]
+                    vals: list[JSON] = [_cli_value(v) for v in val.split(",")]
                     flt[key] = vals[0] if len(vals) == 1 else {"any": vals}
                 else:
                     num = _cli_value(val)
                     if isinstance(num, bool) or not isinstance(num, (int, float)):
                         raise FilterError(f"--filter {raw!r}: {sym} takes a number")
                     prior = flt.get(key)
-                    existing: dict[str, Any] = cast(dict[str, Any], prior) if isinstance(prior, dict) else {}
+                    existing = prior if isinstance(prior, dict) else {}
                     flt[key] = {**existing, op: num}
                 break
         else:
@@ -201,7 +216,7 @@ def parse_filter_args(args: list[str] | None) -> Filter:
     return flt
 
 
-def _cli_value(s: str) -> Any:
+def _cli_value(s: str) -> Scalar:
     s = s.strip()
     try:
         v = json.loads(s)

@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omniret.index.protocol import VectorStore
+from omniret.types import JSON
 
 #: the root (and path) an old Ray run wrote for every row: ``str(Path(""))``
 LOST_ROOT = "."
@@ -35,7 +35,7 @@ class Source:
     key: str
     path: Path
     root: Path
-    manifest_items: list[dict[str, Any]] | None = None
+    manifest_items: list[dict[str, JSON]] | None = None
 
 
 @dataclass(frozen=True)

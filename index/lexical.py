@@ -24,9 +24,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any, cast
+from typing import cast
 
 from omniret.errors import ConfigError
+from omniret.types import JSON
 
 #: payload fields whose text the lexical index takes, in this order (a PDF page's text layer and text
 #: chunks are ``text``; captions and titles come from item metadata)
@@ -68,14 +69,15 @@ class AnalyzerConfig:
     avg_doc_len: float = 100.0
     version: int = 1
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+    def to_dict(self) -> dict[str, JSON]:
+        d: dict[str, JSON] = asdict(self)
         if isinstance(self.stopwords, tuple):
             d["stopwords"] = list(self.stopwords)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | AnalyzerConfig | None, *, where: str = "lexical") -> AnalyzerConfig:
+    def from_dict(cls, d: Mapping[str, object] | AnalyzerConfig | None, *, where: str = "lexical"
+                  ) -> AnalyzerConfig:
         """Validate a stored or user-given config; ``ConfigError`` names the bad field."""
         if d is None:
             return cls()
@@ -87,30 +89,40 @@ class AnalyzerConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown analyser setting(s) {unknown}; known: {', '.join(sorted(known))}")
-        kw = dict(d)
-        sw: object = kw.get("stopwords", True)
+        sw = d.get("stopwords", True)
+        stopwords: bool | tuple[str, ...]
         if isinstance(sw, (list, tuple)):
             words = tuple(cast("Sequence[object]", sw))
             if not all(isinstance(w, str) for w in words):
                 raise ConfigError(f"{where}.stopwords: a list of words, got {sw!r}")
-            kw["stopwords"] = words
-        elif not isinstance(sw, bool):
+            stopwords = tuple(w for w in words if isinstance(w, str))
+        elif isinstance(sw, bool):
+            stopwords = sw
+        else:
             raise ConfigError(f"{where}.stopwords: true, false or a list of words, got {sw!r}")
-        lang = kw.get("language", "english")
+        lang = d.get("language", "english")
         if lang is not None:
             import snowballstemmer  # pyright: ignore[reportMissingTypeStubs]
 
-            if lang not in snowballstemmer.algorithms():
+            if not isinstance(lang, str) or lang not in snowballstemmer.algorithms():
                 raise ConfigError(f"{where}.language={lang!r}: not a Snowball language; choose one of "
                                   f"{', '.join(snowballstemmer.algorithms())} or null for no stemming")
+        nums: dict[str, float] = {}
         for name, lo in (("k1", 0.0), ("b", 0.0), ("avg_doc_len", 1e-9)):
-            v = kw.get(name, getattr(cls, name))
+            v = d.get(name, getattr(cls, name))
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
                 raise ConfigError(f"{where}.{name}={v!r}: must be a finite number >= {lo:g}")
-            kw[name] = float(v)
-        if not 0.0 <= kw.get("b", cls.b) <= 1.0:
-            raise ConfigError(f"{where}.b={kw['b']!r}: must be between 0 and 1")
-        return cls(**kw)
+            nums[name] = float(v)
+        if not 0.0 <= nums["b"] <= 1.0:
+            raise ConfigError(f"{where}.b={d['b']!r}: must be between 0 and 1")
+        split = d.get("split_identifiers", cls.split_identifiers)
+        if not isinstance(split, bool):
+            raise ConfigError(f"{where}.split_identifiers={split!r}: must be true or false")
+        version = d.get("version", cls.version)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ConfigError(f"{where}.version={version!r}: must be an int")
+        return cls(language=lang, stopwords=stopwords, split_identifiers=split, k1=nums["k1"], b=nums["b"],
+                   avg_doc_len=nums["avg_doc_len"], version=version)
 
 
 @dataclass(frozen=True)
@@ -191,12 +203,12 @@ class Analyzer:
         return list(dict.fromkeys(self.tokens(text)))
 
 
-def analyzer(config: Mapping[str, Any] | AnalyzerConfig | None = None) -> Analyzer:
+def analyzer(config: Mapping[str, object] | AnalyzerConfig | None = None) -> Analyzer:
     """An ``Analyzer`` from a stored config dict (None: the defaults)."""
     return Analyzer(AnalyzerConfig.from_dict(config))
 
 
-def payload_text(payload: Mapping[str, Any]) -> str:
+def payload_text(payload: Mapping[str, object]) -> str:
     """The text a stored item offers the lexical index (title, caption, text), or ``""`` when none."""
     parts: list[str] = []
     for key in TEXT_FIELDS:

@@ -13,10 +13,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from omniret.errors import CollectionError, ConfigError
 from omniret.index.lexical import AnalyzerConfig
+from omniret.types import JSON
 
 #: the manifest's file name in a collection's folder
 MANIFEST = "collection.json"
@@ -45,16 +46,16 @@ class Manifest:
     url: str | None = None
     created: str | None = None
     #: the store options given at creation (and the ones recall tuning chose); never an API key
-    store_options: Mapping[str, Any] = field(default_factory=lambda: {})
-    recall_tuning: Mapping[str, Any] | None = None
+    store_options: Mapping[str, JSON] = field(default_factory=lambda: {})
+    recall_tuning: Mapping[str, JSON] | None = None
     #: the runtime that embedded the collection's items at creation (torch, onnx, onnx-int8, openvino);
     #: None for collections made before backends were recorded
     model_backend: str | None = None
     #: keys this version does not know, kept as they were
-    extra: Mapping[str, Any] = field(default_factory=lambda: {})
+    extra: Mapping[str, JSON] = field(default_factory=lambda: {})
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, where: str) -> Manifest:
+    def from_json(cls, data: Mapping[str, JSON], *, where: str) -> Manifest:
         """A manifest from its JSON object; ``CollectionError`` naming ``where`` and the bad key."""
         def bad(key: str, want: str) -> CollectionError:
             return CollectionError(f"{where}: {MANIFEST} key {key!r} must be {want}, got {data.get(key)!r}")
@@ -71,11 +72,11 @@ class Manifest:
                 raise bad(key, "an integer or null")
             return v
 
-        def opt_map(key: str) -> dict[str, Any] | None:
+        def opt_map(key: str) -> dict[str, JSON] | None:
             v = data.get(key)
-            if v is not None and not isinstance(v, dict):
-                raise bad(key, "an object or null")
-            return cast("dict[str, Any] | None", v)
+            if v is None or isinstance(v, dict):
+                return v
+            raise bad(key, "an object or null")
 
         model, dim = data.get("model"), data.get("dim")
         if not isinstance(model, str) or not model:
@@ -103,9 +104,9 @@ class Manifest:
             model_backend=opt_str("model_backend"),
             extra={k: v for k, v in data.items() if k not in _KNOWN})
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSON]:
         """The JSON object written to ``collection.json`` (unknown keys first, so known ones win)."""
-        out: dict[str, Any] = {**self.extra, "name": self.name, "model": self.model, "dim": self.dim,
+        out: dict[str, JSON] = {**self.extra, "name": self.name, "model": self.model, "dim": self.dim,
                                "instruction": self.instruction, "funnel_dim": self.funnel_dim}
         if self.lexical is not None:
             out["lexical"] = self.lexical.to_dict()
@@ -134,7 +135,7 @@ def read_manifest(folder: Path) -> Manifest | None:
         raise CollectionError(f"{where}: unreadable {MANIFEST} ({e})") from e
     if not isinstance(data, dict):
         raise CollectionError(f"{where}: {MANIFEST} must hold a JSON object")
-    manifest = Manifest.from_json(cast("dict[str, Any]", data), where=where)
+    manifest = Manifest.from_json(cast("dict[str, JSON]", data), where=where)  # json.loads gives JSON
     return manifest if manifest.name else manifest.with_changes(name=folder.name)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from omniret.errors import ConfigError
 from omniret.index.manifest import Manifest
 from omniret.index.protocol import Payload, PointBatch, PointExport, VectorStore
+from omniret.types import JSON
 
 #: points per batch read and written
 BATCH = 1000
@@ -84,10 +85,12 @@ def payload_rewriter(old: Path | str | None, new: Path) -> Callable[[Payload], P
     prefix, to = str(old).rstrip("/") + "/", str(new) + "/"
 
     def rewrite(p: Payload) -> Payload:
-        hit = [k for k in PATH_KEYS if isinstance(p.get(k), str) and p[k].startswith(prefix)]
-        if not hit:
-            return p
-        return {**p, **{k: to + p[k][len(prefix):] for k in hit}}
+        moved: dict[str, JSON] = {}
+        for k in PATH_KEYS:
+            v = p.get(k)
+            if isinstance(v, str) and v.startswith(prefix):
+                moved[k] = to + v[len(prefix):]
+        return {**p, **moved} if moved else p
 
     return rewrite
 

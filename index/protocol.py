@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeAlias, TypedDict, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol, TypeAlias, TypedDict, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -11,10 +11,10 @@ import numpy.typing as npt
 from omniret.index.filters import Filter
 from omniret.index.fusion import DEFAULT_ALPHA
 from omniret.index.tuning import TuneResult
-from omniret.types import Hit
+from omniret.types import JSON, Hit
 
 #: an item's payload: a JSON object (its text, media path, page or span, and the caller's metadata)
-Payload: TypeAlias = dict[str, Any]
+Payload: TypeAlias = dict[str, JSON]
 
 
 class StoredItem(TypedDict):
@@ -61,7 +61,7 @@ class VectorStore(Protocol):
 
     def close(self) -> None: ...
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, JSON]:
         """Backend facts (backend, index kind, dim, options) for ``Collection.info()``."""
         ...
 
@@ -109,7 +109,7 @@ class TunableStore(Protocol):
 
     def tune(self, recall: float, *, k: int = 10, sample: int = 1000) -> TuneResult: ...
 
-    def recall_tuning(self) -> dict[str, Any] | None: ...
+    def recall_tuning(self) -> dict[str, JSON] | None: ...
 
 
 @runtime_checkable
@@ -215,7 +215,16 @@ def check_funnel_dim(funnel_dim: object, dim: int, *, where: str) -> int | None:
     return funnel_dim
 
 
-def funnel_pool(k: int, options: dict[str, Any], where: str) -> int:
+def options_json(options: Mapping[str, object], *, omit: Sequence[str] = ()) -> dict[str, JSON]:
+    """A store's options as the JSON ``info()`` reports, less the ``omit`` keys (secrets, machine facts).
+
+    Store options are JSON scalars by their ``TypedDict``; anything else is shown by its ``repr``.
+    """
+    return {k: v if v is None or isinstance(v, (str, int, float, bool)) else repr(v)
+            for k, v in options.items() if k not in omit}
+
+
+def funnel_pool(k: int, options: Mapping[str, object], where: str) -> int:
     """How many short-prefix candidates a funnel search re-scores for ``k`` hits."""
     mult = options.get("funnel_candidates", FUNNEL_CANDIDATES)
     if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:

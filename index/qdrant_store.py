@@ -57,8 +57,12 @@ from omniret.index.protocol import (
     check_search,
     check_upsert,
     funnel_pool,
+    options_json,
 )
-from omniret.types import Hit
+from omniret.types import JSON, Hit
+
+if TYPE_CHECKING:
+    from qdrant_client import models as qm
 
 if TYPE_CHECKING:
     from qdrant_client.http.models import Record
@@ -86,7 +90,7 @@ class QdrantOptions(TypedDict, total=False):
     server_fusion: bool     # hybrid RRF through Qdrant's Query API (default: on a server yes, local mode no)
 
 
-def check_options(options: Mapping[str, Any] | None) -> QdrantOptions:
+def check_options(options: Mapping[str, object] | None) -> QdrantOptions:
     """The Qdrant options a caller or a manifest gives; ``ConfigError`` naming unknown ones."""
     given = dict(options or {})
     unknown = set(given) - set(QdrantOptions.__annotations__)
@@ -96,7 +100,7 @@ def check_options(options: Mapping[str, Any] | None) -> QdrantOptions:
     return cast(QdrantOptions, given)
 
 
-def _payload(point: Any) -> Payload:
+def _payload(point: qm.Record | qm.ScoredPoint) -> Payload:
     """A Qdrant point's payload as a new dict (``{}`` when it has none)."""
     return dict(point.payload or {})
 
@@ -111,7 +115,7 @@ class QdrantStore:
 
     def __init__(self, name: str, *, dim: int | None = None, path: str | Path | None = None, url: str | None = None,
                  options: QdrantOptions | None = None, create: bool = True, funnel_dim: int | None = None,
-                 lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
+                 lexical: Mapping[str, object] | AnalyzerConfig | None = None) -> None:
         if (path is None) == (url is None):
             raise ConfigError("QdrantStore takes exactly one of path= (embedded local mode) or url= (server)")
         checked = check_options(options)
@@ -131,9 +135,9 @@ class QdrantStore:
                 Path(path).mkdir(parents=True, exist_ok=True)
                 self._client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
             else:
-                kw: dict[str, Any] = {k: self.options[k] for k in ("api_key", "timeout", "prefer_grpc")  # type: ignore[literal-required]
-                                      if k in self.options}
-                self._client = QdrantClient(url=url, **kw)
+                self._client = QdrantClient(url=url, api_key=self.options.get("api_key"),
+                                            timeout=self.options.get("timeout"),
+                                            prefer_grpc=self.options.get("prefer_grpc", False))
             exists = self._client.collection_exists(name)
         except OmniretError:
             raise
@@ -146,8 +150,7 @@ class QdrantStore:
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"Qdrant collection {name!r}: cannot read its config: {e}") from e
             self.lexical_ready = SPARSE in (config.params.sparse_vectors or {})
-            metadata: dict[str, Any] = getattr(config, "metadata", None) or {}
-            stored = metadata.get(META_KEY)
+            stored = (config.metadata or {}).get(META_KEY)
             where = f"Qdrant collection {name!r}: lexical"
             lex_config = AnalyzerConfig.from_dict(stored if stored is not None else lexical, where=where)
             if stored is not None and lexical is not None and AnalyzerConfig.from_dict(lexical, where=where) != lex_config:
@@ -191,7 +194,7 @@ class QdrantStore:
                                                 "write_consistency_factor") if k in self.options}
             full = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
                                        on_disk=self.options.get("on_disk"))
-            vectors: Any = full
+            vectors: qm.VectorParams | dict[str, qm.VectorParams] = full
             if self.funnel_dim is not None:
                 vectors = {FULL: full, SHORT: models.VectorParams(size=self.funnel_dim,
                                                                   distance=models.Distance.COSINE)}
@@ -221,7 +224,7 @@ class QdrantStore:
         models = self._models
         short = truncate(m, self.funnel_dim) if self.funnel_dim is not None else None
         for s in range(0, len(ids), self._batch):
-            vecs: list[dict[str, Any]] = [{self._dense: v} for v in m[s:s + self._batch].tolist()]
+            vecs: list[dict[str, qm.Vector]] = [{self._dense: v} for v in m[s:s + self._batch].tolist()]
             if short is not None:
                 for v, sv in zip(vecs, short[s:s + self._batch].tolist(), strict=True):
                     v[SHORT] = sv
@@ -270,11 +273,12 @@ class QdrantStore:
                              f"sparse vector {SPARSE!r} (Qdrant cannot add one to an existing collection); "
                              "re-index its sources into a new collection for lexical or hybrid search")
 
-    def _sparse_query(self, text: str) -> Any:
+    def _sparse_query(self, text: str) -> qm.SparseVector | None:
         idx, val = bm25_query_vector(self.analyzer.query_terms(text))
         return self._models.SparseVector(indices=idx, values=val) if idx else None
 
-    def _dense_request(self, row: np.ndarray, k: int, qf: Any, funnel: bool | None) -> Any:
+    def _dense_request(self, row: np.ndarray, k: int, qf: qm.Filter | None, funnel: bool | None
+                       ) -> qm.QueryRequest:
         models = self._models
         if self.funnel_dim is not None and funnel is not False:
             pool = funnel_pool(k, dict(self.options), f"Qdrant collection {self.name!r}")
@@ -315,7 +319,7 @@ class QdrantStore:
         models = self._models
         depth = max(depth or k, k)
         qf = to_qdrant(parse_filter(filter))
-        requests: list[Any] = []
+        requests: list[qm.QueryRequest] = []
         plan: list[tuple[int, int, int]] = []  # per query: positions of dense, sparse, fused (-1: none)
         for row, text in zip(q, texts, strict=True):
             dense = self._dense_request(row, depth, qf, funnel)
@@ -375,10 +379,10 @@ class QdrantStore:
                 return out
 
     @staticmethod
-    def _hit(p: Any) -> Hit:
+    def _hit(p: qm.ScoredPoint) -> Hit:
         payload = _payload(p)
-        item_id = payload.pop(ID_KEY, str(p.id))
-        return Hit(id=item_id, score=float(p.score), payload=payload)
+        item_id = payload.pop(ID_KEY, None)
+        return Hit(id=item_id if isinstance(item_id, str) else str(p.id), score=float(p.score), payload=payload)
 
     def get(self, ids: Sequence[str]) -> list[StoredItem | None]:
         ids = [str(i) for i in ids]
@@ -409,11 +413,10 @@ class QdrantStore:
     def count(self) -> int:
         return int(self._call("count", "count", collection_name=self.name, exact=True).count)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, JSON]:
         return {"backend": "qdrant", "index": "qdrant", "dim": self.dim, "funnel_dim": self.funnel_dim,
                 "lexical": self.analyzer.config.to_dict(), "lexical_ready": self.lexical_ready,
-                "location": self.location,
-                "options": {k: v for k, v in self.options.items() if k != "api_key"}}
+                "location": self.location, "options": options_json(self.options, omit=("api_key",))}
 
     def drop(self) -> None:
         """Delete the Qdrant collection itself (used by ``delete_collection``)."""

@@ -130,7 +130,7 @@ class ReadFiles:
         self.reader = FileReader(ReaderModel(info), options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cols: dict[str, list[Any]] = {k: [] for k in ("source", "root", "path", "sha", "old_ids", "n", "ord", "id",
+        cols: dict[str, list[object]] = {k: [] for k in ("source", "root", "path", "sha", "old_ids", "n", "ord", "id",
                                                       "item", "payload", "status", "reason")}
 
         def row(src: Source, sha: str, old: str, n: int, i: int, id_: str, item: bytes, payload: str,

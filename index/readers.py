@@ -18,17 +18,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from omniret.base.models import find_tokenizer
 from omniret.errors import ItemError
 from omniret.index.chunking import Chunker, html_to_text
 from omniret.index.ledger import Source
+from omniret.index.protocol import Payload
 from omniret.jsonl import iter_jsonl, resolve_media
-from omniret.types import IMAGE_SUFFIXES, Item
+from omniret.types import IMAGE_SUFFIXES, JSON, Item
 
 #: one item read from a source: its id, the item to embed, and the payload stored beside its vector
-Entry = tuple[str, Item, dict[str, Any]]
+Entry = tuple[str, Item, Payload]
 
 TEXT_SUFFIXES = frozenset({
     ".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".xml", ".yaml",
@@ -96,7 +97,7 @@ def discover(paths: Sequence[str | os.PathLike[str]], *, recursive: bool = True)
 def read_item_manifest(path: Path) -> list[Source]:
     """A JSONL manifest's sources: its item lines as one source (keyed by the manifest's name), and each
     ``{"path": ...}`` line as the file it names (relative to the manifest's folder)."""
-    items: list[dict[str, Any]] = []
+    items: list[dict[str, JSON]] = []
     files: list[Source] = []
     for lineno, obj in iter_jsonl(path, strings_as_text=True, error=ItemError):
         if set(obj) == {"path"}:
@@ -141,7 +142,7 @@ class FileReader:
             raise SkipFile(f"unsupported file type {src.path.suffix or '(none)'}")
         if src.path.stat().st_size == 0:
             raise ItemError(f"{src.key}: empty file")
-        base: dict[str, Any] = {"source": src.key, "path": str(src.path), "kind": kind, "sha256": sha}
+        base: Payload = {"source": src.key, "path": str(src.path), "kind": kind, "sha256": sha}
         if kind == "text":
             return self._text(src, base)
         if kind == "image":
@@ -150,7 +151,7 @@ class FileReader:
             return self._pdf(src, base)
         return self._video(src, base)
 
-    def _text(self, src: Source, base: dict[str, Any]) -> list[Entry]:
+    def _text(self, src: Source, base: Payload) -> list[Entry]:
         try:
             text = src.path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
@@ -163,12 +164,12 @@ class FileReader:
         return [(f"{src.key}#chunk={i}", Item(text=c), {**base, "chunk": i, "text": c})
                 for i, c in enumerate(chunks)]
 
-    def _image(self, src: Source, base: dict[str, Any]) -> list[Entry]:
+    def _image(self, src: Source, base: Payload) -> list[Entry]:
         if "image" not in self.modalities:
             raise SkipFile(f"model {self.model.name} cannot embed images (text-only)")
         return [(src.key, Item(image=str(src.path)), {**base, "image": str(src.path)})]
 
-    def _pdf(self, src: Source, base: dict[str, Any]) -> list[Entry]:
+    def _pdf(self, src: Source, base: Payload) -> list[Entry]:
         from omniret.base.media import pdf_page_items
 
         multimodal = "image" in self.modalities
@@ -190,7 +191,7 @@ class FileReader:
             raise SkipFile(f"PDF has no text layer and model {self.model.name} is text-only")
         return out
 
-    def _video(self, src: Source, base: dict[str, Any]) -> list[Entry]:
+    def _video(self, src: Source, base: Payload) -> list[Entry]:
         if "video" not in self.modalities:
             raise SkipFile(f"model {self.model.name} cannot embed video (text-only)")
         from omniret.base.media import probe_video
@@ -214,8 +215,8 @@ class FileReader:
         out: list[Entry] = []
         for i, d in enumerate(src.manifest_items or []):
             item = Item.from_dict(d, index=i)
-            payload: dict[str, Any] = {**item.metadata, "source": src.key, "path": str(src.path), "kind": "item",
-                                       "sha256": sha}
+            payload: Payload = {**item.metadata, "source": src.key, "path": str(src.path), "kind": "item",
+                                "sha256": sha}
             for key in ("text", "image", "video", "video_start", "video_end"):
                 v = getattr(item, key)
                 if isinstance(v, (str, int, float)):

@@ -9,8 +9,7 @@ image path, PDF page, video span): ingestion stores enough to do that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -81,26 +80,33 @@ def first_stage(store: VectorStore, vectors: np.ndarray | None, texts: Sequence[
     return [fuse(d, lx, k, fusion=fusion, alpha=alpha) for d, lx in zip(dense, lexical, strict=True)]
 
 
-def item_from_payload(payload: dict[str, Any], modalities: frozenset[str] | set[str]) -> Item | None:
+def _seconds(v: object) -> float | None:
+    """A payload's segment bound: a number of seconds, or None when absent (or not a number)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def item_from_payload(payload: Mapping[str, object], modalities: frozenset[str] | set[str]) -> Item | None:
     """The document a payload describes, in the modalities a model takes; None when it cannot be rebuilt.
 
     Media win when the model accepts them (a PDF page is re-rendered from its file); otherwise the text
     (a PDF page's text layer, a chunk) stands for the document.
     """
-    text = payload.get("text") if isinstance(payload.get("text"), str) and payload.get("text") else None
+    given = payload.get("text")
+    text = given if isinstance(given, str) and given else None
     kind = payload.get("kind")
-    path = payload.get("path")
-    if kind == "pdf" and path and "image" in modalities:
+    path, page = payload.get("path"), payload.get("page", 1)
+    if kind == "pdf" and isinstance(path, str) and path and isinstance(page, (int, float, str)) \
+            and "image" in modalities:
         from omniret.base.media import pdf_page_items
 
         try:
-            return pdf_page_items(path, pages=[int(payload.get("page", 1))])[0]
+            return pdf_page_items(path, pages=[int(page)])[0]
         except ItemError:
             pass
     video = payload.get("video")
     if isinstance(video, str) and "video" in modalities:
-        return Item(video=video, video_start=payload.get("video_start"), video_end=payload.get("video_end"),
-                    text=text if kind != "video" else None)
+        return Item(video=video, video_start=_seconds(payload.get("video_start")),
+                    video_end=_seconds(payload.get("video_end")), text=text if kind != "video" else None)
     image = payload.get("image")
     if isinstance(image, str) and "image" in modalities:
         return Item(image=image, text=text if kind != "image" else None)

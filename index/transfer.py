@@ -253,7 +253,8 @@ def _retune(store: VectorStore, manifest: Manifest, recall: float | None, source
             ) -> tuple[Manifest, dict[str, Any] | None]:
     """Re-tune a ``TunableStore`` destination of another index kind to ``recall`` (else the source's recorded
     target); the manifest with the result recorded, and the result."""
-    target = recall if recall is not None else (source.recall_tuning or {}).get("target")
+    recorded = (source.recall_tuning or {}).get("target")
+    target = recall if recall is not None else (float(recorded) if isinstance(recorded, (int, float)) else None)
     if target is None or not isinstance(store, TunableStore) or manifest.index == "flat" or \
             (recall is None and manifest.recall_tuning is not None):
         return manifest, None

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from omniret.errors import ConfigError
+from omniret.types import JSON
 
 #: efSearch values tried for HNSW, cheapest first
 EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
@@ -103,13 +103,13 @@ class TuneResult:
     recall: float
     met: bool
     tried: list[tuple[int, float]] = field(default_factory=lambda: [])
-    extra: dict[str, Any] = field(default_factory=lambda: {})
+    extra: dict[str, JSON] = field(default_factory=lambda: {})
     #: the store options this result sets (e.g. ``{"ef_search": 96}``)
     settings: dict[str, int] = field(default_factory=lambda: {})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         return {"target": self.target, "k": self.k, "sample": self.sample, "param": self.param,
-                "value": self.value, "recall": round(self.recall, 4), "met": self.met, "settings": self.settings,
+                "value": self.value, "recall": round(self.recall, 4), "met": self.met, "settings": {**self.settings},
                 "tried": [[v, round(r, 4)] for v, r in self.tried], **self.extra}
 
 

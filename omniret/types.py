@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 from omniret.errors import ItemError
+
+#: a JSON value (what ``json.loads`` returns): payloads, filters, manifests and reports are built from it
+JSON: TypeAlias = "str | int | float | bool | None | list[JSON] | dict[str, JSON]"
 
 #: Keys of the reference implementation's input dict, plus omniret's ``id`` and ``metadata`` and
 #: qwen-vl-utils' ``video_start``/``video_end``.

@@ -69,6 +69,12 @@ def test_analyser_splits_identifiers_folds_case_drops_stop_words_and_stems() -> 
         AnalyzerConfig.from_dict({"stemmer": "porter"})
     with pytest.raises(ConfigError, match=r"lexical.b=2.0: must be between 0 and 1"):
         AnalyzerConfig.from_dict({"b": 2.0})
+    with pytest.raises(ConfigError, match=r"lexical.split_identifiers='yes': must be true or false"):
+        AnalyzerConfig.from_dict({"split_identifiers": "yes"})
+    with pytest.raises(ConfigError, match=r"lexical.version=1.5: must be an int"):
+        AnalyzerConfig.from_dict({"version": 1.5})
+    with pytest.raises(ConfigError, match=r"lexical.language=3: not a Snowball language"):
+        AnalyzerConfig.from_dict({"language": 3})
 
 
 # ------------------------------------------------------------------------------------ fusion, by hand

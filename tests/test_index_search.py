@@ -74,3 +74,6 @@ def test_item_from_payload() -> None:
     assert (v.video, v.video_start, v.video_end, v.text) == ("/x.mp4", 2.0, 4.0, None)
     assert item_from_payload({"kind": "image", "image": "/a.png"}, {"text"}) is None
     assert item_from_payload({"kind": "pdf", "path": "/nope.pdf", "page": 1, "text": "layer"}, {"text"}).text == "layer"
+    # segment bounds that are not numbers are dropped, not passed on to the item
+    odd = item_from_payload({"kind": "video", "video": "/x.mp4", "video_start": "2", "video_end": True}, mm)
+    assert (odd.video_start, odd.video_end) == (None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def test_overwrite_and_delete(backend: str, tmp_path: Path) -> None:
     {"tags": "even"},
     {"score": {"lt": 0.5}},
     {"page": 3},
+    # any-of over floats (Qdrant: one-point ranges), ints and strings together
+    {"score": {"any": [0.3, 0.7]}, "page": {"any": [3, 0]}, "kind": {"any": ["pdf", "text"]}},
 ])
 def test_filters_honour_k(backend: str, tmp_path: Path, flt: dict) -> None:
     n = 300
@@ -114,6 +117,17 @@ def test_filters_honour_k(backend: str, tmp_path: Path, flt: dict) -> None:
         if backend in ("faiss", "qdrant"):
             assert [h.id for h in row] == exact
     store.close()
+
+
+def test_info_reports_options_as_json_without_secrets(tmp_path: Path) -> None:
+    q = QdrantStore("c", dim=DIM, path=tmp_path / "qdrant", options={"batch_size": 7, "api_key": "secret"})
+    f = FaissStore(tmp_path / "faiss", dim=DIM, options={"nprobe": 4, "gpu": False})
+    qi, fi = q.info(), f.info()
+    assert qi["options"] == {"batch_size": 7}
+    assert isinstance(fi["options"], dict) and fi["options"]["nprobe"] == 4 and "gpu" not in fi["options"]
+    assert json.loads(json.dumps([qi, fi])) == [qi, fi]
+    q.close()
+    f.close()
 
 
 def test_persistence_across_reopen(backend: str, tmp_path: Path) -> None:

@@ -539,8 +539,11 @@ async def thumbnail(name: str, item_id: str, request: Request) -> Response:
         if file is None:
             raise ApiError(404, "not_found", f"item {item_id!r} has no stored image or PDF page to preview",
                            field="id")
-        return _render(file, kind or "image", int(payload.get("page") or 1),
-                       float(payload.get("video_start") or 0.0), max_pixels=state.settings.max_image_pixels)
+        page, start = payload.get("page") or 1, payload.get("video_start") or 0.0
+        if not isinstance(page, (int, float, str)) or not isinstance(start, (int, float, str)):
+            raise ApiError(404, "not_found", f"item {item_id!r} has no stored image or PDF page to preview",
+                           field="id")
+        return _render(file, kind or "image", int(page), float(start), max_pixels=state.settings.max_image_pixels)
 
     return Response(await _worker(state, run), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=300"})

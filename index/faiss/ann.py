@@ -61,7 +61,7 @@ def check_index_kind(kind: object) -> IndexKind:
     raise ConfigError(f"index={kind!r}: choose one of {', '.join(INDEX_KINDS)}")
 
 
-def check_options(options: Mapping[str, Any] | None) -> FaissOptions:
+def check_options(options: Mapping[str, object] | None) -> FaissOptions:
     """The FAISS options a caller or a manifest gives; ``ConfigError`` naming unknown ones (checked before
     anything is opened). Values are checked where they are used."""
     given = dict(options or {})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -42,7 +41,7 @@ class LexicalTable:
         self.analyzer = Analyzer(AnalyzerConfig())
         self.ready = True
 
-    def load(self, meta: Mapping[str, str], lexical: Mapping[str, Any] | AnalyzerConfig | None) -> None:
+    def load(self, meta: Mapping[str, str], lexical: Mapping[str, object] | AnalyzerConfig | None) -> None:
         """Load the recorded analyser (a store from before the lexical index records one, to be built)."""
         where = f"FAISS store {self.where}: lexical"
         if "lexical" in meta:

@@ -51,9 +51,10 @@ from omniret.index.protocol import (
     check_search,
     check_upsert,
     funnel_pool,
+    options_json,
 )
 from omniret.index.tuning import TuneResult, check_recall
-from omniret.types import Hit
+from omniret.types import JSON, Hit
 
 __all__ = ["EXACT_FILTER_ROWS", "INDEX_KINDS", "LEXICAL_BUILD_BATCH", "FaissOptions", "FaissStore", "IndexKind"]
 
@@ -66,7 +67,7 @@ class FaissStore:
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, index: IndexKind = "flat",
                  options: FaissOptions | None = None, create: bool = True, funnel_dim: int | None = None,
-                 lexical: Mapping[str, Any] | AnalyzerConfig | None = None) -> None:
+                 lexical: Mapping[str, object] | AnalyzerConfig | None = None) -> None:
         import faiss
 
         self.path = Path(path)
@@ -131,14 +132,14 @@ class FaissStore:
     def analyzer(self) -> Analyzer:
         return self._lexical.analyzer
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, JSON]:
         """Backend facts for ``Collection.info()``."""
         return {"backend": "faiss", "index": self.kind, "exact": self.exact, "dim": self.dim,
                 "funnel_dim": self.funnel_dim, "lexical": self.analyzer.config.to_dict(),
                 "lexical_ready": self.lexical_ready,
                 "path": str(self.path), "gpu": self._ann.gpu_res is not None, "recall_tuning": self.recall_tuning(),
                 "mmap": self._ann.mapped,
-                "options": {k: v for k, v in self.options.items() if k != "gpu"}}
+                "options": options_json(self.options, omit=("gpu",))}
 
     # -- VectorStore -------------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload] | None = None
@@ -285,7 +286,7 @@ class FaissStore:
                                   "recall_tuning": json.dumps({**res.to_dict(), "count": self._items.count()})})
             return res
 
-    def recall_tuning(self) -> dict[str, Any] | None:
+    def recall_tuning(self) -> dict[str, JSON] | None:
         """The last ``tune`` result (what was chosen, measured recall, collection size then), or None."""
         raw = self._items.meta().get("recall_tuning")
         return json.loads(raw) if raw else None

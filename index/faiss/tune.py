@@ -64,6 +64,7 @@ def tune_index(ann: AnnIndex, target: float, *, k: int, sample: int, max_build: 
     scratch.add_with_ids(rest_vecs, rest_ids)
     del rest_vecs
     res = TuneResult(target=target, k=k, sample=len(qids), param=None, value=None, recall=1.0, met=True)
+    wide_nprobe: int | None = None  # ivfpq: the nprobe kept when the target also needed a wider rescore
     live, dead = ann.index, ann.dead
     ann.index, ann.dead = scratch, set()
     try:
@@ -77,7 +78,7 @@ def tune_index(ann: AnnIndex, target: float, *, k: int, sample: int, max_build: 
             v, r, met, tried = walk_grid(lambda p: _probe(ann, q, k, nprobe=p), grid, truth, qids, target)
             res.param, res.value, res.recall, res.met, res.tried = "nprobe", v, r, met, tried
             if not met:  # the codes themselves are too coarse: widen the exact re-scoring pool
-                nprobe = v
+                nprobe = wide_nprobe = v
                 v, r, met, more = walk_grid(lambda f: _probe(ann, q, k, nprobe=nprobe, rescore=f),
                                             RESCORE_GRID, truth, qids, target)
                 res.extra["nprobe"] = nprobe
@@ -91,7 +92,7 @@ def tune_index(ann: AnnIndex, target: float, *, k: int, sample: int, max_build: 
     chosen: dict[str, int] = {}
     if res.param is not None and res.value is not None:
         chosen[res.param] = int(res.value)
-        if "nprobe" in res.extra:
-            chosen["nprobe"] = int(res.extra["nprobe"])
+        if wide_nprobe is not None:
+            chosen["nprobe"] = wide_nprobe
     res.settings = chosen
     return res
