@@ -88,12 +88,35 @@ def collections_snapshot(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Archive file (default: "
                                                                        "NAME-<UTC time>.omniret.tar here).")] = None,
     batch_size: BatchOpt = 1000,
+    server_snapshot: Annotated[bool, typer.Option(
+        "--server-snapshot", help="A collection on a Qdrant server: download the server's own point-in-time "
+                                  "snapshot (Qdrant's format; restore it with Qdrant's recover API) instead of "
+                                  "omniret's archive, which a server does not isolate from live writers.")] = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a point-in-time archive of a collection (items, vectors, payloads, ledger, media, manifest)."""
     from omniret.index.transfer import snapshot_collection
 
+    if server_snapshot:
+        from omniret.errors import ConfigError
+        from omniret.index.catalog import collection_store
+        from omniret.index.qdrant_snapshots import download_server_snapshot
+        from omniret.index.qdrant_store import QdrantStore
+
+        store = collection_store(name, _root(root))
+        try:
+            if not isinstance(store, QdrantStore):
+                raise ConfigError(f"collection {name!r} is not on Qdrant: --server-snapshot is for a Qdrant "
+                                  "server's collections (drop it to write omniret's archive)")
+            out = download_server_snapshot(store, output or Path(f"{name}.snapshot"))
+        finally:
+            store.close()
+        if json_out:
+            console.print_json(json.dumps({"name": name, "dest": str(out), "kind": "qdrant-server-snapshot"}))
+        else:
+            console.print(f"wrote {out} (Qdrant server snapshot)")
+        return
     with _bar(f"snapshot {name}", json_out) as progress:
         r = snapshot_collection(name, output, root=_root(root), batch_size=batch_size, progress=progress)
     _report(r, json_out, f"wrote {r.dest}")

@@ -198,14 +198,15 @@ class QdrantStore:
             if self.funnel_dim is not None:
                 vectors = {FULL: full, SHORT: models.VectorParams(size=self.funnel_dim,
                                                                   distance=models.Distance.COSINE)}
-            self._call("create collection", "create_collection", collection_name=name, vectors_config=vectors,
+            self.call("create collection", "create_collection", collection_name=name, vectors_config=vectors,
                        sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                        metadata={META_KEY: lex_config.to_dict()}, **cfg)
         self.analyzer = Analyzer(lex_config)
         #: the dense vector's name ("" is Qdrant's unnamed default vector)
         self._dense = FULL if self._named else ""
 
-    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """qdrant-client's ``method`` under the store's lock, its errors raised as ``StoreError`` naming ``what``."""
         with self._lock:
             if self._client is None:
                 raise StoreError(f"Qdrant store {self.name!r} is closed")
@@ -235,14 +236,14 @@ class QdrantStore:
                         v[SPARSE] = models.SparseVector(indices=idx, values=val)
             points = [models.PointStruct(id=point_id(i), vector=v, payload={**p, ID_KEY: i})
                       for i, v, p in zip(ids[s:s + self._batch], vecs, pls[s:s + self._batch], strict=True)]
-            self._call("upsert", "upsert", collection_name=self.name, points=points, wait=True)
+            self.call("upsert", "upsert", collection_name=self.name, points=points, wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
         ids = [str(i) for i in ids]
         if not ids:
             return
         selector = self._models.PointIdsList(points=[point_id(i) for i in ids])
-        self._call("delete", "delete", collection_name=self.name, points_selector=selector, wait=True)
+        self.call("delete", "delete", collection_name=self.name, points_selector=selector, wait=True)
 
     def search(self, vectors: np.ndarray, k: int, filter: Filter | None = None,  # noqa: A002
                *, funnel: bool | None = None) -> list[list[Hit]]:
@@ -261,7 +262,7 @@ class QdrantStore:
         else:
             requests = [models.QueryRequest(query=row.tolist(), using=using, limit=k, filter=qf, with_payload=True)
                         for row in q]
-        results = self._call("search", "query_batch_points", collection_name=self.name,
+        results = self.call("search", "query_batch_points", collection_name=self.name,
                              requests=requests)
         return [[self._hit(p) for p in r.points] for r in results]
 
@@ -298,7 +299,7 @@ class QdrantStore:
         sparse = [self._sparse_query(t) for t in texts]
         requests = [self._models.QueryRequest(query=sq, using=SPARSE, limit=k, filter=qf, with_payload=True)
                     for sq in sparse if sq is not None]
-        results = iter(self._call("lexical search", "query_batch_points", collection_name=self.name,
+        results = iter(self.call("lexical search", "query_batch_points", collection_name=self.name,
                                   requests=requests) if requests else [])
         return [[self._hit(p) for p in next(results).points] if sq is not None else [] for sq in sparse]
 
@@ -338,7 +339,7 @@ class QdrantStore:
                     requests.append(models.QueryRequest(prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K + 1)),
                                                         limit=k, filter=qf, with_payload=True))
             plan.append((d_at, s_at, f_at))
-        results = self._call("hybrid search", "query_batch_points", collection_name=self.name, requests=requests)
+        results = self.call("hybrid search", "query_batch_points", collection_name=self.name, requests=requests)
         out: list[list[Hit]] = []
         for d_at, s_at, f_at in plan:
             dense_hits = [self._hit(p) for p in results[d_at].points]
@@ -362,7 +363,7 @@ class QdrantStore:
         if not self.lexical_ready:
             return 0
         flt = self._models.Filter(must=[self._models.HasVectorCondition(has_vector=SPARSE)])
-        return int(self._call("count", "count", collection_name=self.name, count_filter=flt, exact=True).count)
+        return int(self.call("count", "count", collection_name=self.name, count_filter=flt, exact=True).count)
 
     def lexical_ids(self) -> list[str]:
         """The ids of the points that carry a sparse (lexical) vector."""
@@ -372,7 +373,7 @@ class QdrantStore:
         out: list[str] = []
         offset = None
         while True:
-            pts, offset = self._call("scroll", "scroll", collection_name=self.name, scroll_filter=flt, limit=1024,
+            pts, offset = self.call("scroll", "scroll", collection_name=self.name, scroll_filter=flt, limit=1024,
                                      offset=offset, with_payload=[ID_KEY], with_vectors=False)
             out.extend(str(_payload(p).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
@@ -388,7 +389,7 @@ class QdrantStore:
         ids = [str(i) for i in ids]
         if not ids:
             return []
-        pts = self._call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
+        pts = self.call("retrieve", "retrieve", collection_name=self.name, ids=[point_id(i) for i in ids],
                          with_payload=True, with_vectors=[self._dense] if self.lexical_ready or self._named else True)
         found: dict[str, StoredItem] = {}
         for p in pts:
@@ -404,14 +405,14 @@ class QdrantStore:
         out: list[str] = []
         offset = None
         while True:
-            pts, offset = self._call("scroll", "scroll", collection_name=self.name, limit=1024,
+            pts, offset = self.call("scroll", "scroll", collection_name=self.name, limit=1024,
                                      offset=offset, with_payload=[ID_KEY], with_vectors=False)
             out.extend(str(_payload(p).get(ID_KEY, p.id)) for p in pts)
             if offset is None:
                 return out
 
     def count(self) -> int:
-        return int(self._call("count", "count", collection_name=self.name, exact=True).count)
+        return int(self.call("count", "count", collection_name=self.name, exact=True).count)
 
     def info(self) -> dict[str, JSON]:
         return {"backend": "qdrant", "index": "qdrant", "dim": self.dim, "funnel_dim": self.funnel_dim,
@@ -420,7 +421,7 @@ class QdrantStore:
 
     def drop(self) -> None:
         """Delete the Qdrant collection itself (used by ``delete_collection``)."""
-        self._call("delete collection", "delete_collection", collection_name=self.name)
+        self.call("delete collection", "delete_collection", collection_name=self.name)
 
     def close(self) -> None:
         with self._lock:
@@ -447,7 +448,8 @@ class QdrantStore:
 
         In local mode the store's lock is held from the first batch to the last, so writes through this store
         wait and the export is one point in time (local mode admits one process per folder). A server scroll is
-        not isolated from concurrent writes: a live server collection has ``create_server_snapshot``.
+        not isolated from concurrent writes: for a live server collection use the server's own snapshot
+        (``omniret.index.qdrant_snapshots``).
         ``after``: resume past the point of this omniret id (the last id of a batch already taken).
         """
         with self._lock:
@@ -456,7 +458,7 @@ class QdrantStore:
             first = True
             while first or offset is not None:
                 first = False
-                pts, offset = self._call("scroll", "scroll", collection_name=self.name, limit=batch_size,
+                pts, offset = self.call("scroll", "scroll", collection_name=self.name, limit=batch_size,
                                          offset=offset, with_payload=True, with_vectors=[self._dense]
                                          if self._named or self.lexical_ready else True)
                 if skip is not None and pts and str(pts[0].id) == skip:
@@ -471,33 +473,3 @@ class QdrantStore:
                 ids = [str(pl.pop(ID_KEY, p.id)) for p, pl in zip(records, payloads, strict=True)]
                 vecs = [p.vector[self._dense] if isinstance(p.vector, dict) else p.vector for p in records]
                 yield ids, np.reshape(np.asarray(vecs, dtype=np.float32), (len(ids), self.dim)), payloads
-
-    def create_server_snapshot(self, out: Path) -> Path:
-        """A Qdrant server's own snapshot of this collection, downloaded to ``out`` (server only).
-
-        ``create_snapshot`` makes it on the node that answers (on a cluster: run it per node, as Qdrant
-        documents); the file comes from the snapshot REST endpoint. Restore with ``recover_server_snapshot``.
-        """
-        if not self.is_server:
-            raise ConfigError(f"Qdrant collection {self.name!r} is in local mode: it has no server snapshot API")
-        import httpx
-
-        desc = self._call("snapshot", "create_snapshot", collection_name=self.name, wait=True)
-        key = self.options.get("api_key")
-        headers = {"api-key": str(key)} if key else {}
-        url = f"{self.location.rstrip('/')}/collections/{self.name}/snapshots/{desc.name}"
-        try:
-            with httpx.stream("GET", url, headers=headers, timeout=None) as r, open(out, "wb") as f:
-                r.raise_for_status()
-                for chunk in r.iter_bytes(1 << 20):
-                    f.write(chunk)
-        except httpx.HTTPError as e:
-            raise StoreError(f"downloading Qdrant snapshot {desc.name} of {self.name!r} failed: {e}") from e
-        return out
-
-    def recover_server_snapshot(self, location: str) -> None:
-        """Recover this collection on the server from a snapshot ``location`` (a URL or ``file://`` path the
-        server can read), through qdrant-client's ``recover_snapshot``."""
-        if not self.is_server:
-            raise ConfigError(f"Qdrant collection {self.name!r} is in local mode: it has no server snapshot API")
-        self._call("snapshot recovery", "recover_snapshot", collection_name=self.name, location=location, wait=True)

@@ -315,3 +315,27 @@ def test_restore_and_copy_then_index_the_same_folders_embeds_nothing(tmp_path: P
         assert (rep.indexed_files, rep.indexed_items, rep.unchanged) == (0, 0, 6), name
         assert c.count() == first.indexed_items
         c.close()
+
+
+# ------------------------------------------------------------------ a Qdrant server's own snapshot
+@pytest.mark.parametrize("backend, message", [
+    ("qdrant", "is in local mode: it has no server snapshot API"),
+    ("faiss", "is not on Qdrant: --server-snapshot is for a Qdrant server"),
+])
+def test_server_snapshot_is_refused_off_a_qdrant_server(backend: str, message: str, tmp_path: Path,
+                                                        minilm: Any) -> None:
+    """``--server-snapshot`` needs a Qdrant server (which CI cannot run); anywhere else it says so in one line
+    and writes nothing."""
+    from typer.testing import CliRunner
+
+    from omniret.cli import app
+
+    root = tmp_path / "cols"
+    with open_collection("c", root=root, backend=backend, embedder=minilm) as coll:
+        coll.add_vectors(["a"], unit(np.random.default_rng(0), 1, 384), [{"text": "a"}])
+    out = tmp_path / "c.snapshot"
+    res = CliRunner().invoke(app, ["collections", "snapshot", "c", "--server-snapshot", "-o", str(out),
+                                   "--root", str(root)])
+    assert res.exit_code != 0
+    assert message in " ".join(res.output.split())
+    assert not out.exists() and not out.with_name(out.name + ".part").exists()
