@@ -190,7 +190,7 @@ class Collection:
         return AddReport(ids, failures)
 
     def _upsert_items(self, items: list[Item], vectors: np.ndarray) -> None:
-        payloads = []
+        payloads: list[Payload] = []
         for it in items:
             # the item's own fields are written after its metadata: metadata never overrides them
             p: Payload = dict(it.metadata)
@@ -232,7 +232,7 @@ class Collection:
                 raise ConfigError(f"unknown ingestion option(s) {sorted(unknown)}; known: "
                                   f"{', '.join(IngestOptions.__dataclass_fields__)}")
             options = IngestOptions(**{**(options or IngestOptions()).__dict__, **option_kw})
-        if ray is not False and ray is not None:
+        if ray is not False:
             if devs is not None:
                 raise ConfigError("devices= and ray= are two ways to scale out: pick one (Ray places its own "
                                   "actors on the cluster's devices)")
