@@ -24,7 +24,7 @@ def test_snapshot_endpoint_streams_a_restorable_archive_while_serving(minilm_pat
 
     emb = load_embedder(str(minilm_path))
     root = tmp_path / "cols"
-    n = 8_000
+    n = 20_000  # a snapshot long enough (about a second here) for requests to land inside it
     coll = open_collection("big", root=root, embedder=emb)
     x = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
     coll.add_vectors([f"v{i:05d}" for i in range(n)], x / np.linalg.norm(x, axis=1, keepdims=True),
@@ -49,6 +49,10 @@ def test_snapshot_endpoint_streams_a_restorable_archive_while_serving(minilm_pat
                         f.write(chunk)
             done.set()
 
+        # warm the query and add paths first, so the first request's model warm-up cannot outlast the snapshot
+        assert client.post("/v1/collections/big/search", json={"text": "warm", "k": 1}, headers=auth).status_code == 200
+        assert client.post("/v1/collections/big/items", json={"items": [{"id": "warm", "text": "warm"}]},
+                           headers=auth).status_code in (200, 201)
         t = threading.Thread(target=take)
         t.start()
         answered_during = 0

@@ -11,7 +11,6 @@ included) wait until the export is done.
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 from pathlib import Path
 
@@ -22,12 +21,12 @@ from starlette.background import BackgroundTask
 from omniret.api.dependencies import get_state, require_api_key
 from omniret.api.errors import ApiError
 from omniret.api.schemas import ErrorBody
-from omniret.index.collection import COLLECTION_NAME, MANIFEST
+from omniret.errors import ConfigError
+from omniret.index.manifest import MANIFEST
+from omniret.index.names import check_collection_name
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require_api_key)],
                    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-
-_NAME = re.compile(COLLECTION_NAME)
 
 
 @router.post("/{name}/snapshot", response_class=FileResponse,
@@ -39,7 +38,12 @@ async def snapshot(name: str, request: Request) -> FileResponse:
     from omniret.index.transfer import snapshot_collection
 
     state = get_state(request)
-    if not _NAME.match(name) or not (state.root / name / MANIFEST).is_file():
+    try:
+        check_collection_name(name)
+        known = (state.root / name / MANIFEST).is_file()
+    except ConfigError:
+        known = False  # a name the rule refuses names no collection
+    if not known:
         raise ApiError(404, "not_found", f"no collection named {name!r} (see GET /v1/collections)", field="name")
     held = state.collections.get(name)
     folder = Path(tempfile.mkdtemp(prefix="omniret-snapshot-"))
