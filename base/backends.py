@@ -421,3 +421,37 @@ def use_runtime(st_model: Any, choice: BackendChoice, task: Task, *, source: str
     tr.model = Runtime()
     tr.model_forward_params = {*names, "return_dict"}  # the inputs sentence-transformers passes on
     return runtime
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """The inference-backend options of one ``load_embedder`` / ``load_reranker`` call, checked once for
+    both loaders: ``backend``, ``quantize``, ``threads``, ``export_dir``."""
+
+    model: str
+    backend: str
+    quantize: str | None
+    threads: int | None
+    export_dir: str | Path | None
+
+    @classmethod
+    def pop(cls, options: dict[str, Any], *, model: str) -> BackendRequest:
+        """Take the backend options out of a loader's ``options`` and check them (``ConfigError`` naming
+        the bad value)."""
+        backend, quantize = check_backend(options.pop("backend", None), options.pop("quantize", None), model=model)
+        return cls(model, backend, quantize, check_threads(options.pop("threads", None), model=model),
+                   options.pop("export_dir", None))
+
+    def exportable(self) -> BackendChoice:
+        """The backend of a sentence-transformers model, which runs on any of them."""
+        return choose_backend(self.backend, self.quantize, model=self.model, exportable=True,
+                              supported=("torch", "onnx", "openvino"))
+
+    def torch_only(self) -> None:
+        """For a model that runs on torch only (a Qwen tower, the anchored pair): an explicit other backend
+        fails naming the model, ``auto`` picks torch, and ``threads`` sets torch's intra-op threads."""
+        choose_backend(self.backend, self.quantize, model=self.model, exportable=False, supported=("torch",))
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)

@@ -24,16 +24,14 @@ def load_embedder(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     run sentence-transformers models; asking them of another model fails naming the backends it supports,
     while ``auto`` picks the fastest one it can use (the embedder's ``backend`` says which).
     """
-    from omniret.base.backends import check_backend, check_threads, choose_backend
+    from omniret.base.backends import BackendRequest
     from omniret.embed.base import MEDIA_OPTIONS, QWEN_OPTIONS, ST_OPTIONS, check_options
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
 
     label = str(name_or_path)
     check_options(options, model=label)
-    requested, quantize = check_backend(options.pop("backend", None), options.pop("quantize", None), model=label)
-    threads = check_threads(options.pop("threads", None), model=label)
-    export_dir = options.pop("export_dir", None)
+    request = BackendRequest.pop(options, model=label)
     source, spec = resolve(name_or_path)
     if spec is not None and spec.kind != "embedding":
         raise ModelLoadError(f"{name_or_path}: is a {spec.kind} model, not an embedding model")
@@ -41,20 +39,15 @@ def load_embedder(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     if arch == "sentence_transformers":
         from omniret.embed.sentence_transformers import SentenceTransformerEmbedder
 
-        choice = choose_backend(requested, quantize, model=label, exportable=True,
-                                supported=("torch", "onnx", "openvino"))
+        choice = request.exportable()
         st_options = {k: v for k, v in options.items() if k not in MEDIA_OPTIONS | QWEN_OPTIONS}
         return SentenceTransformerEmbedder(source, device=device, dtype=dtype, spec=spec, choice=choice,
-                                           threads=threads, export_dir=export_dir, **st_options)
+                                           threads=request.threads, export_dir=request.export_dir, **st_options)
     if arch not in ("qwen3_vl", "qwen3_text"):
         raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not an embedding model; expected a "
                              "Qwen3-VL, Qwen3 or sentence-transformers embedding checkpoint")
     # the Qwen models run on torch only (their towers are not exported); auto says so by picking torch
-    choose_backend(requested, quantize, model=label, exportable=False, supported=("torch",))
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    request.torch_only()
     qwen_options = {k: v for k, v in options.items() if k not in ST_OPTIONS}
     if arch == "qwen3_vl":
         from omniret.embed.qwen3_vl import Qwen3VLEmbedder

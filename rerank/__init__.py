@@ -26,7 +26,7 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     sentence-transformers CrossEncoders; asking them of another model fails naming the backends it supports,
     while ``auto`` picks the fastest one it can use (the reranker's ``backend`` says which).
     """
-    from omniret.base.backends import check_backend, check_threads, choose_backend
+    from omniret.base.backends import BackendRequest
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
     from omniret.rerank.anchored import is_anchored
@@ -34,9 +34,7 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
 
     label = str(name_or_path)
     check_options(options, model=label)
-    requested, quantize = check_backend(options.pop("backend", None), options.pop("quantize", None), model=label)
-    threads = check_threads(options.pop("threads", None), model=label)
-    export_dir = options.pop("export_dir", None)
+    request = BackendRequest.pop(options, model=label)
     source, spec = resolve(name_or_path)
     anchored = is_anchored(source)
     if not anchored and spec is not None and spec.kind != "reranker":
@@ -45,23 +43,18 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     if arch in ("sentence_transformers", "cross_encoder"):
         from omniret.rerank.cross_encoder import CrossEncoderReranker
 
-        choice = choose_backend(requested, quantize, model=label, exportable=True,
-                                supported=("torch", "onnx", "openvino"))
+        choice = request.exportable()
         text_options = {k: v for k, v in options.items() if k not in MEDIA_OPTIONS}
         for key in ("max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers",
                     "attn_implementation"):
             text_options.pop(key, None)
-        return CrossEncoderReranker(source, device=device, dtype=dtype, spec=spec, choice=choice, threads=threads,
-                                    export_dir=export_dir, **text_options)
+        return CrossEncoderReranker(source, device=device, dtype=dtype, spec=spec, choice=choice, threads=request.threads,
+                                    export_dir=request.export_dir, **text_options)
     if arch not in ("anchored", "qwen3_vl", "qwen3_text"):
         raise ModelLoadError(f"{name_or_path}: a {arch} checkpoint is not a reranker; expected a Qwen3-VL, Qwen3 or "
                              "sentence-transformers CrossEncoder checkpoint")
     # these run on torch only (the Qwen towers and the anchored pair are not exported); auto picks torch
-    choose_backend(requested, quantize, model=label, exportable=False, supported=("torch",))
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    request.torch_only()
     if arch == "anchored":
         from omniret.rerank.anchored import AnchoredReranker
 
