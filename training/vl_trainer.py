@@ -150,8 +150,9 @@ class TrainableTower(ABC):
             self.in_step = frozenset(media & {"image", "video"})
 
     def standin(self, kind: str) -> Any:
-        """A prepared input holding one small ``kind`` medium (only towers with a vision tower have one)."""
-        raise NotImplementedError(f"{type(self).__name__} has no vision tower to feed a stand-in {kind}")
+        """A prepared input holding one small ``kind`` medium. The Qwen3-VL towers override this; a tower
+        without a vision tower reads no media, so asking it to keep a vision tower in step is a config error."""
+        raise ConfigError(f"{type(self).__name__} has no vision tower: it cannot train on {kind} items")
 
     def with_standins(self, prepared: Sequence[Any]) -> list[Any]:
         """``prepared`` plus a stand-in for each kind of ``in_step`` that none of its inputs holds."""
