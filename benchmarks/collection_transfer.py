@@ -9,10 +9,13 @@ a short text each, then times, in one run:
 - the baseline: re-indexing, i.e. embedding every item again with all-MiniLM-L6-v2, measured on
   ``--embed-sample`` texts and extrapolated to ``--n`` (said so in the output);
 - the wait a writer sees while a snapshot runs: a thread upserting batches of 100, its per-batch latency
-  with no snapshot (A) and during a snapshot (B), alternated A, B, A, B.
+  with no snapshot, and during a snapshot with the store's periodic FAISS-file write done in the upsert
+  (``save_behind=False``, the baseline: how the store wrote before) and behind it from a copy
+  (``save_behind=True``, the default), alternated none, sync, behind, none, sync, behind.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/collection_transfer.py --n 100000``. The machine load
-(``os.getloadavg``) is printed beside the figures: the machine is shared.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/collection_transfer.py --n 100000`` (``--writers-only``: only
+the last part, on a collection of ``--n`` items). The machine load (``os.getloadavg``) is printed beside
+the figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--qdrant-n", type=int, default=2000)
     ap.add_argument("--embed-sample", type=int, default=512)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--writers-only", action="store_true",
+                    help="only the writers-during-a-snapshot part (fill, then the alternated sides)")
     args = ap.parse_args()
     from omniret.embed import load_embedder
     from omniret.registry import lookup
@@ -83,6 +88,16 @@ def main() -> None:
     coll.close()
     print(f"add_vectors (precomputed) {args.n} items: {fill_s:.1f} s ({args.n / fill_s:,.0f} items/s)")
 
+    if not args.writers_only:
+        _transfers(args, emb, work, root)
+    _writers_during_snapshot(args, emb, work, root)
+    print(f"load after: {os.getloadavg()}")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _transfers(args: argparse.Namespace, emb: object, work: Path, root: Path) -> None:
+    """Snapshot, restore, copy (FAISS and a Qdrant slice), and the re-embedding baseline."""
     arch = work / "src.tar"
     r = snapshot_collection("src", arch, root=root)
     mb = r.bytes / 1e6
@@ -111,31 +126,41 @@ def main() -> None:
           f"items/s -> {args.n} items extrapolated: {per * args.n:.0f} s (embedding only; reading files and "
           "storing come on top; a Qwen3-VL 2B model on images is orders slower)")
 
-    live = open_collection("src", root=root, embedder=emb)
-    waits: dict[str, list[float]] = {"A": [], "B": []}
-    for side in ("A", "B", "A", "B"):
-        if side == "A":
-            waits["A"] += _writer_latencies(live, args.dim, 5.0, None, side + str(len(waits["A"])))
+
+
+SIDES = {"none": "no snapshot", "sync": "snapshot running, FAISS files written in the upsert (save_behind=False)",
+         "behind": "snapshot running, FAISS files written behind it (save_behind=True, default)"}
+
+
+def _writers_during_snapshot(args: argparse.Namespace, emb: object, work: Path, root: Path) -> None:
+    """A writer thread's per-batch latency with no snapshot, and during a snapshot with either way of
+    writing the FAISS files every ``save_every`` (50,000) changes; sides alternated, twice."""
+    waits: dict[str, list[float]] = {side: [] for side in SIDES}
+    for rnd, side in enumerate(list(SIDES) * 2):
+        live = open_collection("src", root=root, embedder=emb, save_behind=side != "sync")
+        tag = f"{side}{rnd}"
+        if side == "none":
+            waits[side] += _writer_latencies(live, args.dim, 5.0, None, tag)
+            live.close()
             continue
         stop = threading.Event()
         got: list[float] = []
-        th = threading.Thread(target=lambda got=got, stop=stop: got.extend(
-            _writer_latencies(live, args.dim, 600, stop, "B")))
+        th = threading.Thread(target=lambda live=live, got=got, stop=stop, tag=tag: got.extend(
+            _writer_latencies(live, args.dim, 600, stop, tag)))
         th.start()
         t = time.perf_counter()
         snapshot_collection("src", work / "during.tar", root=root)
         snap_s = time.perf_counter() - t
         stop.set()
         th.join()
-        waits["B"] += got
-        print(f"snapshot during writes: {snap_s:.1f} s, {len(got)} writer batches meanwhile")
-    live.close()
+        live.close()
+        waits[side] += got
+        print(f"snapshot during writes ({side}): {snap_s:.1f} s, {len(got)} writer batches meanwhile, "
+              f"load {os.getloadavg()[0]:.1f}")
     for side, xs in waits.items():
-        print(f"writer upsert of 100 items, {'no snapshot' if side == 'A' else 'snapshot running'}: "
-              f"p50 {statistics.median(xs) * 1000:.1f} ms, max {max(xs) * 1000:.1f} ms over {len(xs)} batches")
-    print(f"load after: {os.getloadavg()}")
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
+        q = statistics.quantiles(xs, n=100) if len(xs) > 1 else xs * 99
+        print(f"writer upsert of 100 items, {SIDES[side]}: p50 {statistics.median(xs) * 1000:.1f} ms, "
+              f"p99 {q[98] * 1000:.1f} ms, max {max(xs) * 1000:.1f} ms over {len(xs)} batches")
 
 
 if __name__ == "__main__":

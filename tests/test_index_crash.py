@@ -159,3 +159,72 @@ def test_a_second_store_on_a_live_folder_never_leaves_a_stale_cache_trusted(tmp_
         assert _finds_itself(again, vecs, a + b + c)
     finally:
         again.close()
+
+
+def _unit_vectors(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _generation(path: Path) -> int:
+    with sqlite3.connect(path / "store.sqlite") as db:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+
+@pytest.mark.parametrize("behind", [True, False])
+def test_periodic_save_writes_a_copy_behind_the_writer(tmp_path: Path, behind: bool) -> None:
+    """Every ``save_every`` changes the FAISS files are written: by default from a copy of the index in a
+    background thread (the upsert returns without waiting for the disk), with ``save_behind=False`` in the
+    upsert itself. Either way the file holds exactly the index as of the upsert that crossed the mark, and
+    the sidecar says which generation that was."""
+    import faiss
+
+    vecs = _unit_vectors(160, 2)
+    ids = [f"v{i}" for i in range(160)]
+    store = FaissStore(tmp_path, dim=DIM, options={"save_every": 100, "save_behind": behind})
+    store.upsert(ids[:150], vecs[:150])
+    crossed = _generation(tmp_path)
+    started = store._saving
+    assert (started is not None) == behind, "the write went the other way than save_behind asked"
+    if started is not None:
+        started.result(timeout=60)
+    store.upsert(ids[150:], vecs[150:])  # below the next mark: the file stays as it was
+    side = json.loads((tmp_path / "index.json").read_text())
+    assert (side["generation"], side["ntotal"]) == (crossed, 150)
+    on_disk = faiss.read_index(str(tmp_path / "index.faiss"))
+    assert on_disk.ntotal == 150
+    store.close()  # writes the last 10
+    again = FaissStore(tmp_path)
+    try:
+        assert json.loads((tmp_path / "index.json").read_text())["generation"] == _generation(tmp_path)
+        assert again._index.ntotal == 160 and _finds_itself(again, vecs, ids)
+    finally:
+        again.close()
+
+
+def test_a_failed_background_save_is_logged_and_written_again_on_close(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """A background write that fails (here a directory stands where its temp file goes) loses nothing: the
+    index stays unsaved, the failure is logged with the store's folder, and ``close`` writes the files."""
+    vecs = _unit_vectors(120, 3)
+    ids = [f"v{i}" for i in range(120)]
+    store = FaissStore(tmp_path, dim=DIM, options={"save_every": 100})
+    blocker = tmp_path / "index.faiss.tmp"
+    blocker.mkdir()
+    with caplog.at_level("WARNING", logger="omniret.index.faiss.store"):
+        store.upsert(ids, vecs)
+        assert store._saving is not None
+        with pytest.raises(OSError):
+            store._saving.result(timeout=60)
+        store.upsert(ids[:1], vecs[:1])  # the next write settles the failed one
+    assert any("writing its index files in the background failed" in r.getMessage() and str(tmp_path) in
+               r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "index.json").exists() or \
+        json.loads((tmp_path / "index.json").read_text())["ntotal"] == 0
+    blocker.rmdir()
+    store.close()
+    assert json.loads((tmp_path / "index.json").read_text())["generation"] == _generation(tmp_path)
+    again = FaissStore(tmp_path)
+    try:
+        assert again._index.ntotal == 120 and _finds_itself(again, vecs, ids)
+    finally:
+        again.close()

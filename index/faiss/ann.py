@@ -20,7 +20,15 @@ import numpy as np
 import numpy.typing as npt
 
 from omniret.errors import ConfigError
-from omniret.index.faiss.cache import FaissIndex, FaissModule, out_of_date, read_cache, write_cache
+from omniret.index.faiss.cache import (
+    CacheCopy,
+    FaissIndex,
+    FaissModule,
+    copy_cache,
+    out_of_date,
+    read_cache,
+    write_cache,
+)
 from omniret.index.faiss.items import ItemTable
 
 IndexKind = Literal["flat", "hnsw", "ivfpq", "sq8"]
@@ -41,6 +49,7 @@ class FaissOptions(TypedDict, total=False):
     nprobe: int            # IVF lists visited per query
     train_size: int        # vectors needed before IVF-PQ / SQ8 is trained (exact search until then)
     save_every: int        # changes between automatic FAISS-file saves
+    save_behind: bool      # automatic saves write a copy of the index from a background thread (default)
     rescore: int           # lossy kinds (ivfpq, sq8): fetch k·rescore candidates, re-score them exactly
     funnel_candidates: int  # funnel search: candidates = k · funnel_candidates from the short index
     gpu: bool | None       # None: use a GPU when faiss has one
@@ -48,7 +57,7 @@ class FaissOptions(TypedDict, total=False):
 
 
 DEFAULTS: FaissOptions = {"M": 32, "ef_construction": 200, "ef_search": 128, "nbits": 8, "nprobe": 32,
-                          "save_every": 50_000}
+                          "save_every": 50_000, "save_behind": True}
 #: default ``rescore`` per kind: compressed codes re-score from the exact vectors SQLite keeps anyway
 RESCORE: dict[str, int] = {"ivfpq": 4, "sq8": 2}
 
@@ -208,6 +217,18 @@ class AnnIndex:
         write_cache(self.faiss, self.folder, CACHE, self.index, self.items.reflected, {"kind": self.kind})
         self.changes = 0
         self.stamped = self.items.reflected
+
+    def copy(self) -> CacheCopy:
+        """The file's contents as of now, to be written by ``write_copy`` later (counted as saved: call
+        ``unsaved`` if that write fails)."""
+        out = copy_cache(self.faiss, CACHE, self.index, self.items.reflected, {"kind": self.kind})
+        self.changes = 0
+        self.stamped = self.items.reflected
+        return out
+
+    def unsaved(self) -> None:
+        """The last ``copy`` never reached the disk: the file is behind again (``dirty``)."""
+        self.stamped = None
 
     @property
     def dirty(self) -> bool:

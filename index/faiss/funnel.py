@@ -15,7 +15,15 @@ import numpy as np
 
 from omniret.embed.matryoshka import truncate
 from omniret.index.faiss.ann import rescore
-from omniret.index.faiss.cache import FaissIndex, FaissModule, out_of_date, read_cache, write_cache
+from omniret.index.faiss.cache import (
+    CacheCopy,
+    FaissIndex,
+    FaissModule,
+    copy_cache,
+    out_of_date,
+    read_cache,
+    write_cache,
+)
 from omniret.index.faiss.items import ItemTable
 
 #: the cache file of the funnel index: ``funnel.faiss`` + ``funnel.json``
@@ -57,6 +65,10 @@ class FunnelIndex:
     def save(self) -> None:
         write_cache(self.faiss, self.folder, CACHE, self.index, self.items.reflected,
                     {"funnel_dim": self.funnel_dim})
+
+    def copy(self) -> CacheCopy:
+        """The file's contents as of now, for ``write_copy`` (see ``AnnIndex.copy``)."""
+        return copy_cache(self.faiss, CACHE, self.index, self.items.reflected, {"funnel_dim": self.funnel_dim})
 
     def search(self, q: np.ndarray, pool: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``pool`` candidates from the short-prefix index (exact there, filter applied), re-scored at full dim."""
