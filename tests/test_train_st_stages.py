@@ -102,9 +102,12 @@ def test_cross_encoder_rerank_stage_from_the_cli(minilm_path: Path, tmp_path: Pa
     res = CliRunner().invoke(app, ["train", "rerank", "--config", str(config), "--reranker", str(minilm_path),
                                    "--data", str(data), "--out", str(out), "--epochs", "8", "--batch-size", "4",
                                    "--lr", "2e-4", "--hard-negatives", "2", "--device", "cpu", "--max-length", "32",
-                                   "--init", "fresh"])   # the plain recipe: MiniLM body + a new head
+                                   "--init", "fresh",    # the plain recipe: MiniLM body + a new head
+                                   "--save-steps", "3", "--save-total-limit", "1"])
     assert res.exit_code == 0, res.output
     assert "trained rerank: 8 steps" in res.output                 # the flag overrode the file's epochs
+    # --save-total-limit reaches sentence-transformers' trainer too: of checkpoints 3, 6, 8 the newest is kept
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-8"]
     rr = load_reranker(out, device="cpu")
     for ex in load_examples(data):
         s = rr.score(ex.query, ex.candidates)
