@@ -10,4 +10,5 @@ beside those packages instead of inside one of them: nothing here imports ``embe
 - ``device``: torch device and dtype defaults.
 - ``models``: loading a transformers model quietly, attention choice, pooling, moving inputs to a device.
 - ``prepare``: "prepare every item, then run the model": per-item checks and failures.
+- ``options``: the options both loaders take (``ModelOptions``, the media ones) and the refusal of unknown names.
 """

@@ -25,7 +25,8 @@ def load_embedder(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     while ``auto`` picks the fastest one it can use (the embedder's ``backend`` says which).
     """
     from omniret.base.backends import BackendRequest
-    from omniret.embed.base import MEDIA_OPTIONS, QWEN_OPTIONS, ST_OPTIONS, check_options
+    from omniret.base.options import MEDIA_OPTIONS
+    from omniret.embed.base import QWEN_OPTIONS, ST_OPTIONS, check_options
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
 

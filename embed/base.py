@@ -10,58 +10,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
+from omniret.base.options import ModelOptions, refuse_unknown
 from omniret.base.prepare import prepare_each, prepare_item, split_prepared
 from omniret.embed.matryoshka import check_dim, truncate
 from omniret.embed.protocol import EmbedResult, ItemLike
-from omniret.errors import ConfigError
 from omniret.types import Item
 
 
-class EmbedOptions(TypedDict, total=False):
-    """Options ``load_embedder`` takes: the reference constructor's knobs, batching knobs, and the backend.
+class EmbedOptions(ModelOptions, total=False):
+    """Options ``load_embedder`` takes: the shared ``ModelOptions`` and one of its own.
 
     A model family ignores the knobs only another family reads (a text model the media knobs, a
     sentence-transformers model the token budgets); a name that is none of these is refused.
     """
 
-    max_length: int
-    min_pixels: int
-    max_pixels: int
-    total_pixels: int
-    fps: float
-    max_frames: int
-    default_instruction: str
-    allow_remote: bool
-    attn_implementation: str
-    #: most items in one forward (Qwen models)
-    max_batch_items: int
-    #: most padded tokens in one forward (Qwen models)
-    max_batch_tokens: int
-    #: most vision patches in one forward (Qwen3-VL)
-    max_batch_patches: int
-    #: threads that decode media in parallel; 0 prepares inline (Qwen models)
-    prepare_workers: int
-    #: sentence-transformers only: items per ``encode`` batch (default per backend)
-    batch_size: int
     #: sentence-transformers only: pass instructions as prompts (default: when the model defines prompts)
     use_instruction: bool
-    #: ``torch``, ``onnx``, ``openvino`` or ``auto`` (see ``omniret.base.backends``)
-    backend: str
-    #: ``int8`` (onnx backend) or None for float32
-    quantize: str | None
-    #: intra-op CPU threads (default: the CPUs this process may use, cgroup quota included)
-    threads: int
-    #: where exported models are cached (default: beside the checkpoint, else $OMNIRET_HOME/exports)
-    export_dir: str | Path
 
 
-#: options that only mean something to a model that reads images and video
-MEDIA_OPTIONS = frozenset({"min_pixels", "max_pixels", "total_pixels", "fps", "max_frames", "allow_remote"})
 #: options only the Qwen backends read (their prompt and their own length-sorted batching)
 QWEN_OPTIONS = frozenset({"max_batch_items", "max_batch_tokens", "max_batch_patches", "prepare_workers",
                                 "attn_implementation", "default_instruction"})
@@ -71,10 +41,7 @@ ST_OPTIONS = frozenset({"batch_size", "use_instruction"})
 
 def check_options(options: dict[str, Any], *, model: str) -> None:
     """``ConfigError`` naming any option ``EmbedOptions`` does not know, and the known ones."""
-    unknown = sorted(set(options) - set(EmbedOptions.__annotations__))
-    if unknown:
-        raise ConfigError(f"{model}: unknown embedder option(s) {unknown}; known: "
-                          f"{sorted(EmbedOptions.__annotations__)}")
+    refuse_unknown(options, EmbedOptions.__annotations__, model=model, kind="embedder")
 
 
 class BaseEmbedder(ABC):

@@ -27,10 +27,11 @@ def load_reranker(name_or_path: Any, *, device: Any = None, dtype: Any = None, *
     while ``auto`` picks the fastest one it can use (the reranker's ``backend`` says which).
     """
     from omniret.base.backends import BackendRequest
+    from omniret.base.options import MEDIA_OPTIONS
     from omniret.errors import ModelLoadError
     from omniret.registry import detect_arch, resolve
     from omniret.rerank.anchored import is_anchored
-    from omniret.rerank.base import MEDIA_OPTIONS, check_options
+    from omniret.rerank.base import check_options
 
     label = str(name_or_path)
     check_options(options, model=label)

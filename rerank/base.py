@@ -10,60 +10,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
+from omniret.base.options import ModelOptions, refuse_unknown
 from omniret.base.prepare import prepare_each, prepare_item, split_prepared
 from omniret.errors import ConfigError, ItemError
 from omniret.rerank.protocol import ItemLike, RerankResult, ScoreResult
 from omniret.types import Item
 
 
-class RerankOptions(TypedDict, total=False):
-    """Options ``load_reranker`` passes on: the reference constructor's knobs plus batching knobs."""
-
-    max_length: int
-    min_pixels: int
-    max_pixels: int
-    total_pixels: int
-    fps: float
-    max_frames: int
-    default_instruction: str
-    allow_remote: bool
-    #: most pairs in one forward
-    max_batch_items: int
-    #: most padded tokens (pairs × longest pair) in one forward
-    max_batch_tokens: int
-    #: most vision patches (rows of pixel values) in one forward
-    max_batch_patches: int
-    #: threads that load documents' media in parallel; 0 loads inline
-    prepare_workers: int
-    #: sentence-transformers CrossEncoder only: pairs per ``predict`` batch
-    batch_size: int
-    #: attention kernel of the Qwen models (default: FlashAttention 2 on CUDA when installed, else SDPA)
-    attn_implementation: str
-    #: ``torch``, ``onnx``, ``openvino`` or ``auto`` (see ``omniret.base.backends``; onnx/openvino: CrossEncoders)
-    backend: str
-    #: ``int8`` (onnx backend) or None for float32
-    quantize: str | None
-    #: intra-op CPU threads (default: the CPUs this process may use, cgroup quota included)
-    threads: int
-    #: where exported models are cached (default: beside the checkpoint, else $OMNIRET_HOME/exports)
-    export_dir: str | Path
-
-
-#: options that only mean something to a model that reads images and video
-MEDIA_OPTIONS = frozenset({"min_pixels", "max_pixels", "total_pixels", "fps", "max_frames", "allow_remote"})
+class RerankOptions(ModelOptions, total=False):
+    """Options ``load_reranker`` passes on: the shared ``ModelOptions`` (onnx and openvino: CrossEncoders)."""
 
 
 def check_options(options: dict[str, Any], *, model: str) -> None:
-    """``ConfigError`` naming any option ``RerankOptions`` does not know."""
-    unknown = sorted(set(options) - set(RerankOptions.__annotations__))
-    if unknown:
-        raise ConfigError(f"{model}: unknown reranker option(s) {unknown}; known: "
-                          f"{sorted(RerankOptions.__annotations__)}")
+    """``ConfigError`` naming any option ``RerankOptions`` does not know, and the known ones."""
+    refuse_unknown(options, RerankOptions.__annotations__, model=model, kind="reranker")
 
 
 def item_text(item: Item, index: int | None) -> str:
