@@ -49,7 +49,7 @@ class FaissOptions(TypedDict, total=False):
     nprobe: int            # IVF lists visited per query
     train_size: int        # vectors needed before IVF-PQ / SQ8 is trained (exact search until then)
     save_every: int        # changes between automatic FAISS-file saves
-    save_behind: bool      # automatic saves write a copy of the index from a background thread (default)
+    save_behind: bool      # automatic saves clone the index and write the clone from a background thread (default)
     rescore: int           # lossy kinds (ivfpq, sq8): fetch k·rescore candidates, re-score them exactly
     funnel_candidates: int  # funnel search: candidates = k · funnel_candidates from the short index
     gpu: bool | None       # None: use a GPU when faiss has one

@@ -2,8 +2,8 @@
 
 ``NAME.faiss`` is written first, then its sidecar ``NAME.json`` (the SQLite generation it reflects and a
 few facts), each by temp file + rename. A missing or unreadable pair, or one of another width, reads as
-absent: the caller rebuilds it from SQLite, which holds every vector. A ``CacheCopy`` is the same pair
-taken in memory at one generation, so a background thread can write it while the live index changes.
+absent: the caller rebuilds it from SQLite, which holds every vector. A ``CacheCopy`` is a clone of the
+index at one generation, so a background thread can write the pair while the live index changes.
 """
 
 from __future__ import annotations
@@ -41,41 +41,36 @@ def read_cache(faiss: FaissModule, folder: Path, name: str, dim: int, *, flags: 
 
 def write_cache(faiss: FaissModule, folder: Path, name: str, index: FaissIndex, generation: int, facts: dict[str, object]) -> None:
     """Write ``NAME.faiss`` and then its sidecar (``generation``, ``facts``, ``ntotal``) atomically."""
-    tmp = folder / f"{name}.faiss.tmp"
+    f = folder / f"{name}.faiss"
+    tmp = f.with_suffix(".faiss.tmp")
     faiss.write_index(index, str(tmp))
-    _publish(folder, name, tmp, {"generation": generation, **facts, "ntotal": int(index.ntotal)})
-
-
-def _publish(folder: Path, name: str, tmp: Path, sidecar: dict[str, object]) -> None:
-    """Rename the written ``tmp`` to ``NAME.faiss``, then write the sidecar ``NAME.json`` the same way."""
-    os.replace(tmp, folder / f"{name}.faiss")
+    os.replace(tmp, f)
     side_tmp = folder / f"{name}.json.tmp"
-    side_tmp.write_text(json.dumps(sidecar))
+    side_tmp.write_text(json.dumps({"generation": generation, **facts, "ntotal": int(index.ntotal)}))
     os.replace(side_tmp, folder / f"{name}.json")
 
 
 @dataclass(frozen=True)
 class CacheCopy:
-    """A FAISS file's contents taken at one generation, to be written later without the index: the index
-    serialised (a copy in memory; the live index keeps changing) and its sidecar."""
+    """What ``write_cache`` would write now, kept for later: a clone of the index (the live one keeps
+    changing) and the generation it reflects."""
 
     name: str
-    blob: np.ndarray
-    sidecar: dict[str, object]
+    index: FaissIndex
+    generation: int
+    facts: dict[str, object]
 
 
 def copy_cache(faiss: FaissModule, name: str, index: FaissIndex, generation: int,
                facts: dict[str, object]) -> CacheCopy:
-    """``index`` serialised now, with the sidecar ``write_cache`` would write for it."""
-    return CacheCopy(name, faiss.serialize_index(index),
-                     {"generation": generation, **facts, "ntotal": int(index.ntotal)})
+    """``index`` cloned now. ``clone_index`` is a memory copy (about 1 s for 1M x 384 flat here); FAISS's
+    own serialisation to a buffer took 2 to 20 s for the same index, and a file write 1 to 4 s."""
+    return CacheCopy(name, faiss.clone_index(index), generation, facts)
 
 
-def write_copy(folder: Path, copy: CacheCopy) -> None:
-    """Write a ``CacheCopy`` as ``write_cache`` writes an index: the file, then its sidecar, each atomically."""
-    tmp = folder / f"{copy.name}.faiss.tmp"
-    copy.blob.tofile(str(tmp))
-    _publish(folder, copy.name, tmp, copy.sidecar)
+def write_copy(faiss: FaissModule, folder: Path, copy: CacheCopy) -> None:
+    """Write a ``CacheCopy`` exactly as ``write_cache`` writes a live index."""
+    write_cache(faiss, folder, copy.name, copy.index, copy.generation, copy.facts)
 
 
 def out_of_date(faiss: FaissModule, index: FaissIndex, items: ItemTable) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,10 @@ The facade over one folder's parts, each in its own module:
   ``kill -9``.
 - ``ann``: the FAISS index (flat, HNSW, IVF-PQ, SQ8; GPU; mmap) in ``index.faiss``, a cache of SQLite
   written on close and every ``save_every`` changes, caught up or rebuilt from SQLite on open. The
-  periodic write (``save_behind``, the default) serialises the index under the store's lock and writes
-  that copy from a background thread, so a writer waits for a memory copy, not for the disk: at 1M
-  vectors a synchronous write beside a snapshot's archive held one upsert for 23.6 s. The price is a
-  transient second copy of the index in memory; ``save_behind=False`` writes in the writer's call.
+  periodic write (``save_behind``, the default) clones the index under the store's lock and writes the
+  clone from a background thread, so a writer waits for a memory copy (about 1 s at 1M x 384 flat) and
+  not for FAISS's serialisation and the disk (7 to 20 s for that index on a busy machine). The price is
+  a transient second copy of the index in memory; ``save_behind=False`` writes in the writer's call.
 - ``funnel``: with ``funnel_dim``, an exact index over short Matryoshka prefixes (``funnel.faiss``) whose
   candidates are re-scored at full dim.
 - ``lexical``: the FTS5 (BM25) table, written in the same transactions as the items.
@@ -333,7 +333,7 @@ class FaissStore:
     def _write_copies(self, copies: list[CacheCopy]) -> None:
         """The background thread's part of ``save_behind``: files only, no index, no lock."""
         for c in copies:
-            write_copy(self.path, c)
+            write_copy(self._ann.faiss, self.path, c)
 
     @property
     def saving(self) -> bool:
