@@ -8,8 +8,8 @@ The facade over one folder's parts, each in its own module:
 - ``ann``: the FAISS index (flat, HNSW, IVF-PQ, SQ8; GPU; mmap) in ``index.faiss``, a cache of SQLite
   written on close and every ``save_every`` changes, caught up or rebuilt from SQLite on open. The
   periodic write (``save_behind``, the default) clones the index under the store's lock and writes the
-  clone from a background thread, so a writer waits for a memory copy (about 1 s at 1M x 384 flat) and
-  not for FAISS's serialisation and the disk (7 to 20 s for that index on a busy machine). The price is
+  clone from a background thread, so a writer waits for a memory copy (about 1 s at 1M x 384 flat on a
+  quiet machine) and not for the file write (1 to 4 s there, up to 22 s beside a snapshot). The price is
   a transient second copy of the index in memory; ``save_behind=False`` writes in the writer's call.
 - ``funnel``: with ``funnel_dim``, an exact index over short Matryoshka prefixes (``funnel.faiss``) whose
   candidates are re-scored at full dim.
