@@ -108,25 +108,26 @@ def _run(stage: str, config: Path | None, **flags: Any) -> None:
     v: dict[str, Any] = summary.get("validation") or {}
     if v.get("before") is not None:
         m: str = v["metric"]
-        line = f"validation {m}: before {v['before'][m]:.4f}, after {v['best'][m]:.4f} (best, step {v['best_step']})"
-        if v.get("first_stage"):
-            line += f"; first stage {v['first_stage'][m]:.4f}"
-            if not v.get("beats_first_stage"):
-                line += " [bold red](the reranker does not beat it)[/bold red]"
-        console.print(line)
+        console.print(f"validation {m}: before {v['before'][m]:.4f}, after {v['best'][m]:.4f} (best, step "
+                      f"{v['best_step']})" + _versus_first_stage(v, m))
         check: dict[str, Any] = v.get("check") or {}
         if check:  # queries that chose no checkpoint: the honest comparison
-            line = f"check split ({check['queries']} queries): {m} {check['reranker'][m]:.4f}"
-            if check.get("first_stage"):
-                line += f"; first stage {check['first_stage'][m]:.4f}"
-                if not check.get("beats_first_stage"):
-                    line += " [bold red](the reranker does not beat it)[/bold red]"
-            console.print(line)
+            console.print(f"check split ({check['queries']} queries): {m} {check['reranker'][m]:.4f}"
+                          + _versus_first_stage(check, m))
         teacher: dict[str, Any] = v.get("teacher") or {}
         for name, t in (("validation", teacher), ("check split", teacher.get("check") or {})):
             if t.get("teacher"):
                 console.print(f"teacher on {name}: {m} {t['teacher'][m]:.4f} vs the student's {t['student'][m]:.4f}"
                               + ("" if t.get("beats_student") else " [bold red](it does not beat it)[/bold red]"))
+
+
+def _versus_first_stage(block: dict[str, Any], metric: str) -> str:
+    """``; first stage X`` for a validation or check block that measured the first stage, flagged when the
+    reranker does not beat it; empty otherwise."""
+    if not block.get("first_stage"):
+        return ""
+    flag = "" if block.get("beats_first_stage") else " [bold red](the reranker does not beat it)[/bold red]"
+    return f"; first stage {block['first_stage'][metric]:.4f}{flag}"
 
 
 def _common(config: ConfigOpt, model: TrainModelOpt, data: DataOpt, out: OutOpt, epochs: EpochsOpt,
